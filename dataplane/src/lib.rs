@@ -1,0 +1,9 @@
+//! microseg's enforcement point.
+//!
+//! The core modules (`packet`, and later `classifier`, `conntrack`,
+//! `pipeline`) do no I/O and read no clock: they take frames and `now` as
+//! arguments, so they are tested deterministically without root. `unsafe`
+//! is denied crate-wide and opened only in the AF_XDP and BPF modules.
+
+pub mod frames;
+pub mod packet;
