@@ -1,2 +1,59 @@
-//! Shared helpers for microseg's criterion benchmarks (the benches live in
-//! `benches/benches/`).
+//! Shared helpers for microseg's benchmarks: locating and loading the
+//! ClassBench rule sets, traces generated from them, and a median timer.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use microseg_dataplane::classifier::{classbench, Rule};
+use microseg_dataplane::packet::FlowKey;
+
+/// The nine ClassBench sets, in report order.
+pub const CLASSBENCH_SETS: [&str; 9] = [
+    "acl1_1k",
+    "fw1_1k",
+    "ipc1_1k",
+    "acl1_10k",
+    "fw1_10k",
+    "ipc1_10k",
+    "acl1_100k",
+    "fw1_100k",
+    "ipc1_100k",
+];
+
+/// Where the ClassBench files are: `$MICROSEG_CLASSBENCH`, else
+/// `../shared/classbench` beside the repository.
+pub fn classbench_dir() -> PathBuf {
+    std::env::var_os("MICROSEG_CLASSBENCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/classbench")
+        })
+}
+
+/// Loads one ClassBench set's rules; panics with the path and the parse
+/// error, since a benchmark without its input has nothing to say.
+pub fn load_rules(set: &str) -> Vec<Rule<()>> {
+    let path = classbench_dir().join(set);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read ClassBench set {}: {e}", path.display()));
+    classbench::parse_filters(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A trace of `count` keys generated from `rules` with the benchmarks'
+/// fixed seed.
+pub fn trace(rules: &[Rule<()>], count: usize) -> Vec<FlowKey> {
+    classbench::generate_trace(rules, count, 0xbe_4c4)
+}
+
+/// Median of `runs` timings of `f`, in nanoseconds.
+pub fn median_ns(runs: usize, mut f: impl FnMut()) -> f64 {
+    let mut times: Vec<f64> = (0..runs.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_nanos() as f64
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}

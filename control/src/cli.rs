@@ -1,6 +1,8 @@
 //! The `microseg` command line: argument definitions, parsed by clap so
 //! that a bad flag names itself and changes nothing.
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
 /// microseg: a microsegmentation firewall on an AF_XDP software switch.
@@ -15,4 +17,30 @@ pub struct Cli {
 pub enum Command {
     /// Run the veth-namespace demo testbed (needs root).
     Demo,
+    /// Classify a ClassBench trace: print, per trace line and in order, the
+    /// 0-based index of the first matching rule, or -1.
+    Classify {
+        /// ClassBench filter file (`@src/len dst/len lo : hi lo : hi 0xPP/0xMM ...`).
+        #[arg(long)]
+        rules: PathBuf,
+        /// Trace file (`sip dip sp dp proto [filter#]`, integers).
+        #[arg(long)]
+        trace: PathBuf,
+        /// Answer with the linear reference classifier instead of the
+        /// compiled one.
+        #[arg(long)]
+        reference: bool,
+    },
+    /// Generate a ClassBench trace from a rule file (deterministic per seed).
+    Trace {
+        /// ClassBench filter file.
+        #[arg(long)]
+        rules: PathBuf,
+        /// Number of trace lines.
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// Seed of the generator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }

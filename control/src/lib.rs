@@ -1,4 +1,5 @@
-//! microseg's control plane: command line today; policy engine, API and
-//! telemetry as they land.
+//! microseg's control plane: the command line and its commands today;
+//! policy engine, API and telemetry as they land.
 
+pub mod classify;
 pub mod cli;

@@ -5,5 +5,6 @@
 //! arguments, so they are tested deterministically without root. `unsafe`
 //! is denied crate-wide and opened only in the AF_XDP and BPF modules.
 
+pub mod classifier;
 pub mod frames;
 pub mod packet;
