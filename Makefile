@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := packet_parse
+FUZZ_TARGETS := packet_parse classifier_diff
 
 .PHONY: all deps build test fmt-check clippy unit-tests demo fuzz bench clean
 
@@ -46,6 +46,7 @@ fuzz: deps
 
 bench: deps
 	$(CARGO) bench -p microseg-benches
+	$(CARGO) run --release -p microseg-benches --bin classifier-report -- --csv docs/bench/classifier.csv
 
 clean:
 	$(CARGO) clean
