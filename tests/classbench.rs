@@ -6,21 +6,9 @@ mod common;
 
 use common::{classbench_path, run_microseg, ScratchDir};
 use microseg_dataplane::classifier::classbench::{
-    derive_ipv6_rules, generate_trace, parse_filters,
+    derive_ipv6_rules, generate_trace, parse_filters, STANDARD_SETS,
 };
 use microseg_dataplane::classifier::{Classifier, LinearClassifier, Rule};
-
-const SETS: [&str; 9] = [
-    "acl1_1k",
-    "fw1_1k",
-    "ipc1_1k",
-    "acl1_10k",
-    "fw1_10k",
-    "ipc1_10k",
-    "acl1_100k",
-    "fw1_100k",
-    "ipc1_100k",
-];
 
 fn load(set: &str) -> Vec<Rule<()>> {
     let text = std::fs::read_to_string(classbench_path(set)).expect("read set");
@@ -51,7 +39,7 @@ fn assert_tree_matches_linear(name: &str, rules: Vec<Rule<()>>, keys: usize) -> 
 
 #[test]
 fn compiled_classifier_matches_linear_on_all_nine_sets() {
-    for set in SETS {
+    for set in STANDARD_SETS {
         let rules = load(set);
         let n = rules.len();
         let keys = if n > 50_000 { 4_000 } else { 20_000 };

@@ -13,6 +13,20 @@ pub use super::rng::SplitMix64;
 use super::{IpPrefix, PortRange, Rule};
 use crate::packet::{AddrFamily, FlowKey};
 
+/// The nine shared ClassBench sets (`../shared/classbench`): three seed
+/// families at 1k, 10k and 100k rules, smallest first.
+pub const STANDARD_SETS: [&str; 9] = [
+    "acl1_1k",
+    "fw1_1k",
+    "ipc1_1k",
+    "acl1_10k",
+    "fw1_10k",
+    "ipc1_10k",
+    "acl1_100k",
+    "fw1_100k",
+    "ipc1_100k",
+];
+
 /// A bad line in a ClassBench file, named by its 1-based number.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {message}")]
