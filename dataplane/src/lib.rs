@@ -6,5 +6,6 @@
 //! is denied crate-wide and opened only in the AF_XDP and BPF modules.
 
 pub mod classifier;
+pub mod conntrack;
 pub mod frames;
 pub mod packet;

@@ -28,7 +28,9 @@ mod reason;
 mod tests;
 
 pub use key::{ip_to_u128, AddrFamily, FlowKey, FragmentInfo, FragmentKind, VlanTags};
-pub use parse::{parse_frame, FrameKind, ParsedFrame, MAX_IPV6_EXT_HEADERS};
+pub use parse::{
+    parse_frame, parse_quoted, ArpInfo, FrameKind, ParsedFrame, TcpSegment, MAX_IPV6_EXT_HEADERS,
+};
 pub use reason::DropReason;
 
 /// IP protocol numbers used across the dataplane.

@@ -69,7 +69,22 @@ pub struct ParsedFrame {
     /// For ICMP/ICMPv6 error messages: offset of the quoted IP header that
     /// conntrack matches the error against.
     pub icmp_error_quote: Option<u16>,
+    /// TCP sequence fields, for conntrack's window checks.
+    pub tcp: Option<TcpSegment>,
     pub kind: FrameKind,
+}
+
+/// The TCP fields conntrack tracks, besides flags (which are in the key).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpSegment {
+    pub seq: u32,
+    pub ack: u32,
+    /// The raw (unscaled) window field.
+    pub window: u16,
+    /// The window scale option, when a SYN carries one.
+    pub window_scale: Option<u8>,
+    /// Bytes of TCP payload.
+    pub payload_len: u16,
 }
 
 impl ParsedFrame {
@@ -98,6 +113,7 @@ pub fn parse_frame(frame: &[u8], ingress_port: u16) -> Result<ParsedFrame, DropR
         l3_end: offset_u16(frame.len()),
         l4_offset: None,
         icmp_error_quote: None,
+        tcp: None,
         kind: FrameKind::Other,
     };
 
@@ -128,8 +144,75 @@ pub fn parse_frame(frame: &[u8], ingress_port: u16) -> Result<ParsedFrame, DropR
     parsed.icmp_error_quote = l4
         .quote_at
         .map(|at| offset_u16(l3_offset + ip.l4_start + at));
+    parsed.tcp = l4.tcp;
     parsed.kind = FrameKind::Ip(key);
     Ok(parsed)
+}
+
+/// Parses the packet an ICMP or ICMPv6 error quotes (at `offset` in
+/// `frame`, as `ParsedFrame::icmp_error_quote` gives it) into the key of the
+/// connection it belongs to, as that packet was sent. Lengths are not
+/// checked against the quote (it is a truncated copy), only bounds: `None`
+/// when not even the IP header and 4 bytes of ports are there.
+pub fn parse_quoted(frame: &[u8], offset: u16, family: AddrFamily) -> Option<FlowKey> {
+    let quote = frame.get(usize::from(offset)..)?;
+    let layer = match family {
+        AddrFamily::V4 => {
+            let header = Ipv4HeaderSlice::from_slice(quote).ok()?;
+            IpLayer {
+                family,
+                src: u128::from(u32::from_be_bytes(header.source())),
+                dst: u128::from(u32::from_be_bytes(header.destination())),
+                proto: header.protocol().0,
+                fragment: FragmentInfo::default(),
+                l4_start: header.slice().len(),
+                l3_len: quote.len(),
+            }
+        }
+        AddrFamily::V6 => {
+            let header = Ipv6HeaderSlice::from_slice(quote).ok()?;
+            let mut layer = IpLayer {
+                family,
+                src: u128::from_be_bytes(header.source()),
+                dst: u128::from_be_bytes(header.destination()),
+                proto: header.next_header().0,
+                fragment: FragmentInfo::default(),
+                l4_start: IPV6_HEADER_LEN,
+                l3_len: quote.len(),
+            };
+            walk_ipv6_ext_headers(quote, &mut layer).ok()?;
+            layer
+        }
+    };
+    let l4 = quote.get(layer.l4_start..)?;
+    let word = |at: usize| l4.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let mut key = FlowKey {
+        family,
+        src: layer.src,
+        dst: layer.dst,
+        proto: layer.proto,
+        ..FlowKey::default()
+    };
+    match (layer.proto, family) {
+        (proto::ICMP, AddrFamily::V4) | (proto::ICMPV6, AddrFamily::V6) => {
+            let (&icmp_type, &code) = (l4.first()?, l4.get(1)?);
+            let carries_id = if family == AddrFamily::V4 {
+                icmpv4_class(icmp_type).0
+            } else {
+                icmpv6_class(icmp_type).0
+            };
+            key.dst_port = u16::from_be_bytes([icmp_type, code]);
+            if carries_id {
+                key.src_port = word(4)?;
+            }
+        }
+        (proto::TCP | proto::UDP | proto::SCTP | proto::DCCP | proto::UDPLITE, _) => {
+            key.src_port = word(0)?;
+            key.dst_port = word(2)?;
+        }
+        _ => {}
+    }
+    Some(key)
 }
 
 /// Frames are at most 64 KiB here (AF_XDP frames are 4 KiB), so every
@@ -406,11 +489,13 @@ struct L4Layer {
     has_header: bool,
     /// Offset, from the L4 header, of the IP header an ICMP error quotes.
     quote_at: Option<usize>,
+    tcp: Option<TcpSegment>,
 }
 
 const NO_L4: L4Layer = L4Layer {
     has_header: false,
     quote_at: None,
+    tcp: None,
 };
 
 /// The shortest L4 header each protocol needs for the key; a later fragment
@@ -445,6 +530,25 @@ fn parse_l4(key: &mut FlowKey, data: &[u8]) -> Result<L4Layer, DropReason> {
             key.src_port = tcp.source_port();
             key.dst_port = tcp.destination_port();
             key.tcp_flags = tcp.slice().get(13).copied().unwrap_or_default();
+            // A first fragment's payload length is not the segment's; the
+            // pipeline does not track fragmented TCP (it drops later fragments).
+            let payload_len = data.len().saturating_sub(tcp.slice().len());
+            let segment = TcpSegment {
+                seq: tcp.sequence_number(),
+                ack: tcp.acknowledgment_number(),
+                window: tcp.window_size(),
+                window_scale: if tcp.syn() {
+                    window_scale(tcp.options())
+                } else {
+                    None
+                },
+                payload_len: u16::try_from(payload_len).unwrap_or(u16::MAX),
+            };
+            return Ok(L4Layer {
+                has_header: true,
+                quote_at: None,
+                tcp: Some(segment),
+            });
         }
         (proto::UDP, _) => {
             let udp = UdpHeaderSlice::from_slice(data)
@@ -499,7 +603,34 @@ fn parse_l4(key: &mut FlowKey, data: &[u8]) -> Result<L4Layer, DropReason> {
     Ok(L4Layer {
         has_header: true,
         quote_at: None,
+        tcp: None,
     })
+}
+
+/// The window scale option (kind 3, length 3) from raw TCP options, walked
+/// by hand: no allocation, and malformed options just mean "no scale".
+fn window_scale(options: &[u8]) -> Option<u8> {
+    let mut at = 0;
+    while let Some(&kind) = options.get(at) {
+        match kind {
+            0 => return None, // end of options
+            1 => at += 1,     // no-op
+            3 => {
+                return options
+                    .get(at + 2)
+                    .copied()
+                    .filter(|_| options.get(at + 1) == Some(&3))
+            }
+            _ => {
+                let len = usize::from(*options.get(at + 1)?);
+                if len < 2 {
+                    return None;
+                }
+                at += len;
+            }
+        }
+    }
+    None
 }
 
 /// (carries an identifier, is an error that quotes a packet) for ICMPv4
@@ -540,5 +671,6 @@ fn fill_icmp(
     L4Layer {
         has_header: true,
         quote_at: is_error.then_some(ICMP_HEADER_LEN),
+        tcp: None,
     }
 }

@@ -706,3 +706,100 @@ proptest! {
         }
     }
 }
+
+// ---- fields for conntrack ------------------------------------------------------
+
+#[test]
+fn tcp_segment_fields_and_window_scale() {
+    let mut l4 = tcp(1, 80, tcp_flags::SYN, 0);
+    // Data offset 7 (28 bytes): options MSS (4 bytes), NOP, window scale 7.
+    l4[12] = 7 << 4;
+    l4.extend_from_slice(&[2, 4, 0x05, 0xb4, 1, 3, 3, 7]);
+    l4.extend_from_slice(&[0; 10]); // payload
+    let frame = ethernet(&[], ETH_IPV4, &ipv4(A4, B4, proto::TCP, &l4));
+    let parsed = parse_frame(&frame, 0).expect("parses");
+    let segment = parsed.tcp.expect("TCP fields");
+    assert_eq!(segment.seq, 1000);
+    assert_eq!(segment.window, 64240);
+    assert_eq!(segment.window_scale, Some(7));
+    assert_eq!(segment.payload_len, 10);
+
+    // Window scale is only read from SYNs; malformed options yield none.
+    let mut ack = l4.clone();
+    ack[13] = tcp_flags::ACK;
+    let parsed =
+        parse_frame(&ethernet(&[], ETH_IPV4, &ipv4(A4, B4, proto::TCP, &ack)), 0).expect("parses");
+    assert_eq!(parsed.tcp.expect("TCP").window_scale, None);
+    let mut bad = l4.clone();
+    bad[20..28].copy_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]); // option length 0
+    let parsed =
+        parse_frame(&ethernet(&[], ETH_IPV4, &ipv4(A4, B4, proto::TCP, &bad)), 0).expect("parses");
+    assert_eq!(parsed.tcp.expect("TCP").window_scale, None);
+}
+
+#[test]
+fn quoted_packets_of_icmp_errors_parse_to_their_connection() {
+    // The quote is truncated to 8 bytes of UDP: its total length lies.
+    let original = ipv4(B4, A4, proto::UDP, &udp(53, 5353, 200));
+    let quoted = &original[..28];
+    let frame = ethernet(
+        &[],
+        ETH_IPV4,
+        &ipv4(A4, B4, proto::ICMP, &icmp(3, 3, 0, 0, quoted)),
+    );
+    let parsed = parse_frame(&frame, 0).expect("parses");
+    let key = parse_quoted(
+        &frame,
+        parsed.icmp_error_quote.expect("quote"),
+        AddrFamily::V4,
+    )
+    .expect("key");
+    assert_eq!(
+        (key.src_ip(), key.dst_ip()),
+        (IpAddr::from(B4), IpAddr::from(A4))
+    );
+    assert_eq!(
+        (key.proto, key.src_port, key.dst_port),
+        (proto::UDP, 53, 5353)
+    );
+
+    let original6 = ipv6(
+        B6,
+        A6,
+        &[Ext::DestOptions],
+        proto::ICMPV6,
+        &icmp(128, 0, 77, 1, &[0; 32]),
+    );
+    let frame6 = ethernet(
+        &[],
+        ETH_IPV6,
+        &ipv6(A6, B6, &[], proto::ICMPV6, &icmp(1, 4, 0, 0, &original6)),
+    );
+    let parsed6 = parse_frame(&frame6, 0).expect("parses");
+    let key6 = parse_quoted(
+        &frame6,
+        parsed6.icmp_error_quote.expect("quote"),
+        AddrFamily::V6,
+    )
+    .expect("key");
+    assert_eq!(
+        (key6.proto, key6.src_port, key6.icmp_type()),
+        (proto::ICMPV6, 77, Some(128))
+    );
+
+    // Too short to name a connection.
+    let stub = ethernet(
+        &[],
+        ETH_IPV4,
+        &ipv4(A4, B4, proto::ICMP, &icmp(3, 3, 0, 0, &original[..22])),
+    );
+    let parsed = parse_frame(&stub, 0).expect("parses");
+    assert_eq!(
+        parse_quoted(
+            &stub,
+            parsed.icmp_error_quote.expect("quote"),
+            AddrFamily::V4
+        ),
+        None
+    );
+}

@@ -1,0 +1,57 @@
+//! The connection key: a packet's 5-tuple plus zone, normalized so that
+//! both directions of a connection find the same entry.
+
+use crate::packet::{proto, AddrFamily, FlowKey};
+
+/// Direction-normalized connection identity. `addrs[0], ports[0]` is the
+/// endpoint that sorts first; which endpoint opened the connection is
+/// recorded in the entry, not the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ConnKey {
+    /// Isolation domain (VLAN or port group): equal 5-tuples in different
+    /// zones are different connections.
+    pub zone: u16,
+    pub family: AddrFamily,
+    pub proto: u8,
+    pub addrs: [u128; 2],
+    /// Ports; for ICMP echo-like messages both are the identifier, so that
+    /// request and reply normalize alike.
+    pub ports: [u16; 2],
+}
+
+/// Which endpoint of a `ConnKey` sent a packet (0 or 1).
+pub type Endpoint = u8;
+
+impl ConnKey {
+    /// The key of `flow` in `zone`, and which endpoint sent it.
+    pub fn from_flow(flow: &FlowKey, zone: u16) -> (Self, Endpoint) {
+        let (src_port, dst_port) = conn_ports(flow);
+        let a = (flow.src, src_port);
+        let b = (flow.dst, dst_port);
+        let (first, second, sender) = if a <= b { (a, b, 0) } else { (b, a, 1) };
+        let key = ConnKey {
+            zone,
+            family: flow.family,
+            proto: flow.proto,
+            addrs: [first.0, second.0],
+            ports: [first.1, second.1],
+        };
+        (key, sender)
+    }
+
+    /// The address of endpoint `which`.
+    pub fn addr(&self, which: Endpoint) -> u128 {
+        self.addrs[usize::from(which & 1)]
+    }
+}
+
+/// Ports as conntrack sees them: ICMP echo-like messages use the identifier
+/// on both sides; other ICMP (informational, not errors) have none.
+fn conn_ports(flow: &FlowKey) -> (u16, u16) {
+    match (flow.family, flow.proto) {
+        (AddrFamily::V4, proto::ICMP) | (AddrFamily::V6, proto::ICMPV6) => {
+            (flow.src_port, flow.src_port)
+        }
+        _ => (flow.src_port, flow.dst_port),
+    }
+}

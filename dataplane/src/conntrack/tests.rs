@@ -1,0 +1,781 @@
+//! Conntrack tests, all on an explicit clock.
+
+use super::*;
+use crate::packet::tcp_flags::{ACK, FIN, PSH, RST, SYN};
+use crate::packet::{AddrFamily, FlowKey, TcpSegment};
+
+const S: u64 = 1_000_000_000;
+const CLIENT: u128 = 0x0a00_0001;
+const SERVER: u128 = 0x0a00_0002;
+const ALLOW: Admission = Admission::Allow {
+    generation: 1,
+    rule_id: 7,
+};
+
+fn table() -> ConntrackTable {
+    ConntrackTable::new(ConntrackConfig::default())
+}
+
+fn flow(src: u128, dst: u128, proto: u8, src_port: u16, dst_port: u16) -> FlowKey {
+    FlowKey {
+        family: AddrFamily::V4,
+        src,
+        dst,
+        proto,
+        src_port,
+        dst_port,
+        ..FlowKey::default()
+    }
+}
+
+/// A TCP connection under test: client port 40000 to server port 443, with
+/// each side's next sequence number.
+struct Tcp {
+    client_seq: u32,
+    server_seq: u32,
+}
+
+impl Tcp {
+    fn new() -> Self {
+        Self {
+            client_seq: 1_000,
+            server_seq: 90_000,
+        }
+    }
+
+    fn segment(&mut self, from_client: bool, flags: u8, payload: u16) -> TrackPacket {
+        let (src, dst, sp, dp) = if from_client {
+            (CLIENT, SERVER, 40000, 443)
+        } else {
+            (SERVER, CLIENT, 443, 40000)
+        };
+        let (seq, ack) = if from_client {
+            (&mut self.client_seq, self.server_seq)
+        } else {
+            (&mut self.server_seq, self.client_seq)
+        };
+        let segment = TcpSegment {
+            seq: *seq,
+            ack,
+            window: 65535,
+            window_scale: None,
+            payload_len: payload,
+        };
+        *seq = seq
+            .wrapping_add(u32::from(payload))
+            .wrapping_add(u32::from(flags & (SYN | FIN) != 0));
+        TrackPacket {
+            flow: FlowKey {
+                tcp_flags: flags,
+                ..flow(src, dst, proto::TCP, sp, dp)
+            },
+            tcp: Some(segment),
+            bytes: 60 + u32::from(payload),
+            ..TrackPacket::default()
+        }
+    }
+}
+
+fn state_of(outcome: TrackOutcome) -> ConnState {
+    match outcome {
+        TrackOutcome::Tracked { state, .. } => state,
+        other => panic!("expected a tracked packet, got {other:?}"),
+    }
+}
+
+/// Sends `steps` (from_client, flags, payload) and returns the states.
+fn run(table: &ConntrackTable, tcp: &mut Tcp, steps: &[(bool, u8, u16)]) -> Vec<ConnState> {
+    steps
+        .iter()
+        .map(|&(c, flags, len)| state_of(table.track(&tcp.segment(c, flags, len), S, || ALLOW)))
+        .collect()
+}
+
+fn handshake(table: &ConntrackTable, tcp: &mut Tcp) {
+    use ConnState::*;
+    let states = run(
+        table,
+        tcp,
+        &[(true, SYN, 0), (false, SYN | ACK, 0), (true, ACK, 0)],
+    );
+    assert_eq!(states, [TcpSynSent, TcpSynRecv, TcpEstablished]);
+}
+
+fn conn_key() -> ConnKey {
+    ConnKey::from_flow(&flow(CLIENT, SERVER, proto::TCP, 40000, 443), 0).0
+}
+
+#[test]
+fn key_normalizes_both_directions() {
+    let (a, from_a) = ConnKey::from_flow(&flow(CLIENT, SERVER, proto::UDP, 5000, 53), 3);
+    let (b, from_b) = ConnKey::from_flow(&flow(SERVER, CLIENT, proto::UDP, 53, 5000), 3);
+    assert_eq!(a, b);
+    assert_ne!(from_a, from_b);
+    let (other_zone, _) = ConnKey::from_flow(&flow(CLIENT, SERVER, proto::UDP, 5000, 53), 4);
+    assert_ne!(a, other_zone);
+}
+
+#[test]
+fn tcp_handshake_data_and_orderly_close() {
+    use ConnState::*;
+    let table = table();
+    let mut tcp = Tcp::new();
+    handshake(&table, &mut tcp);
+    let states = run(
+        &table,
+        &mut tcp,
+        &[
+            (true, PSH | ACK, 100),
+            (false, ACK, 0),
+            (true, FIN | ACK, 0),
+            (false, ACK, 0),
+            (false, FIN | ACK, 0),
+            (true, ACK, 0),
+        ],
+    );
+    assert_eq!(
+        states,
+        [
+            TcpEstablished,
+            TcpEstablished,
+            TcpFinWait,
+            TcpCloseWait,
+            TcpLastAck,
+            TcpTimeWait
+        ]
+    );
+    let entry = table.get(&conn_key()).expect("tracked");
+    assert_eq!(entry.packets.iter().sum::<u32>(), 9);
+    assert_eq!(entry.generation, 1);
+    assert_eq!(entry.rule_id, 7);
+    assert!(entry.replied());
+    // TIME_WAIT lasts 120 s; then the sweep closes it as FIN-closed.
+    assert_eq!(table.sweep(S + 119 * S, SHARDS), 0);
+    assert_eq!(table.sweep(S + 121 * S, SHARDS), 1);
+    assert_eq!(table.stats().ended(EndReason::Closed), 1);
+    assert!(table.is_empty());
+}
+
+#[test]
+fn simultaneous_open() {
+    use ConnState::*;
+    let table = table();
+    let mut tcp = Tcp::new();
+    let states = run(
+        &table,
+        &mut tcp,
+        &[
+            (true, SYN, 0),
+            (false, SYN, 0),
+            (true, SYN | ACK, 0),
+            (false, SYN | ACK, 0),
+            (true, ACK, 0),
+        ],
+    );
+    assert_eq!(
+        states,
+        [
+            TcpSynSent,
+            TcpSynRecv,
+            TcpSynRecv,
+            TcpSynRecv,
+            TcpEstablished
+        ]
+    );
+}
+
+#[test]
+fn retransmitted_syn_keeps_one_entry() {
+    let table = table();
+    let mut tcp = Tcp::new();
+    let syn = tcp.segment(true, SYN, 0);
+    assert!(matches!(
+        table.track(&syn, S, || ALLOW),
+        TrackOutcome::Tracked { created: true, .. }
+    ));
+    let again = table.track(&syn, 2 * S, || {
+        panic!("a retransmission is not a new connection")
+    });
+    assert_eq!(state_of(again), ConnState::TcpSynSent);
+    assert_eq!(table.len(), 1);
+    assert_eq!(table.stats().created, 1);
+}
+
+#[test]
+fn rst_in_every_state_ends_the_connection() {
+    use ConnState::*;
+    let prefixes: [&[(bool, u8, u16)]; 7] = [
+        &[(true, SYN, 0)],
+        &[(true, SYN, 0), (false, SYN | ACK, 0)],
+        &[(true, SYN, 0), (false, SYN | ACK, 0), (true, ACK, 0)],
+        &[
+            (true, SYN, 0),
+            (false, SYN | ACK, 0),
+            (true, ACK, 0),
+            (true, FIN | ACK, 0),
+        ],
+        &[
+            (true, SYN, 0),
+            (false, SYN | ACK, 0),
+            (true, ACK, 0),
+            (true, FIN | ACK, 0),
+            (false, ACK, 0),
+        ],
+        &[
+            (true, SYN, 0),
+            (false, SYN | ACK, 0),
+            (true, ACK, 0),
+            (true, FIN | ACK, 0),
+            (false, FIN | ACK, 0),
+        ],
+        &[
+            (true, SYN, 0),
+            (false, SYN | ACK, 0),
+            (true, ACK, 0),
+            (true, FIN | ACK, 0),
+            (false, FIN | ACK, 0),
+            (true, ACK, 0),
+        ],
+    ];
+    let expected_before = [
+        TcpSynSent,
+        TcpSynRecv,
+        TcpEstablished,
+        TcpFinWait,
+        TcpCloseWait,
+        TcpLastAck,
+        TcpTimeWait,
+    ];
+    for (steps, before) in prefixes.iter().zip(expected_before) {
+        for rst_from_client in [true, false] {
+            let table = table();
+            let mut tcp = Tcp::new();
+            let states = run(&table, &mut tcp, steps);
+            assert_eq!(*states.last().expect("steps"), before);
+            let rst = tcp.segment(rst_from_client, RST | ACK, 0);
+            assert_eq!(
+                state_of(table.track(&rst, S, || ALLOW)),
+                TcpClose,
+                "RST in {before:?}"
+            );
+            assert!(table.is_empty(), "RST in {before:?} removes the entry");
+            assert_eq!(table.stats().ended(EndReason::Reset), 1);
+            // A stray segment after the reset finds no connection.
+            let late = tcp.segment(true, ACK, 10);
+            assert_eq!(
+                table.track(&late, S, || ALLOW),
+                TrackOutcome::Invalid(InvalidReason::NoConnection)
+            );
+        }
+    }
+}
+
+#[test]
+fn blind_rst_and_out_of_window_data_are_invalid() {
+    let table = table();
+    let mut tcp = Tcp::new();
+    handshake(&table, &mut tcp);
+    let mut blind = tcp.segment(false, RST, 0);
+    blind.tcp = blind.tcp.map(|mut s| {
+        s.seq = s.seq.wrapping_add(3_000_000_000);
+        s
+    });
+    assert_eq!(
+        table.track(&blind, S, || ALLOW),
+        TrackOutcome::Invalid(InvalidReason::RstOutOfWindow)
+    );
+    let mut injected = tcp.segment(true, PSH | ACK, 100);
+    injected.tcp = injected.tcp.map(|mut s| {
+        s.seq = s.seq.wrapping_add(10_000_000);
+        s
+    });
+    assert_eq!(
+        table.track(&injected, S, || ALLOW),
+        TrackOutcome::Invalid(InvalidReason::OutOfWindow)
+    );
+    // The connection survives both, and in-window data still flows.
+    assert_eq!(
+        state_of(table.track(&tcp.segment(true, ACK, 10), S, || ALLOW)),
+        ConnState::TcpEstablished
+    );
+    let stats = table.stats();
+    assert_eq!(stats.invalid(InvalidReason::RstOutOfWindow), 1);
+    assert_eq!(stats.invalid(InvalidReason::OutOfWindow), 1);
+}
+
+#[test]
+fn retransmission_of_old_data_is_in_window() {
+    let table = table();
+    let mut tcp = Tcp::new();
+    handshake(&table, &mut tcp);
+    let first = tcp.segment(true, PSH | ACK, 1000);
+    table.track(&first, S, || ALLOW);
+    run(&table, &mut tcp, &[(true, PSH | ACK, 1000)]);
+    // The first segment again, as a retransmission.
+    assert_eq!(
+        state_of(table.track(&first, S, || ALLOW)),
+        ConnState::TcpEstablished
+    );
+}
+
+#[test]
+fn half_close_lets_the_other_side_keep_sending() {
+    use ConnState::*;
+    let table = table();
+    let mut tcp = Tcp::new();
+    handshake(&table, &mut tcp);
+    let states = run(
+        &table,
+        &mut tcp,
+        &[
+            (false, FIN | ACK, 0), // the server closes first
+            (true, ACK, 0),
+            (true, PSH | ACK, 500), // the client still sends
+            (false, ACK, 0),
+            (true, FIN | ACK, 0),
+            (false, ACK, 0),
+        ],
+    );
+    assert_eq!(
+        states,
+        [
+            TcpFinWait,
+            TcpCloseWait,
+            TcpCloseWait,
+            TcpCloseWait,
+            TcpLastAck,
+            TcpTimeWait
+        ]
+    );
+}
+
+#[test]
+fn time_wait_reuse_opens_a_new_connection() {
+    let table = table();
+    let mut tcp = Tcp::new();
+    handshake(&table, &mut tcp);
+    run(
+        &table,
+        &mut tcp,
+        &[(true, FIN | ACK, 0), (false, FIN | ACK, 0), (true, ACK, 0)],
+    );
+    assert_eq!(
+        table.get(&conn_key()).map(|e| e.state),
+        Some(ConnState::TcpTimeWait)
+    );
+    let mut fresh = Tcp {
+        client_seq: 5_000_000,
+        server_seq: 7_000_000,
+    };
+    let reopened = table.track(&fresh.segment(true, SYN, 0), 2 * S, || ALLOW);
+    assert!(matches!(
+        reopened,
+        TrackOutcome::Tracked {
+            created: true,
+            state: ConnState::TcpSynSent,
+            ..
+        }
+    ));
+    assert_eq!(table.len(), 1);
+    assert_eq!(table.stats().ended(EndReason::Removed), 1);
+    assert_eq!(table.stats().created, 2);
+}
+
+#[test]
+fn packets_out_of_state_are_invalid_and_counted() {
+    let table = table();
+    let mut tcp = Tcp::new();
+    let mid_stream = tcp.segment(true, ACK, 100);
+    assert_eq!(
+        table.track(&mid_stream, S, || panic!("no admission for a non-SYN")),
+        TrackOutcome::Invalid(InvalidReason::NoConnection)
+    );
+    for flags in [SYN | FIN, SYN | RST, FIN, 0] {
+        let bad = tcp.segment(true, flags, 0);
+        assert_eq!(
+            table.track(&bad, S, || ALLOW),
+            TrackOutcome::Invalid(InvalidReason::BadTcpFlags)
+        );
+    }
+    handshake(&table, &mut tcp);
+    let mut syn = tcp.segment(true, SYN, 0);
+    syn.tcp = syn.tcp.map(|mut s| {
+        s.seq = s.seq.wrapping_sub(1);
+        s
+    });
+    assert_eq!(
+        table.track(&syn, S, || ALLOW),
+        TrackOutcome::Invalid(InvalidReason::SynOnEstablished)
+    );
+    let stats = table.stats();
+    assert_eq!(stats.invalid(InvalidReason::NoConnection), 1);
+    assert_eq!(stats.invalid(InvalidReason::BadTcpFlags), 4);
+    assert_eq!(stats.invalid(InvalidReason::SynOnEstablished), 1);
+    assert_eq!(table.len(), 1);
+}
+
+fn udp(from_client: bool) -> TrackPacket {
+    let f = if from_client {
+        flow(CLIENT, SERVER, proto::UDP, 5353, 53)
+    } else {
+        flow(SERVER, CLIENT, proto::UDP, 53, 5353)
+    };
+    TrackPacket {
+        flow: f,
+        bytes: 80,
+        ..TrackPacket::default()
+    }
+}
+
+#[test]
+fn udp_new_then_replied_with_their_timeouts() {
+    let table = table();
+    assert!(matches!(
+        table.track(&udp(true), 0, || ALLOW),
+        TrackOutcome::Tracked {
+            state: ConnState::New,
+            created: true,
+            ..
+        }
+    ));
+    // Unreplied UDP lives 30 s.
+    assert_eq!(table.sweep(29 * S, SHARDS), 0);
+    assert_eq!(table.sweep(31 * S, SHARDS), 1);
+    assert_eq!(table.stats().ended(EndReason::Expired), 1);
+
+    table.track(&udp(true), 100 * S, || ALLOW);
+    let reply = table.track(&udp(false), 101 * S, || panic!("replies are tracked"));
+    assert!(matches!(
+        reply,
+        TrackOutcome::Tracked {
+            state: ConnState::Replied,
+            direction: Direction::Reply,
+            ..
+        }
+    ));
+    // Replied UDP lives 120 s from the last packet.
+    assert_eq!(table.sweep(101 * S + 119 * S, SHARDS), 0);
+    assert_eq!(table.sweep(101 * S + 121 * S, SHARDS), 1);
+}
+
+#[test]
+fn expired_entry_is_replaced_on_its_next_packet_even_without_a_sweep() {
+    let table = table();
+    table.track(&udp(true), 0, || ALLOW);
+    let again = table.track(&udp(true), 31 * S, || ALLOW);
+    assert!(matches!(again, TrackOutcome::Tracked { created: true, .. }));
+    assert_eq!(table.stats().ended(EndReason::Expired), 1);
+    assert_eq!(table.len(), 1);
+}
+
+fn icmp_echo(request: bool, id: u16) -> TrackPacket {
+    let (src, dst, icmp_type) = if request {
+        (CLIENT, SERVER, 8u8)
+    } else {
+        (SERVER, CLIENT, 0u8)
+    };
+    TrackPacket {
+        flow: flow(src, dst, proto::ICMP, id, u16::from(icmp_type) << 8),
+        bytes: 98,
+        ..TrackPacket::default()
+    }
+}
+
+#[test]
+fn icmp_echo_request_opens_and_reply_answers() {
+    let table = table();
+    assert_eq!(
+        table.track(&icmp_echo(false, 9), 0, || ALLOW),
+        TrackOutcome::Invalid(InvalidReason::NoConnection),
+        "an echo reply opens nothing"
+    );
+    table.track(&icmp_echo(true, 9), 0, || ALLOW);
+    let reply = table.track(&icmp_echo(false, 9), S, || panic!("tracked"));
+    assert!(matches!(
+        reply,
+        TrackOutcome::Tracked {
+            state: ConnState::Replied,
+            ..
+        }
+    ));
+    // A different identifier is a different "connection".
+    assert!(matches!(
+        table.track(&icmp_echo(true, 10), S, || ALLOW),
+        TrackOutcome::Tracked { created: true, .. }
+    ));
+    assert_eq!(table.len(), 2);
+    // ICMP lives 30 s.
+    assert_eq!(table.sweep(32 * S, SHARDS), 2);
+}
+
+#[test]
+fn icmp_errors_are_related_to_the_connection_they_quote() {
+    let table = table();
+    table.track(&udp(true), 0, || ALLOW);
+    // The server's host says port unreachable, quoting the client's packet.
+    let error = TrackPacket {
+        flow: flow(SERVER, CLIENT, proto::ICMP, 0, 3 << 8 | 3),
+        quoted: Some(flow(CLIENT, SERVER, proto::UDP, 5353, 53)),
+        ..TrackPacket::default()
+    };
+    assert_eq!(
+        table.track(&error, S, || panic!("errors never open connections")),
+        TrackOutcome::Related {
+            generation: 1,
+            rule_id: 7
+        }
+    );
+    let unrelated = TrackPacket {
+        quoted: Some(flow(CLIENT, SERVER, proto::UDP, 1, 2)),
+        ..error
+    };
+    assert_eq!(
+        table.track(&unrelated, S, || ALLOW),
+        TrackOutcome::Invalid(InvalidReason::UnrelatedIcmpError)
+    );
+    assert_eq!(table.stats().related, 1);
+}
+
+#[test]
+fn denied_connections_leave_no_entry() {
+    let table = table();
+    assert_eq!(
+        table.track(&udp(true), 0, || Admission::Deny),
+        TrackOutcome::Denied
+    );
+    assert!(table.is_empty());
+    assert_eq!(table.stats().denied, 1);
+}
+
+#[test]
+fn established_tcp_times_out_after_five_days() {
+    let table = table();
+    let mut tcp = Tcp::new();
+    handshake(&table, &mut tcp);
+    assert_eq!(table.sweep(S + 431_999 * S, SHARDS), 0);
+    assert_eq!(table.sweep(S + 432_001 * S, SHARDS), 1);
+}
+
+#[test]
+fn timeouts_are_configurable() {
+    let table = ConntrackTable::new(ConntrackConfig {
+        timeouts: Timeouts {
+            udp_unreplied: 2 * S,
+            ..Timeouts::default()
+        },
+        ..ConntrackConfig::default()
+    });
+    table.track(&udp(true), 0, || ALLOW);
+    assert_eq!(table.sweep(3 * S, SHARDS), 1);
+}
+
+fn udp_from(src: u128, port: u16) -> TrackPacket {
+    TrackPacket {
+        flow: flow(src, SERVER, proto::UDP, port, 53),
+        ..TrackPacket::default()
+    }
+}
+
+#[test]
+fn full_table_reclaims_expired_then_early_drops_unreplied() {
+    let table = ConntrackTable::new(ConntrackConfig {
+        max_entries: 64,
+        pressure_sweep_shards: SHARDS,
+        early_drop_scan: 64,
+        ..ConntrackConfig::default()
+    });
+    for port in 0..64 {
+        assert!(matches!(
+            table.track(&udp_from(CLIENT, port), 0, || ALLOW),
+            TrackOutcome::Tracked { .. }
+        ));
+    }
+    assert_eq!(table.len(), 64);
+    // At 31 s every unreplied UDP entry is expired: reclaimed first.
+    assert!(matches!(
+        table.track(&udp_from(CLIENT, 1000), 31 * S, || ALLOW),
+        TrackOutcome::Tracked { created: true, .. }
+    ));
+    assert_eq!(table.stats().ended(EndReason::Expired), 64);
+    assert_eq!(table.len(), 1);
+
+    // Fill again with live entries; a new one early-drops an unreplied one.
+    for port in 2000..2063 {
+        table.track(&udp_from(CLIENT, port), 40 * S, || ALLOW);
+    }
+    assert_eq!(table.len(), 64);
+    assert!(matches!(
+        table.track(&udp_from(CLIENT, 9999), 41 * S, || ALLOW),
+        TrackOutcome::Tracked { created: true, .. }
+    ));
+    assert_eq!(table.stats().ended(EndReason::EarlyDrop), 1);
+    assert_eq!(table.len(), 64);
+}
+
+#[test]
+fn full_table_of_answered_connections_refuses_new_ones() {
+    let table = ConntrackTable::new(ConntrackConfig {
+        max_entries: 8,
+        ..ConntrackConfig::default()
+    });
+    for port in 0..8 {
+        table.track(&udp_from(CLIENT, port), 0, || ALLOW);
+        let reply = TrackPacket {
+            flow: flow(SERVER, CLIENT, proto::UDP, 53, port),
+            ..TrackPacket::default()
+        };
+        table.track(&reply, 0, || ALLOW);
+    }
+    assert_eq!(
+        table.track(&udp_from(CLIENT, 100), S, || ALLOW),
+        TrackOutcome::Refused(RefuseReason::TableFull)
+    );
+    assert_eq!(table.len(), 8);
+    assert_eq!(table.stats().refused(RefuseReason::TableFull), 1);
+}
+
+#[test]
+fn a_flooding_source_hits_its_quota_while_others_still_connect() {
+    let table = ConntrackTable::new(ConntrackConfig {
+        max_entries: 1000,
+        per_source_limit: 100,
+        ..ConntrackConfig::default()
+    });
+    let attacker = 0x0a00_0066;
+    let mut refused = 0;
+    for port in 0..500u16 {
+        let syn = TrackPacket {
+            flow: FlowKey {
+                tcp_flags: SYN,
+                ..flow(attacker, SERVER, proto::TCP, port, 80)
+            },
+            tcp: Some(TcpSegment::default()),
+            ..TrackPacket::default()
+        };
+        if table.track(&syn, S, || ALLOW) == TrackOutcome::Refused(RefuseReason::SourceQuota) {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 400);
+    assert_eq!(table.source_count(0, AddrFamily::V4, attacker), 100);
+    for port in 0..50 {
+        assert!(matches!(
+            table.track(&udp_from(CLIENT, port), S, || ALLOW),
+            TrackOutcome::Tracked { created: true, .. }
+        ));
+    }
+    assert_eq!(table.len(), 150);
+    // Quotas are released as entries end.
+    table.sweep(1000 * S, SHARDS);
+    assert_eq!(table.source_count(0, AddrFamily::V4, attacker), 0);
+}
+
+#[test]
+fn events_report_creation_and_end_and_count_losses() {
+    let table = ConntrackTable::new(ConntrackConfig {
+        event_capacity: 2,
+        ..ConntrackConfig::default()
+    });
+    table.track(&udp(true), 0, || ALLOW);
+    match table.events().pop() {
+        Some(FlowEvent::Created { key, entry }) => {
+            assert_eq!(key.proto, proto::UDP);
+            assert_eq!(
+                entry.packets,
+                [1, 0].map(|p| if entry.originator == 0 { p } else { 1 - p })
+            );
+        }
+        other => panic!("expected Created, got {other:?}"),
+    }
+    table.sweep(60 * S, SHARDS);
+    assert!(matches!(
+        table.events().pop(),
+        Some(FlowEvent::Ended {
+            reason: EndReason::Expired,
+            ..
+        })
+    ));
+    for port in 0..5 {
+        table.track(&udp_from(CLIENT, port), 100 * S, || ALLOW);
+    }
+    assert_eq!(table.events().len(), 2);
+    assert_eq!(table.stats().events_dropped, 3);
+}
+
+#[test]
+fn readmit_and_remove_serve_policy_rechecks() {
+    let table = table();
+    table.track(&udp(true), 0, || ALLOW);
+    let (key, _) = ConnKey::from_flow(&udp(true).flow, 0);
+    assert!(table.readmit(&key, 2, 9));
+    let tracked = table.track(&udp(false), S, || ALLOW);
+    assert!(matches!(
+        tracked,
+        TrackOutcome::Tracked {
+            generation: 2,
+            rule_id: 9,
+            ..
+        }
+    ));
+    assert!(table.remove(&key, EndReason::Removed).is_some());
+    assert!(table.get(&key).is_none());
+    assert!(!table.readmit(&key, 3, 9));
+}
+
+#[test]
+fn concurrent_workers_keep_counts_consistent() {
+    use std::sync::Arc;
+    let table = Arc::new(ConntrackTable::new(ConntrackConfig {
+        max_entries: 50_000,
+        per_source_limit: 50_000,
+        event_capacity: 1 << 20,
+        ..ConntrackConfig::default()
+    }));
+    let threads: Vec<_> = (0..4u128)
+        .map(|t| {
+            let table = Arc::clone(&table);
+            std::thread::spawn(move || {
+                for round in 0..3u64 {
+                    let now = round * 40 * S;
+                    for i in 0..10_000u16 {
+                        // Half the flows are shared by all threads (races on
+                        // the same key), half are this thread's own.
+                        let src = if i % 2 == 0 {
+                            0x0a01_0000
+                        } else {
+                            0x0a02_0000 + t
+                        };
+                        table.track(&udp_from(src, i), now, || ALLOW);
+                        if i % 1000 == 0 {
+                            table.sweep(now, 8);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("worker thread");
+    }
+    let mut seen = std::collections::HashSet::new();
+    table.for_each(|key, _| assert!(seen.insert(*key), "duplicate entry {key:?}"));
+    assert_eq!(seen.len(), table.len(), "entry counter matches the entries");
+    let stats = table.stats();
+    let ended: u64 = stats.ended.iter().sum();
+    assert_eq!(
+        stats.created - ended,
+        table.len() as u64,
+        "created - ended = live"
+    );
+    // Shared flows: 5,000 keys; own flows: 5,000 per thread.
+    assert_eq!(table.len(), 5_000 + 4 * 5_000);
+    // Every live entry is counted against exactly its source's quota.
+    let shared = table.source_count(0, AddrFamily::V4, 0x0a01_0000);
+    assert_eq!(shared, 5_000);
+    for t in 0..4 {
+        assert_eq!(
+            table.source_count(0, AddrFamily::V4, 0x0a02_0000 + t),
+            5_000
+        );
+    }
+}
