@@ -57,3 +57,35 @@ pub fn median_ns(runs: usize, mut f: impl FnMut()) -> f64 {
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
 }
+
+/// Conntrack benchmark traffic: `count` distinct UDP connections, each
+/// one packet from a client and one reply, spread over many sources.
+pub mod conntrack_traffic {
+    use microseg_dataplane::conntrack::TrackPacket;
+    use microseg_dataplane::packet::{proto, AddrFamily, FlowKey};
+
+    /// The client's packet of connection `i`.
+    pub fn request(i: u32) -> TrackPacket {
+        TrackPacket {
+            flow: FlowKey {
+                family: AddrFamily::V4,
+                src: u128::from(0x0a00_0000 | (i >> 8)),
+                dst: 0x0a80_0001,
+                proto: proto::UDP,
+                src_port: 1024 + (i & 0xff) as u16,
+                dst_port: 53,
+                ..FlowKey::default()
+            },
+            bytes: 80,
+            ..TrackPacket::default()
+        }
+    }
+
+    /// The server's reply on connection `i`.
+    pub fn reply(i: u32) -> TrackPacket {
+        let mut packet = request(i);
+        std::mem::swap(&mut packet.flow.src, &mut packet.flow.dst);
+        std::mem::swap(&mut packet.flow.src_port, &mut packet.flow.dst_port);
+        packet
+    }
+}

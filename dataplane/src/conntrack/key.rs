@@ -13,10 +13,16 @@ pub struct ConnKey {
     pub zone: u16,
     pub family: AddrFamily,
     pub proto: u8,
-    pub addrs: [u128; 2],
     /// Ports; for ICMP echo-like messages both are the identifier, so that
     /// request and reply normalize alike.
     pub ports: [u16; 2],
+    /// The endpoints' addresses as (high, low) 64-bit halves: `u128` would
+    /// force 16-byte alignment and pad every entry by 16 bytes.
+    addrs: [[u64; 2]; 2],
+}
+
+fn split(addr: u128) -> [u64; 2] {
+    [(addr >> 64) as u64, addr as u64]
 }
 
 /// Which endpoint of a `ConnKey` sent a packet (0 or 1).
@@ -33,7 +39,7 @@ impl ConnKey {
             zone,
             family: flow.family,
             proto: flow.proto,
-            addrs: [first.0, second.0],
+            addrs: [split(first.0), split(second.0)],
             ports: [first.1, second.1],
         };
         (key, sender)
@@ -41,7 +47,8 @@ impl ConnKey {
 
     /// The address of endpoint `which`.
     pub fn addr(&self, which: Endpoint) -> u128 {
-        self.addrs[usize::from(which & 1)]
+        let [high, low] = self.addrs[usize::from(which & 1)];
+        (u128::from(high) << 64) | u128::from(low)
     }
 }
 

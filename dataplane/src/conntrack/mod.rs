@@ -3,8 +3,11 @@
 //!
 //! Design (measurements in `docs/benchmarks.md`, reasoning in
 //! `docs/architecture.md`):
-//! - **Sharded table**: `SHARDS` independently locked `hashbrown`
-//!   tables, a key's shard chosen by its hash. Workers and the control plane
+//! - **Sharded table**: independently locked, cache-padded `hashbrown`
+//!   tables, a key's shard chosen by its hash. Their number is derived from
+//!   the capacity so each shard's power-of-two bucket array fills to at most
+//!   7/8 at capacity (with 5% headroom for uneven hashing): a fixed count
+//!   can leave every shard just past a power of two and double memory. Workers and the control plane
 //!   contend only when they touch the same shard at the same instant; there
 //!   is no global lock. This is dashmap's design; dashmap itself exposes
 //!   per-shard iteration only through `unsafe` raw tables, and the
@@ -41,15 +44,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::CachePadded;
 use hashbrown::HashTable;
 
 use crate::packet::{proto, AddrFamily, FlowKey, TcpSegment};
 use entry::ProtoClass;
 use tcp::{event_of, in_window, track_segment, transition, TcpEvent, Transition};
 
-/// Shards of the table (a power of two). 256 keeps a 1M-entry shard at
-/// ~4k entries, so a sweep step or an early-drop scan is short.
-pub const SHARDS: usize = 256;
+/// Entries per shard at capacity: 7/8 of 8,192 buckets. Small enough that
+/// a sweep step or an early-drop scan is short.
+const SHARD_CAPACITY: usize = 7_168;
+
+/// Pass as `max_shards` to `sweep` to visit every shard.
+pub const ALL_SHARDS: usize = usize::MAX;
+
+/// Quota shards (a power of two).
+const QUOTA_SHARDS: usize = 256;
 
 /// Limits and timeouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,10 +167,10 @@ pub enum FlowEvent {
     },
 }
 
-type Shard = Mutex<HashTable<(ConnKey, ConnEntry)>>;
+type Shard = CachePadded<Mutex<HashTable<(ConnKey, ConnEntry)>>>;
 
 /// Entries each source holds, for the quota; sharded like the table.
-type QuotaShard = Mutex<HashTable<(SourceKey, u32)>>;
+type QuotaShard = CachePadded<Mutex<HashTable<(SourceKey, u32)>>>;
 
 /// The connection table.
 #[derive(Debug)]
@@ -185,12 +195,16 @@ struct SourceKey {
 
 impl ConntrackTable {
     pub fn new(config: ConntrackConfig) -> Self {
-        let per_shard = config.max_entries.div_ceil(SHARDS);
+        let with_headroom = config.max_entries.saturating_add(config.max_entries / 20);
+        let shards = with_headroom.div_ceil(SHARD_CAPACITY).max(1);
+        let per_shard = with_headroom.div_ceil(shards);
         Self {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(HashTable::with_capacity(per_shard)))
+            shards: (0..shards)
+                .map(|_| CachePadded::new(Mutex::new(HashTable::with_capacity(per_shard))))
                 .collect(),
-            sources: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
+            sources: (0..QUOTA_SHARDS)
+                .map(|_| CachePadded::new(Mutex::new(HashTable::new())))
+                .collect(),
             hasher: ahash::RandomState::new(),
             entries: AtomicUsize::new(0),
             sweep_cursor: AtomicUsize::new(0),
@@ -227,8 +241,19 @@ impl ConntrackTable {
         self.hasher.hash_one(value)
     }
 
+    /// The shard of a hash: multiply-shift maps it onto any shard count
+    /// without a division.
+    fn shard_index(&self, hash: u64) -> usize {
+        ((u128::from(hash) * self.shards.len() as u128) >> 64) as usize
+    }
+
     fn shard_of(&self, hash: u64) -> &Shard {
-        &self.shards[(hash as usize) & (SHARDS - 1)]
+        &self.shards[self.shard_index(hash)]
+    }
+
+    fn quota_shard(&self, hash: u64) -> &QuotaShard {
+        // The low bits: the high ones already chose the table shard.
+        &self.sources[(hash as usize) & (QUOTA_SHARDS - 1)]
     }
 
     /// Locks a shard; a worker that panicked while holding it left only
@@ -593,11 +618,12 @@ impl ConntrackTable {
         let start = self.sweep_cursor.load(Ordering::Relaxed);
         let mut examined = 0;
         let mut oldest: Option<(u64, usize, ConnKey)> = None;
-        for offset in 0..SHARDS {
+        let shards = self.shards.len();
+        for offset in 0..shards {
             if examined >= self.config.early_drop_scan {
                 break;
             }
-            let index = (start + offset) & (SHARDS - 1);
+            let index = (start + offset) % shards;
             let shard = Self::lock(&self.shards[index]);
             for (key, entry) in shard.iter().take(self.config.early_drop_scan - examined) {
                 examined += 1;
@@ -639,7 +665,7 @@ impl ConntrackTable {
     fn take_quota(&self, key: &ConnKey, originator: Endpoint) -> Result<(), RefuseReason> {
         let source = Self::source_of(key, originator);
         let hash = self.hash(&source);
-        let mut quotas = Self::lock(&self.sources[(hash as usize) & (SHARDS - 1)]);
+        let mut quotas = Self::lock(self.quota_shard(hash));
         match quotas.find_mut(hash, |(s, _)| *s == source) {
             Some((_, count)) if *count >= self.config.per_source_limit => {
                 Err(RefuseReason::SourceQuota)
@@ -658,7 +684,7 @@ impl ConntrackTable {
     fn release_quota(&self, key: &ConnKey, originator: Endpoint) {
         let source = Self::source_of(key, originator);
         let hash = self.hash(&source);
-        let mut quotas = Self::lock(&self.sources[(hash as usize) & (SHARDS - 1)]);
+        let mut quotas = Self::lock(self.quota_shard(hash));
         if let Ok(mut slot) = quotas.find_entry(hash, |(s, _)| *s == source) {
             let count = &mut slot.get_mut().1;
             *count = count.saturating_sub(1);
@@ -672,7 +698,7 @@ impl ConntrackTable {
     pub fn source_count(&self, zone: u16, family: AddrFamily, addr: u128) -> u32 {
         let source = SourceKey { zone, family, addr };
         let hash = self.hash(&source);
-        let quotas = Self::lock(&self.sources[(hash as usize) & (SHARDS - 1)]);
+        let quotas = Self::lock(self.quota_shard(hash));
         quotas
             .find(hash, |(s, _)| *s == source)
             .map_or(0, |(_, c)| *c)
@@ -683,8 +709,9 @@ impl ConntrackTable {
     pub fn sweep(&self, now: u64, max_shards: usize) -> usize {
         let mut removed = 0;
         let mut expired: Vec<(ConnKey, ConnEntry)> = Vec::new();
-        for _ in 0..max_shards.min(SHARDS) {
-            let index = self.sweep_cursor.fetch_add(1, Ordering::Relaxed) & (SHARDS - 1);
+        let shards = self.shards.len();
+        for _ in 0..max_shards.min(shards) {
+            let index = self.sweep_cursor.fetch_add(1, Ordering::Relaxed) % shards;
             {
                 let mut shard = Self::lock(&self.shards[index]);
                 shard.retain(|(key, entry)| {

@@ -150,8 +150,8 @@ fn tcp_handshake_data_and_orderly_close() {
     assert_eq!(entry.rule_id, 7);
     assert!(entry.replied());
     // TIME_WAIT lasts 120 s; then the sweep closes it as FIN-closed.
-    assert_eq!(table.sweep(S + 119 * S, SHARDS), 0);
-    assert_eq!(table.sweep(S + 121 * S, SHARDS), 1);
+    assert_eq!(table.sweep(S + 119 * S, ALL_SHARDS), 0);
+    assert_eq!(table.sweep(S + 121 * S, ALL_SHARDS), 1);
     assert_eq!(table.stats().ended(EndReason::Closed), 1);
     assert!(table.is_empty());
 }
@@ -439,8 +439,8 @@ fn udp_new_then_replied_with_their_timeouts() {
         }
     ));
     // Unreplied UDP lives 30 s.
-    assert_eq!(table.sweep(29 * S, SHARDS), 0);
-    assert_eq!(table.sweep(31 * S, SHARDS), 1);
+    assert_eq!(table.sweep(29 * S, ALL_SHARDS), 0);
+    assert_eq!(table.sweep(31 * S, ALL_SHARDS), 1);
     assert_eq!(table.stats().ended(EndReason::Expired), 1);
 
     table.track(&udp(true), 100 * S, || ALLOW);
@@ -454,8 +454,8 @@ fn udp_new_then_replied_with_their_timeouts() {
         }
     ));
     // Replied UDP lives 120 s from the last packet.
-    assert_eq!(table.sweep(101 * S + 119 * S, SHARDS), 0);
-    assert_eq!(table.sweep(101 * S + 121 * S, SHARDS), 1);
+    assert_eq!(table.sweep(101 * S + 119 * S, ALL_SHARDS), 0);
+    assert_eq!(table.sweep(101 * S + 121 * S, ALL_SHARDS), 1);
 }
 
 #[test]
@@ -505,7 +505,7 @@ fn icmp_echo_request_opens_and_reply_answers() {
     ));
     assert_eq!(table.len(), 2);
     // ICMP lives 30 s.
-    assert_eq!(table.sweep(32 * S, SHARDS), 2);
+    assert_eq!(table.sweep(32 * S, ALL_SHARDS), 2);
 }
 
 #[test]
@@ -552,8 +552,8 @@ fn established_tcp_times_out_after_five_days() {
     let table = table();
     let mut tcp = Tcp::new();
     handshake(&table, &mut tcp);
-    assert_eq!(table.sweep(S + 431_999 * S, SHARDS), 0);
-    assert_eq!(table.sweep(S + 432_001 * S, SHARDS), 1);
+    assert_eq!(table.sweep(S + 431_999 * S, ALL_SHARDS), 0);
+    assert_eq!(table.sweep(S + 432_001 * S, ALL_SHARDS), 1);
 }
 
 #[test]
@@ -566,7 +566,7 @@ fn timeouts_are_configurable() {
         ..ConntrackConfig::default()
     });
     table.track(&udp(true), 0, || ALLOW);
-    assert_eq!(table.sweep(3 * S, SHARDS), 1);
+    assert_eq!(table.sweep(3 * S, ALL_SHARDS), 1);
 }
 
 fn udp_from(src: u128, port: u16) -> TrackPacket {
@@ -580,7 +580,7 @@ fn udp_from(src: u128, port: u16) -> TrackPacket {
 fn full_table_reclaims_expired_then_early_drops_unreplied() {
     let table = ConntrackTable::new(ConntrackConfig {
         max_entries: 64,
-        pressure_sweep_shards: SHARDS,
+        pressure_sweep_shards: ALL_SHARDS,
         early_drop_scan: 64,
         ..ConntrackConfig::default()
     });
@@ -666,7 +666,7 @@ fn a_flooding_source_hits_its_quota_while_others_still_connect() {
     }
     assert_eq!(table.len(), 150);
     // Quotas are released as entries end.
-    table.sweep(1000 * S, SHARDS);
+    table.sweep(1000 * S, ALL_SHARDS);
     assert_eq!(table.source_count(0, AddrFamily::V4, attacker), 0);
 }
 
@@ -687,7 +687,7 @@ fn events_report_creation_and_end_and_count_losses() {
         }
         other => panic!("expected Created, got {other:?}"),
     }
-    table.sweep(60 * S, SHARDS);
+    table.sweep(60 * S, ALL_SHARDS);
     assert!(matches!(
         table.events().pop(),
         Some(FlowEvent::Ended {
@@ -778,4 +778,25 @@ fn concurrent_workers_keep_counts_consistent() {
             5_000
         );
     }
+}
+
+#[test]
+fn an_entry_with_its_key_fits_128_bytes() {
+    assert_eq!(std::mem::size_of::<ConnKey>(), 40);
+    assert_eq!(std::mem::size_of::<ConnEntry>(), 88);
+    assert!(std::mem::size_of::<(ConnKey, ConnEntry)>() <= 128);
+}
+
+#[test]
+fn key_addresses_round_trip_for_both_families() {
+    let v6 = FlowKey {
+        family: AddrFamily::V6,
+        src: 0xfd00_0000_0000_0000_0000_0000_0000_00aa,
+        dst: 0x2001_0db8_0000_0000_0000_0000_0000_0001,
+        proto: proto::TCP,
+        ..FlowKey::default()
+    };
+    let (key, sender) = ConnKey::from_flow(&v6, 0);
+    assert_eq!(key.addr(sender), v6.src);
+    assert_eq!(key.addr(1 - sender), v6.dst);
 }
