@@ -47,6 +47,8 @@ fuzz: deps
 bench: deps
 	$(CARGO) bench -p microseg-benches
 	$(CARGO) run --release -p microseg-benches --bin classifier-report -- --csv docs/bench/classifier.csv
+	$(CARGO) run --release -p microseg-benches --bin conntrack-report -- --csv docs/bench/conntrack.csv
+	$(CARGO) run --release -p microseg-benches --bin table-compare
 
 clean:
 	$(CARGO) clean
