@@ -21,8 +21,9 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# Every test of the workspace, closing with one line that totals them.
 unit-tests:
-	$(CARGO) test --workspace
+	bash scripts/cargo-test-summary.sh --workspace
 
 # Everything CI runs: deps, formatting, lints, every test of the workspace
 # (root-only testbed tests included; they fail loudly under CI=true when they
