@@ -13,6 +13,7 @@ PACKAGES=(
   libelf-dev       # libbpf
   zlib1g-dev       # libbpf
   m4               # libxdp's build
+  libpcap-dev      # libxdp's configure (pcap/dlt.h), via xsk-rs -> libxdp-sys
   pkg-config       # -sys crates find libraries
   make             # the Makefile itself
   iproute2         # ip netns / ip link for the testbeds

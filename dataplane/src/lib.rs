@@ -9,3 +9,5 @@ pub mod classifier;
 pub mod conntrack;
 pub mod frames;
 pub mod packet;
+pub mod sharded;
+pub mod switch;

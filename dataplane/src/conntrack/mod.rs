@@ -3,7 +3,7 @@
 //!
 //! Design (measurements in `docs/benchmarks.md`, reasoning in
 //! `docs/architecture.md`):
-//! - **Sharded table**: independently locked, cache-padded `hashbrown`
+//! - **Sharded table** (`crate::sharded`): independently locked `hashbrown`
 //!   tables, a key's shard chosen by its hash. Their number is derived from
 //!   the capacity so each shard's power-of-two bucket array fills to at most
 //!   7/8 at capacity (with 5% headroom for uneven hashing): a fixed count
@@ -41,13 +41,11 @@ pub use key::{ConnKey, Endpoint};
 pub use stats::{ConntrackStats, InvalidReason, RefuseReason, StatsSnapshot};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use crossbeam_queue::ArrayQueue;
-use crossbeam_utils::CachePadded;
-use hashbrown::HashTable;
 
 use crate::packet::{proto, AddrFamily, FlowKey, TcpSegment};
+use crate::sharded::ShardedTable;
 use entry::ProtoClass;
 use tcp::{event_of, in_window, track_segment, transition, TcpEvent, Transition};
 
@@ -171,17 +169,12 @@ pub enum FlowEvent {
     },
 }
 
-type Shard = CachePadded<Mutex<HashTable<(ConnKey, ConnEntry)>>>;
-
-/// Entries each source holds, for the quota; sharded like the table.
-type QuotaShard = CachePadded<Mutex<HashTable<(SourceKey, u32)>>>;
-
 /// The connection table.
 #[derive(Debug)]
 pub struct ConntrackTable {
-    shards: Box<[Shard]>,
-    sources: Box<[QuotaShard]>,
-    hasher: ahash::RandomState,
+    table: ShardedTable<(ConnKey, ConnEntry)>,
+    /// Entries each source holds, for the quota.
+    sources: ShardedTable<(SourceKey, u32)>,
     config: ConntrackConfig,
     entries: AtomicUsize,
     sweep_cursor: AtomicUsize,
@@ -203,13 +196,8 @@ impl ConntrackTable {
         let shards = with_headroom.div_ceil(SHARD_CAPACITY).max(MIN_SHARDS);
         let per_shard = with_headroom.div_ceil(shards);
         Self {
-            shards: (0..shards)
-                .map(|_| CachePadded::new(Mutex::new(HashTable::with_capacity(per_shard))))
-                .collect(),
-            sources: (0..QUOTA_SHARDS)
-                .map(|_| CachePadded::new(Mutex::new(HashTable::new())))
-                .collect(),
-            hasher: ahash::RandomState::new(),
+            table: ShardedTable::new(shards, per_shard),
+            sources: ShardedTable::new(QUOTA_SHARDS, 0),
             entries: AtomicUsize::new(0),
             sweep_cursor: AtomicUsize::new(0),
             events: ArrayQueue::new(config.event_capacity.max(1)),
@@ -241,28 +229,8 @@ impl ConntrackTable {
         &self.events
     }
 
-    fn hash<T: std::hash::Hash>(&self, value: &T) -> u64 {
-        self.hasher.hash_one(value)
-    }
-
-    fn shard_index(&self, hash: u64) -> usize {
-        shard_for(hash, self.shards.len())
-    }
-
-    fn shard_of(&self, hash: u64) -> &Shard {
-        &self.shards[self.shard_index(hash)]
-    }
-
-    fn quota_shard(&self, hash: u64) -> &QuotaShard {
-        &self.sources[shard_for(hash, QUOTA_SHARDS)]
-    }
-
-    /// Locks a shard; a worker that panicked while holding it left only
-    /// plain data behind, so the lock is taken over rather than poisoned.
-    fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-        mutex
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn hash(&self, key: &ConnKey) -> u64 {
+        self.table.hash(key)
     }
 
     fn emit(&self, event: FlowEvent) {
@@ -291,14 +259,14 @@ impl ConntrackTable {
     /// A copy of the entry for `key`, if tracked (control plane: explain).
     pub fn get(&self, key: &ConnKey) -> Option<ConnEntry> {
         let hash = self.hash(key);
-        let shard = Self::lock(self.shard_of(hash));
+        let shard = self.table.lock_for(hash);
         shard.find(hash, |(k, _)| k == key).map(|(_, e)| *e)
     }
 
     /// Visits every entry, one shard at a time (control plane: listing).
     pub fn for_each(&self, mut visit: impl FnMut(&ConnKey, &ConnEntry)) {
-        for shard in self.shards.iter() {
-            let shard = Self::lock(shard);
+        for index in 0..self.table.shard_count() {
+            let shard = self.table.lock_shard(index);
             for (key, entry) in shard.iter() {
                 visit(key, entry);
             }
@@ -309,7 +277,7 @@ impl ConntrackTable {
     /// re-check; false if it is gone.
     pub fn readmit(&self, key: &ConnKey, generation: u32, rule_id: u32) -> bool {
         let hash = self.hash(key);
-        let mut shard = Self::lock(self.shard_of(hash));
+        let mut shard = self.table.lock_for(hash);
         match shard.find_mut(hash, |(k, _)| k == key) {
             Some((_, entry)) => {
                 entry.generation = generation;
@@ -324,7 +292,7 @@ impl ConntrackTable {
     pub fn remove(&self, key: &ConnKey, reason: EndReason) -> Option<ConnEntry> {
         let hash = self.hash(key);
         let removed = {
-            let mut shard = Self::lock(self.shard_of(hash));
+            let mut shard = self.table.lock_for(hash);
             match shard.find_entry(hash, |(k, _)| k == key) {
                 Ok(occupied) => Some(occupied.remove().0 .1),
                 Err(_) => None,
@@ -396,7 +364,7 @@ impl ConntrackTable {
         packet: &TrackPacket,
         now: u64,
     ) -> Existing {
-        let mut shard = Self::lock(self.shard_of(hash));
+        let mut shard = self.table.lock_for(hash);
         let Ok(occupied) = shard.find_entry(hash, |(k, _)| k == key) else {
             return Existing::Absent;
         };
@@ -536,7 +504,7 @@ impl ConntrackTable {
         };
         self.apply(&mut entry, sender, packet, now);
         let inserted = {
-            let mut shard = Self::lock(self.shard_of(hash));
+            let mut shard = self.table.lock_for(hash);
             match shard.entry(hash, |(k, _)| k == key, |(k, _)| self.hash(k)) {
                 hashbrown::hash_table::Entry::Vacant(vacant) => {
                     vacant.insert((*key, entry));
@@ -621,13 +589,13 @@ impl ConntrackTable {
         let start = self.sweep_cursor.load(Ordering::Relaxed);
         let mut examined = 0;
         let mut oldest: Option<(u64, usize, ConnKey)> = None;
-        let shards = self.shards.len();
+        let shards = self.table.shard_count();
         for offset in 0..shards {
             if examined >= self.config.early_drop_scan {
                 break;
             }
             let index = (start + offset) % shards;
-            let shard = Self::lock(&self.shards[index]);
+            let shard = self.table.lock_shard(index);
             for (key, entry) in shard.iter().take(self.config.early_drop_scan - examined) {
                 examined += 1;
                 let older = oldest.is_none_or(|(seen, _, _)| entry.last_seen < seen);
@@ -641,7 +609,7 @@ impl ConntrackTable {
         };
         let hash = self.hash(&key);
         let victim = {
-            let mut shard = Self::lock(&self.shards[index]);
+            let mut shard = self.table.lock_shard(index);
             // It may have been answered or removed since the scan.
             match shard.find_entry(hash, |(k, e)| *k == key && e.state.is_embryonic()) {
                 Ok(occupied) => Some(occupied.remove().0),
@@ -667,8 +635,8 @@ impl ConntrackTable {
 
     fn take_quota(&self, key: &ConnKey, originator: Endpoint) -> Result<(), RefuseReason> {
         let source = Self::source_of(key, originator);
-        let hash = self.hash(&source);
-        let mut quotas = Self::lock(self.quota_shard(hash));
+        let hash = self.sources.hash(&source);
+        let mut quotas = self.sources.lock_for(hash);
         match quotas.find_mut(hash, |(s, _)| *s == source) {
             Some((_, count)) if *count >= self.config.per_source_limit => {
                 Err(RefuseReason::SourceQuota)
@@ -678,7 +646,7 @@ impl ConntrackTable {
                 Ok(())
             }
             None => {
-                quotas.insert_unique(hash, (source, 1), |(s, _)| self.hash(s));
+                quotas.insert_unique(hash, (source, 1), |(s, _)| self.sources.hash(s));
                 Ok(())
             }
         }
@@ -686,8 +654,8 @@ impl ConntrackTable {
 
     fn release_quota(&self, key: &ConnKey, originator: Endpoint) {
         let source = Self::source_of(key, originator);
-        let hash = self.hash(&source);
-        let mut quotas = Self::lock(self.quota_shard(hash));
+        let hash = self.sources.hash(&source);
+        let mut quotas = self.sources.lock_for(hash);
         if let Ok(mut slot) = quotas.find_entry(hash, |(s, _)| *s == source) {
             let count = &mut slot.get_mut().1;
             *count = count.saturating_sub(1);
@@ -700,8 +668,8 @@ impl ConntrackTable {
     /// Entries `source` (as a zone and address) holds against its quota.
     pub fn source_count(&self, zone: u16, family: AddrFamily, addr: u128) -> u32 {
         let source = SourceKey { zone, family, addr };
-        let hash = self.hash(&source);
-        let quotas = Self::lock(self.quota_shard(hash));
+        let hash = self.sources.hash(&source);
+        let quotas = self.sources.lock_for(hash);
         quotas
             .find(hash, |(s, _)| *s == source)
             .map_or(0, |(_, c)| *c)
@@ -712,11 +680,11 @@ impl ConntrackTable {
     pub fn sweep(&self, now: u64, max_shards: usize) -> usize {
         let mut removed = 0;
         let mut expired: Vec<(ConnKey, ConnEntry)> = Vec::new();
-        let shards = self.shards.len();
+        let shards = self.table.shard_count();
         for _ in 0..max_shards.min(shards) {
             let index = self.sweep_cursor.fetch_add(1, Ordering::Relaxed) % shards;
             {
-                let mut shard = Self::lock(&self.shards[index]);
+                let mut shard = self.table.lock_shard(index);
                 shard.retain(|(key, entry)| {
                     let live = now < self.expires_at(key, entry);
                     if !live {
@@ -732,15 +700,6 @@ impl ConntrackTable {
         }
         removed
     }
-}
-
-/// The shard of a hash among `shards`, by multiply-shift (any count, no
-/// division). It skips the hash's top 7 bits, which hashbrown uses to tag
-/// slots: shards taken from them hold keys with nearly equal tags, and
-/// every probe then compares many keys (measured: updates 150 -> 120 ns at
-/// 1M entries). It also avoids the low bits hashbrown places buckets by.
-fn shard_for(hash: u64, shards: usize) -> usize {
-    ((u128::from(hash << 7) * shards as u128) >> 64) as usize
 }
 
 /// Why an entry that timed out ended: FIN-closed connections closed,
