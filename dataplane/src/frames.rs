@@ -271,3 +271,12 @@ pub fn realistic_mix() -> Vec<Vec<u8>> {
         ),
     ]
 }
+
+/// `frame` with its Ethernet source and destination MACs replaced.
+pub fn with_macs(mut frame: Vec<u8>, src: [u8; 6], dst: [u8; 6]) -> Vec<u8> {
+    if frame.len() >= 12 {
+        frame[0..6].copy_from_slice(&dst);
+        frame[6..12].copy_from_slice(&src);
+    }
+    frame
+}

@@ -9,5 +9,6 @@ pub mod classifier;
 pub mod conntrack;
 pub mod frames;
 pub mod packet;
+pub mod pipeline;
 pub mod sharded;
 pub mod switch;

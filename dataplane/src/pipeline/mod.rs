@@ -1,0 +1,312 @@
+//! The per-packet logic of the switch, with no I/O: frames and `now` in,
+//! one action per frame out. The AF_XDP workers (issue 5) call `process`
+//! on each rx batch; tests call it on synthetic frames, without root.
+//!
+//! For each frame: parse → (ARP, neighbour discovery, other ethertypes:
+//! L2 policy) → conntrack → on a new flow, classify with the policy
+//! snapshot → verdict → L2 switch. Details:
+//! - One `ArcSwap` load per batch: every packet of a batch is judged by
+//!   exactly one policy generation (DESIGN invariant 2).
+//! - A connection admitted under an older generation is re-checked on its
+//!   next packet, in its original direction; if the new policy denies it,
+//!   it is cut: the entry is removed and the packet dropped (invariant 3).
+//! - Monitor mode: would-deny flows pass and are reported.
+//! - Every drop has a counted cause; denied, would-deny and cut flows
+//!   become events on a bounded queue (losses counted, never blocking).
+//! - Later IP fragments are dropped (`later_fragment`): they carry no
+//!   ports to judge. Tiny and overlapping fragments never get this far.
+//! - Only frames that pass are learned by the switch, so a denied host
+//!   cannot steer the MAC table.
+
+mod policy;
+mod stats;
+
+#[cfg(test)]
+mod tests;
+
+pub use policy::{Action, Decision, L2Policy, Mode, PolicySnapshot, RuleVerdict, DEFAULT_RULE_ID};
+pub use stats::{DropCause, PipelineStats, StatsSnapshot};
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use crossbeam_queue::ArrayQueue;
+
+use crate::conntrack::{
+    Admission, ConnKey, ConntrackTable, Direction, EndReason, InvalidReason, TrackOutcome,
+    TrackPacket,
+};
+use crate::packet::{
+    parse_frame, parse_quoted, proto, AddrFamily, FlowKey, FragmentKind, FrameKind, ParsedFrame,
+};
+use crate::switch::{Forward, MacTable};
+
+/// One received frame.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame<'a> {
+    pub data: &'a [u8],
+    pub port: u16,
+}
+
+/// What to do with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameAction {
+    /// Transmit: out of one port, or flooded to every other port.
+    Forward(Forward),
+    Drop(DropCause),
+}
+
+/// A policy event for the control plane (alerts, flow records).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerdictEvent {
+    pub kind: VerdictKind,
+    pub flow: FlowKey,
+    pub generation: u32,
+    pub rule_id: u32,
+    pub time: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerdictKind {
+    /// A new flow denied.
+    Denied,
+    /// A new flow a monitor-mode rule would have denied; it passed.
+    WouldDeny,
+    /// An established connection the new policy denies; it was cut.
+    Cut,
+}
+
+/// The pipeline: shared state for all workers.
+#[derive(Debug)]
+pub struct Pipeline {
+    policy: Arc<ArcSwap<PolicySnapshot>>,
+    conntrack: Arc<ConntrackTable>,
+    switch: Arc<MacTable>,
+    events: ArrayQueue<VerdictEvent>,
+    stats: PipelineStats,
+}
+
+impl Pipeline {
+    pub fn new(
+        policy: Arc<ArcSwap<PolicySnapshot>>,
+        conntrack: Arc<ConntrackTable>,
+        switch: Arc<MacTable>,
+        event_capacity: usize,
+    ) -> Self {
+        Self {
+            policy,
+            conntrack,
+            switch,
+            events: ArrayQueue::new(event_capacity.max(1)),
+            stats: PipelineStats::default(),
+        }
+    }
+
+    pub fn events(&self) -> &ArrayQueue<VerdictEvent> {
+        &self.events
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    pub fn conntrack(&self) -> &ConntrackTable {
+        &self.conntrack
+    }
+
+    /// Decides every frame of a batch; `out[i]` is for `frames[i]` (extra
+    /// entries of either are left alone).
+    pub fn process(&self, frames: &[Frame<'_>], now: u64, out: &mut [FrameAction]) {
+        let policy = self.policy.load();
+        for (frame, action) in frames.iter().zip(out.iter_mut()) {
+            *action = self.process_one(&policy, frame, now);
+            self.stats.count(action);
+        }
+    }
+
+    fn process_one(&self, policy: &PolicySnapshot, frame: &Frame<'_>, now: u64) -> FrameAction {
+        let parsed = match parse_frame(frame.data, frame.port) {
+            Ok(parsed) => parsed,
+            Err(reason) => return FrameAction::Drop(DropCause::Parse(reason)),
+        };
+        let l2 = &policy.l2;
+        match parsed.kind {
+            FrameKind::Arp(_) if l2.switch_arp => self.switch(&parsed, now),
+            FrameKind::Arp(_) => FrameAction::Drop(DropCause::ArpBlocked),
+            FrameKind::Other if l2.switch_other_ethertypes => self.switch(&parsed, now),
+            FrameKind::Other => FrameAction::Drop(DropCause::Ethertype),
+            FrameKind::Ip(key) if is_neighbour_discovery(&key) && l2.switch_neighbour_discovery => {
+                self.switch(&parsed, now)
+            }
+            FrameKind::Ip(key) if key.fragment.kind == FragmentKind::Later => {
+                FrameAction::Drop(DropCause::LaterFragment)
+            }
+            FrameKind::Ip(key) => self.judge(policy, frame, &parsed, &key, now),
+        }
+    }
+
+    fn switch(&self, parsed: &ParsedFrame, now: u64) -> FrameAction {
+        match self.switch.switch(
+            parsed.ingress_port,
+            parsed.vlan.inner,
+            parsed.src_mac,
+            parsed.dst_mac,
+            now,
+        ) {
+            Forward::Drop(reason) => FrameAction::Drop(DropCause::Switch(reason)),
+            forward => FrameAction::Forward(forward),
+        }
+    }
+
+    /// Conntrack, policy for new flows, re-check for stale ones.
+    fn judge(
+        &self,
+        policy: &PolicySnapshot,
+        frame: &Frame<'_>,
+        parsed: &ParsedFrame,
+        key: &FlowKey,
+        now: u64,
+    ) -> FrameAction {
+        let quoted = match parsed.icmp_error_quote {
+            Some(at) => match parse_quoted(frame.data, at, key.family) {
+                Some(quoted) => Some(quoted),
+                None => {
+                    return FrameAction::Drop(DropCause::Conntrack(
+                        InvalidReason::UnrelatedIcmpError,
+                    ))
+                }
+            },
+            None => None,
+        };
+        let packet = TrackPacket {
+            flow: *key,
+            zone: parsed.vlan.inner,
+            tcp: parsed.tcp,
+            bytes: u32::try_from(frame.data.len()).unwrap_or(u32::MAX),
+            quoted,
+            workload: 0,
+        };
+        let decided: Cell<Option<Decision>> = Cell::new(None);
+        let outcome = self.conntrack.track(&packet, now, || {
+            let decision = policy.decide(key);
+            decided.set(Some(decision));
+            if decision.pass {
+                Admission::Allow {
+                    generation: policy.generation,
+                    rule_id: decision.rule_id,
+                }
+            } else {
+                Admission::Deny
+            }
+        });
+        if let Some(decision) = decided.get() {
+            if decision.would_deny {
+                self.emit(
+                    VerdictKind::WouldDeny,
+                    key,
+                    policy.generation,
+                    decision.rule_id,
+                    now,
+                );
+            }
+        }
+        match outcome {
+            TrackOutcome::Tracked {
+                generation,
+                direction,
+                ..
+            } if generation != policy.generation => {
+                self.recheck(policy, parsed, key, direction, now)
+            }
+            TrackOutcome::Tracked { .. } | TrackOutcome::Related { .. } => self.switch(parsed, now),
+            TrackOutcome::Denied => {
+                let rule_id = decided.get().map_or(DEFAULT_RULE_ID, |d| d.rule_id);
+                self.emit(VerdictKind::Denied, key, policy.generation, rule_id, now);
+                FrameAction::Drop(DropCause::Policy)
+            }
+            TrackOutcome::Invalid(reason) => FrameAction::Drop(DropCause::Conntrack(reason)),
+            TrackOutcome::Refused(reason) => FrameAction::Drop(DropCause::Refused(reason)),
+        }
+    }
+
+    /// A connection admitted by an older generation: judge it again, in its
+    /// original direction; keep it (with the new admission) or cut it.
+    fn recheck(
+        &self,
+        policy: &PolicySnapshot,
+        parsed: &ParsedFrame,
+        key: &FlowKey,
+        direction: Direction,
+        now: u64,
+    ) -> FrameAction {
+        let original = original_direction(key, direction);
+        let decision = policy.decide(&original);
+        let (conn, _) = ConnKey::from_flow(key, parsed.vlan.inner);
+        if decision.pass {
+            self.conntrack
+                .readmit(&conn, policy.generation, decision.rule_id);
+            if decision.would_deny {
+                self.emit(
+                    VerdictKind::WouldDeny,
+                    &original,
+                    policy.generation,
+                    decision.rule_id,
+                    now,
+                );
+            }
+            return self.switch(parsed, now);
+        }
+        self.conntrack.remove(&conn, EndReason::Removed);
+        self.emit(
+            VerdictKind::Cut,
+            &original,
+            policy.generation,
+            decision.rule_id,
+            now,
+        );
+        FrameAction::Drop(DropCause::PolicyCut)
+    }
+
+    fn emit(&self, kind: VerdictKind, flow: &FlowKey, generation: u32, rule_id: u32, time: u64) {
+        let event = VerdictEvent {
+            kind,
+            flow: *flow,
+            generation,
+            rule_id,
+            time,
+        };
+        if self.events.push(event).is_err() {
+            self.stats.count_event_dropped();
+        }
+    }
+}
+
+fn is_neighbour_discovery(key: &FlowKey) -> bool {
+    key.family == AddrFamily::V6
+        && key.proto == proto::ICMPV6
+        && matches!(key.icmp_type(), Some(133..=137))
+}
+
+/// The key of a packet as its connection's opener sent it: a reply's
+/// addresses and ports swapped, and for ICMP echo-like replies the request
+/// type (the policy speaks of `icmp/8`, not of its replies).
+fn original_direction(key: &FlowKey, direction: Direction) -> FlowKey {
+    if direction == Direction::Original {
+        return *key;
+    }
+    let mut original = *key;
+    std::mem::swap(&mut original.src, &mut original.dst);
+    let icmp_request = match (key.family, key.proto, key.icmp_type()) {
+        (AddrFamily::V4, proto::ICMP, Some(reply @ (0 | 14 | 16 | 18))) => {
+            Some(if reply == 0 { 8 } else { reply - 1 })
+        }
+        (AddrFamily::V6, proto::ICMPV6, Some(129)) => Some(128),
+        _ => None,
+    };
+    match icmp_request {
+        Some(request) => original.dst_port = u16::from(request) << 8,
+        None => std::mem::swap(&mut original.src_port, &mut original.dst_port),
+    }
+    original
+}

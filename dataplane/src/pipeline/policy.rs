@@ -1,0 +1,121 @@
+//! The policy snapshot the pipeline judges against: compiled rules with
+//! their verdicts, the default action, and what to do with L2 traffic.
+//!
+//! Immutable once built; the control plane publishes a new one with a new
+//! generation (RCU through `arc_swap`), and each packet is judged by
+//! exactly one snapshot.
+
+use crate::classifier::{BuildError, Classifier, Rule};
+use crate::packet::FlowKey;
+
+/// What a rule (or the default) does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    Allow,
+    Deny,
+}
+
+/// How a rule's action is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// The action is carried out.
+    Enforce,
+    /// Would-deny traffic passes and is reported.
+    Monitor,
+}
+
+/// The payload of a compiled rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RuleVerdict {
+    pub action: Action,
+    pub mode: Mode,
+    /// The policy rule this came from (explain, flow records).
+    pub rule_id: u32,
+}
+
+/// The rule id reported when the default action decided.
+pub const DEFAULT_RULE_ID: u32 = u32::MAX;
+
+/// Non-fragmented handling of L2 and odd IP traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L2Policy {
+    /// Switch ARP without judging it (DESIGN invariant 4).
+    pub switch_arp: bool,
+    /// Switch IPv6 neighbour discovery (ICMPv6 133–137) without judging it.
+    pub switch_neighbour_discovery: bool,
+    /// Switch ethertypes other than IPv4, IPv6 and ARP (LLDP, ...).
+    pub switch_other_ethertypes: bool,
+}
+
+impl Default for L2Policy {
+    fn default() -> Self {
+        Self {
+            switch_arp: true,
+            switch_neighbour_discovery: true,
+            switch_other_ethertypes: false,
+        }
+    }
+}
+
+/// One policy generation, compiled.
+#[derive(Debug)]
+pub struct PolicySnapshot {
+    pub generation: u32,
+    pub classifier: Classifier<RuleVerdict>,
+    /// Applied, in enforce mode, when no rule matches.
+    pub default_action: Action,
+    pub l2: L2Policy,
+}
+
+/// The decision for a new flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Does the packet pass?
+    pub pass: bool,
+    /// Would it have been denied, had monitor mode not let it pass?
+    pub would_deny: bool,
+    pub rule_id: u32,
+}
+
+impl PolicySnapshot {
+    /// Compiles rules (position = priority) into a snapshot.
+    pub fn build(
+        generation: u32,
+        rules: Vec<Rule<RuleVerdict>>,
+        default_action: Action,
+        l2: L2Policy,
+    ) -> Result<Self, BuildError> {
+        Ok(Self {
+            generation,
+            classifier: Classifier::build(rules)?,
+            default_action,
+            l2,
+        })
+    }
+
+    /// Decides a flow in its original direction.
+    pub fn decide(&self, flow: &FlowKey) -> Decision {
+        let verdict = self.classifier.classify_rule(flow).map(|r| r.action);
+        let (action, mode, rule_id) = match verdict {
+            Some(v) => (v.action, v.mode, v.rule_id),
+            None => (self.default_action, Mode::Enforce, DEFAULT_RULE_ID),
+        };
+        match (action, mode) {
+            (Action::Allow, _) => Decision {
+                pass: true,
+                would_deny: false,
+                rule_id,
+            },
+            (Action::Deny, Mode::Enforce) => Decision {
+                pass: false,
+                would_deny: false,
+                rule_id,
+            },
+            (Action::Deny, Mode::Monitor) => Decision {
+                pass: true,
+                would_deny: true,
+                rule_id,
+            },
+        }
+    }
+}

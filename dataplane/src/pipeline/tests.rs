@@ -1,0 +1,432 @@
+//! Pipeline tests on synthetic frames: two hosts, A on port 1 and B on
+//! port 2, and policies published through the same `ArcSwap` the control
+//! plane will use.
+
+use super::*;
+use crate::classifier::{IpPrefix, PortRange, Rule};
+use crate::conntrack::ConntrackConfig;
+use crate::frames::{self, ethernet, icmp, ipv4, ipv6, tcp, udp, with_macs};
+use crate::packet::tcp_flags::{ACK, PSH, SYN};
+use crate::switch::SwitchConfig;
+
+const S: u64 = 1_000_000_000;
+const A: [u8; 4] = [10, 0, 0, 1];
+const B: [u8; 4] = [10, 0, 0, 2];
+const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+const PORT_A: u16 = 1;
+const PORT_B: u16 = 2;
+
+fn rule(dst_port: u16, proto: u8, action: Action, mode: Mode, rule_id: u32) -> Rule<RuleVerdict> {
+    Rule {
+        id: rule_id,
+        src: IpPrefix::any(AddrFamily::V4),
+        dst: IpPrefix::any(AddrFamily::V4),
+        src_ports: PortRange::ANY,
+        dst_ports: if proto == proto::ICMP {
+            PortRange::new(dst_port << 8, (dst_port << 8) | 0xff).expect("ordered")
+        } else {
+            PortRange::single(dst_port)
+        },
+        proto: Some(proto),
+        action: RuleVerdict {
+            action,
+            mode,
+            rule_id,
+        },
+    }
+}
+
+fn snapshot(generation: u32, rules: Vec<Rule<RuleVerdict>>, l2: L2Policy) -> PolicySnapshot {
+    PolicySnapshot::build(generation, rules, Action::Deny, l2).expect("policy builds")
+}
+
+struct Bed {
+    policy: Arc<ArcSwap<PolicySnapshot>>,
+    pipeline: Pipeline,
+}
+
+impl Bed {
+    fn new(rules: Vec<Rule<RuleVerdict>>) -> Self {
+        Self::with_l2(rules, L2Policy::default())
+    }
+
+    fn with_l2(rules: Vec<Rule<RuleVerdict>>, l2: L2Policy) -> Self {
+        let policy = Arc::new(ArcSwap::from_pointee(snapshot(1, rules, l2)));
+        let pipeline = Pipeline::new(
+            Arc::clone(&policy),
+            Arc::new(ConntrackTable::new(ConntrackConfig::default())),
+            Arc::new(MacTable::new(SwitchConfig::default())),
+            16,
+        );
+        Self { policy, pipeline }
+    }
+
+    fn publish(&self, generation: u32, rules: Vec<Rule<RuleVerdict>>) {
+        self.policy
+            .store(Arc::new(snapshot(generation, rules, L2Policy::default())));
+    }
+
+    fn send(&self, port: u16, frame: &[u8], now: u64) -> FrameAction {
+        let mut out = [FrameAction::Drop(DropCause::Policy)];
+        self.pipeline
+            .process(&[Frame { data: frame, port }], now, &mut out);
+        out[0]
+    }
+
+    fn events(&self) -> Vec<VerdictKind> {
+        std::iter::from_fn(|| self.pipeline.events().pop().map(|e| e.kind)).collect()
+    }
+}
+
+fn from_a(l4_proto: u8, l4: &[u8]) -> Vec<u8> {
+    with_macs(
+        ethernet(&[], 0x0800, &ipv4(A, B, l4_proto, l4)),
+        MAC_A,
+        MAC_B,
+    )
+}
+
+fn from_b(l4_proto: u8, l4: &[u8]) -> Vec<u8> {
+    with_macs(
+        ethernet(&[], 0x0800, &ipv4(B, A, l4_proto, l4)),
+        MAC_B,
+        MAC_A,
+    )
+}
+
+const FLOOD: FrameAction = FrameAction::Forward(Forward::Flood);
+const TO_A: FrameAction = FrameAction::Forward(Forward::Port(PORT_A));
+const TO_B: FrameAction = FrameAction::Forward(Forward::Port(PORT_B));
+
+fn allow_https() -> Vec<Rule<RuleVerdict>> {
+    vec![rule(443, proto::TCP, Action::Allow, Mode::Enforce, 10)]
+}
+
+/// Opens A:40000 -> B:443 and checks each packet's action.
+fn open_https(bed: &Bed) {
+    assert_eq!(
+        bed.send(PORT_A, &from_a(proto::TCP, &tcp(40000, 443, SYN, 0)), S),
+        FLOOD
+    );
+    assert_eq!(
+        bed.send(
+            PORT_B,
+            &from_b(proto::TCP, &tcp(443, 40000, SYN | ACK, 0)),
+            S
+        ),
+        TO_A
+    );
+    assert_eq!(
+        bed.send(PORT_A, &from_a(proto::TCP, &tcp(40000, 443, ACK, 0)), S),
+        TO_B
+    );
+}
+
+#[test]
+fn an_allowed_connection_is_switched_both_ways() {
+    let bed = Bed::new(allow_https());
+    open_https(&bed);
+    assert_eq!(
+        bed.send(
+            PORT_A,
+            &from_a(proto::TCP, &tcp(40000, 443, PSH | ACK, 0)),
+            S
+        ),
+        TO_B
+    );
+    let stats = bed.pipeline.stats();
+    assert_eq!(
+        (stats.flooded, stats.forwarded, stats.total_dropped()),
+        (1, 3, 0)
+    );
+    assert!(bed.events().is_empty());
+}
+
+#[test]
+fn default_deny_drops_and_reports_new_flows() {
+    let bed = Bed::new(allow_https());
+    let ssh = from_a(proto::TCP, &tcp(40001, 22, SYN, 0));
+    assert_eq!(
+        bed.send(PORT_A, &ssh, S),
+        FrameAction::Drop(DropCause::Policy)
+    );
+    assert_eq!(bed.events(), [VerdictKind::Denied]);
+    // A reply-looking packet without a connection is out of state.
+    let stray = from_b(proto::TCP, &tcp(22, 40001, ACK, 0));
+    assert_eq!(
+        bed.send(PORT_B, &stray, S),
+        FrameAction::Drop(DropCause::Conntrack(InvalidReason::NoConnection))
+    );
+    // Denied traffic teaches the switch nothing.
+    assert_eq!(
+        bed.send(PORT_B, &from_b(proto::TCP, &tcp(443, 1, SYN, 0)), S),
+        FrameAction::Drop(DropCause::Policy)
+    );
+    let stats = bed.pipeline.stats();
+    assert_eq!(stats.dropped(DropCause::Policy), 2);
+    assert_eq!(
+        stats.dropped(DropCause::Conntrack(InvalidReason::NoConnection)),
+        1
+    );
+}
+
+#[test]
+fn a_policy_that_no_longer_allows_a_connection_cuts_it() {
+    let bed = Bed::new(allow_https());
+    open_https(&bed);
+    bed.publish(2, vec![]);
+    let data = from_b(proto::TCP, &tcp(443, 40000, PSH | ACK, 0));
+    assert_eq!(
+        bed.send(PORT_B, &data, 2 * S),
+        FrameAction::Drop(DropCause::PolicyCut)
+    );
+    assert_eq!(bed.events(), [VerdictKind::Cut]);
+    assert!(
+        bed.pipeline.conntrack().is_empty(),
+        "the connection is gone"
+    );
+    // Its next packet is out of state; a new attempt is denied.
+    let again = from_a(proto::TCP, &tcp(40000, 443, ACK, 0));
+    assert!(matches!(
+        bed.send(PORT_A, &again, 2 * S),
+        FrameAction::Drop(DropCause::Conntrack(_))
+    ));
+    let syn = from_a(proto::TCP, &tcp(40002, 443, SYN, 0));
+    assert_eq!(
+        bed.send(PORT_A, &syn, 2 * S),
+        FrameAction::Drop(DropCause::Policy)
+    );
+}
+
+#[test]
+fn a_policy_that_still_allows_a_connection_readmits_it() {
+    let bed = Bed::new(allow_https());
+    open_https(&bed);
+    bed.publish(
+        2,
+        vec![rule(443, proto::TCP, Action::Allow, Mode::Enforce, 77)],
+    );
+    // The re-check runs on a reply: judged in the original direction.
+    assert_eq!(
+        bed.send(PORT_B, &from_b(proto::TCP, &tcp(443, 40000, ACK, 0)), 2 * S),
+        TO_A
+    );
+    let key = ConnKey::from_flow(&bed_flow(), 0).0;
+    let entry = bed.pipeline.conntrack().get(&key).expect("still tracked");
+    assert_eq!((entry.generation, entry.rule_id), (2, 77));
+    assert!(bed.events().is_empty());
+}
+
+fn bed_flow() -> FlowKey {
+    FlowKey {
+        family: AddrFamily::V4,
+        src: u128::from(u32::from_be_bytes(A)),
+        dst: u128::from(u32::from_be_bytes(B)),
+        proto: proto::TCP,
+        src_port: 40000,
+        dst_port: 443,
+        ..FlowKey::default()
+    }
+}
+
+#[test]
+fn monitor_mode_passes_would_deny_flows_and_reports_them_once() {
+    let rules = vec![rule(8080, proto::TCP, Action::Deny, Mode::Monitor, 5)];
+    let bed = Bed::new(rules);
+    assert_eq!(
+        bed.send(PORT_A, &from_a(proto::TCP, &tcp(40000, 8080, SYN, 0)), S),
+        FLOOD
+    );
+    assert_eq!(
+        bed.send(
+            PORT_B,
+            &from_b(proto::TCP, &tcp(8080, 40000, SYN | ACK, 0)),
+            S
+        ),
+        TO_A
+    );
+    assert_eq!(
+        bed.send(PORT_A, &from_a(proto::TCP, &tcp(40000, 8080, ACK, 0)), S),
+        TO_B
+    );
+    let events: Vec<_> = std::iter::from_fn(|| bed.pipeline.events().pop()).collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].kind, events[0].rule_id),
+        (VerdictKind::WouldDeny, 5)
+    );
+}
+
+#[test]
+fn icmp_echo_and_related_errors() {
+    let bed = Bed::new(vec![
+        rule(8, proto::ICMP, Action::Allow, Mode::Enforce, 1),
+        rule(53, proto::UDP, Action::Allow, Mode::Enforce, 2),
+    ]);
+    assert_eq!(
+        bed.send(PORT_A, &from_a(proto::ICMP, &icmp(8, 0, 7, 1, &[0; 8])), S),
+        FLOOD
+    );
+    assert_eq!(
+        bed.send(PORT_B, &from_b(proto::ICMP, &icmp(0, 0, 7, 1, &[0; 8])), S),
+        TO_A
+    );
+    // After a policy change, the echo reply is re-checked as the request it
+    // answers (icmp/8), so it still passes.
+    bed.publish(
+        2,
+        vec![rule(8, proto::ICMP, Action::Allow, Mode::Enforce, 1)],
+    );
+    assert_eq!(
+        bed.send(
+            PORT_B,
+            &from_b(proto::ICMP, &icmp(0, 0, 7, 2, &[0; 8])),
+            2 * S
+        ),
+        TO_A
+    );
+
+    bed.publish(
+        3,
+        vec![rule(53, proto::UDP, Action::Allow, Mode::Enforce, 2)],
+    );
+    let query = ipv4(A, B, proto::UDP, &udp(5353, 53, 20));
+    assert_eq!(
+        bed.send(PORT_A, &from_a(proto::UDP, &udp(5353, 53, 20)), 3 * S),
+        TO_B
+    );
+    let unreachable = from_b(proto::ICMP, &icmp(3, 3, 0, 0, &query[..28]));
+    assert_eq!(
+        bed.send(PORT_B, &unreachable, 3 * S),
+        TO_A,
+        "related error passes"
+    );
+    let unrelated_quote = ipv4(A, B, proto::UDP, &udp(1, 2, 0));
+    let unrelated = from_b(proto::ICMP, &icmp(3, 3, 0, 0, &unrelated_quote[..28]));
+    assert_eq!(
+        bed.send(PORT_B, &unrelated, 3 * S),
+        FrameAction::Drop(DropCause::Conntrack(InvalidReason::UnrelatedIcmpError))
+    );
+}
+
+#[test]
+fn l2_traffic_follows_the_l2_policy() {
+    let arp = with_macs(
+        ethernet(&[], 0x0806, &frames::arp(1, A, B)),
+        MAC_A,
+        [0xff; 6],
+    );
+    let lldp = with_macs(
+        ethernet(&[], 0x88cc, &[0; 46]),
+        MAC_A,
+        [0x01, 0x80, 0xc2, 0, 0, 0x0e],
+    );
+    let a6 = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let ns = ethernet(
+        &[],
+        0x86dd,
+        &ipv6(a6, a6, &[], proto::ICMPV6, &icmp(135, 0, 0, 0, &[0; 16])),
+    );
+    let bed = Bed::new(vec![]);
+    assert_eq!(bed.send(PORT_A, &arp, S), FLOOD);
+    assert_eq!(
+        bed.send(PORT_A, &lldp, S),
+        FrameAction::Drop(DropCause::Ethertype)
+    );
+    // Switched without policy; its destination MAC is unknown, so it floods.
+    assert_eq!(bed.send(PORT_A, &ns, S), FLOOD);
+
+    let strict = Bed::with_l2(
+        vec![],
+        L2Policy {
+            switch_arp: false,
+            switch_neighbour_discovery: false,
+            switch_other_ethertypes: true,
+        },
+    );
+    assert_eq!(
+        strict.send(PORT_A, &arp, S),
+        FrameAction::Drop(DropCause::ArpBlocked)
+    );
+    assert_eq!(strict.send(PORT_A, &lldp, S), FLOOD);
+    assert_eq!(
+        strict.send(PORT_A, &ns, S),
+        FrameAction::Drop(DropCause::Policy)
+    );
+}
+
+#[test]
+fn malformed_frames_and_later_fragments_are_dropped_with_their_cause() {
+    let bed = Bed::new(allow_https());
+    let mut bad = from_a(proto::TCP, &tcp(1, 443, SYN, 0));
+    bad[14 + 10] ^= 0xff; // IPv4 header checksum
+    assert_eq!(
+        bed.send(PORT_A, &bad, S),
+        FrameAction::Drop(DropCause::Parse(crate::packet::DropReason::BadIpv4Checksum))
+    );
+    let later = ethernet(
+        &[],
+        0x0800,
+        &frames::ipv4_fragment(A, B, proto::UDP, 9, 100, false, &[0; 64]),
+    );
+    assert_eq!(
+        bed.send(PORT_A, &later, S),
+        FrameAction::Drop(DropCause::LaterFragment)
+    );
+    assert_eq!(bed.pipeline.stats().total_dropped(), 2);
+}
+
+#[test]
+fn a_batch_is_judged_by_one_generation_and_counted_in_full() {
+    let bed = Bed::new(allow_https());
+    let frames_owned: Vec<Vec<u8>> = (0..10u16)
+        .map(|i| {
+            from_a(
+                proto::TCP,
+                &tcp(30000 + i, if i % 2 == 0 { 443 } else { 22 }, SYN, 0),
+            )
+        })
+        .collect();
+    let batch: Vec<Frame<'_>> = frames_owned
+        .iter()
+        .map(|f| Frame {
+            data: f,
+            port: PORT_A,
+        })
+        .collect();
+    let mut out = vec![FrameAction::Drop(DropCause::Policy); batch.len()];
+    bed.pipeline.process(&batch, S, &mut out);
+    let passed = out
+        .iter()
+        .filter(|a| matches!(a, FrameAction::Forward(_)))
+        .count();
+    assert_eq!(passed, 5);
+    let stats = bed.pipeline.stats();
+    assert_eq!(stats.forwarded + stats.flooded + stats.total_dropped(), 10);
+    // 5 denials, but the event queue holds 16: none lost.
+    assert_eq!(bed.events().len(), 5);
+}
+
+#[test]
+fn a_full_event_queue_counts_its_losses() {
+    let bed = Bed::new(vec![]);
+    for i in 0..20u16 {
+        bed.send(PORT_A, &from_a(proto::TCP, &tcp(20000 + i, 22, SYN, 0)), S);
+    }
+    assert_eq!(bed.pipeline.events().len(), 16);
+    assert_eq!(bed.pipeline.stats().events_dropped, 4);
+}
+
+#[test]
+fn drop_causes_have_unique_indexes_and_names() {
+    let causes: Vec<DropCause> = DropCause::all().collect();
+    assert_eq!(causes.len(), DropCause::COUNT);
+    for (i, cause) in causes.iter().enumerate() {
+        assert_eq!(cause.index(), i, "{cause:?}");
+    }
+    let mut names: Vec<String> = causes.iter().map(|c| c.name()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), DropCause::COUNT);
+}
