@@ -1,7 +1,8 @@
 //! What the table keeps per connection, its states and their timeouts.
 
 /// Connection state. TCP follows Linux nf_conntrack's states; UDP, ICMP and
-/// other protocols have NEW (unreplied) and REPLIED pseudo-states.
+/// other protocols have NEW (unreplied) and ESTABLISHED (replied)
+/// pseudo-states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[repr(u8)]
 pub enum ConnState {
@@ -16,8 +17,9 @@ pub enum ConnState {
     /// UDP, ICMP or other: seen one way only.
     #[default]
     New,
-    /// UDP, ICMP or other: the other end answered.
-    Replied,
+    /// UDP, ICMP or other: the other end answered (Linux's ESTABLISHED
+    /// for these protocols).
+    Established,
 }
 
 impl ConnState {
@@ -41,7 +43,7 @@ impl ConnState {
             ConnState::TcpTimeWait => "TIME_WAIT",
             ConnState::TcpClose => "CLOSE",
             ConnState::New => "NEW",
-            ConnState::Replied => "REPLIED",
+            ConnState::Established => "REPLIED",
         }
     }
 }
@@ -107,10 +109,10 @@ impl Timeouts {
             (_, ConnState::TcpTimeWait) => self.tcp_time_wait,
             (_, ConnState::TcpClose) => self.tcp_close,
             (ProtoClass::Udp, ConnState::New) => self.udp_unreplied,
-            (ProtoClass::Udp, ConnState::Replied) => self.udp_replied,
+            (ProtoClass::Udp, ConnState::Established) => self.udp_replied,
             (ProtoClass::Icmp, _) => self.icmp,
             (_, ConnState::New) => self.other_unreplied,
-            (_, ConnState::Replied) => self.other_replied,
+            (_, ConnState::Established) => self.other_replied,
         }
     }
 }

@@ -454,7 +454,7 @@ impl ConntrackTable {
             entry.flags_seen[side] |= flags;
             track_segment(entry, sender, &packet.tcp.unwrap_or_default(), flags);
         } else if sender != entry.originator {
-            entry.state = ConnState::Replied;
+            entry.state = ConnState::Established;
         }
     }
 

@@ -448,7 +448,7 @@ fn udp_new_then_replied_with_their_timeouts() {
     assert!(matches!(
         reply,
         TrackOutcome::Tracked {
-            state: ConnState::Replied,
+            state: ConnState::Established,
             direction: Direction::Reply,
             ..
         }
@@ -494,7 +494,7 @@ fn icmp_echo_request_opens_and_reply_answers() {
     assert!(matches!(
         reply,
         TrackOutcome::Tracked {
-            state: ConnState::Replied,
+            state: ConnState::Established,
             ..
         }
     ));
