@@ -8,17 +8,7 @@ use microseg_dataplane::classifier::{classbench, Rule};
 use microseg_dataplane::packet::FlowKey;
 
 /// The nine ClassBench sets, in report order.
-pub const CLASSBENCH_SETS: [&str; 9] = [
-    "acl1_1k",
-    "fw1_1k",
-    "ipc1_1k",
-    "acl1_10k",
-    "fw1_10k",
-    "ipc1_10k",
-    "acl1_100k",
-    "fw1_100k",
-    "ipc1_100k",
-];
+pub use microseg_dataplane::classifier::classbench::STANDARD_SETS as CLASSBENCH_SETS;
 
 /// Where the ClassBench files are: `$MICROSEG_CLASSBENCH`, else
 /// `../shared/classbench` beside the repository.

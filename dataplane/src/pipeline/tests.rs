@@ -103,24 +103,18 @@ fn allow_https() -> Vec<Rule<RuleVerdict>> {
     vec![rule(443, proto::TCP, Action::Allow, Mode::Enforce, 10)]
 }
 
-/// Opens A:40000 -> B:443 and checks each packet's action.
+/// Opens A:40000 -> B:`port` and checks each packet's action.
+fn handshake(bed: &Bed, port: u16) {
+    let syn = from_a(proto::TCP, &tcp(40000, port, SYN, 0));
+    let syn_ack = from_b(proto::TCP, &tcp(port, 40000, SYN | ACK, 0));
+    let ack = from_a(proto::TCP, &tcp(40000, port, ACK, 0));
+    assert_eq!(bed.send(PORT_A, &syn, S), FLOOD);
+    assert_eq!(bed.send(PORT_B, &syn_ack, S), TO_A);
+    assert_eq!(bed.send(PORT_A, &ack, S), TO_B);
+}
+
 fn open_https(bed: &Bed) {
-    assert_eq!(
-        bed.send(PORT_A, &from_a(proto::TCP, &tcp(40000, 443, SYN, 0)), S),
-        FLOOD
-    );
-    assert_eq!(
-        bed.send(
-            PORT_B,
-            &from_b(proto::TCP, &tcp(443, 40000, SYN | ACK, 0)),
-            S
-        ),
-        TO_A
-    );
-    assert_eq!(
-        bed.send(PORT_A, &from_a(proto::TCP, &tcp(40000, 443, ACK, 0)), S),
-        TO_B
-    );
+    handshake(bed, 443);
 }
 
 #[test]
@@ -234,22 +228,7 @@ fn bed_flow() -> FlowKey {
 fn monitor_mode_passes_would_deny_flows_and_reports_them_once() {
     let rules = vec![rule(8080, proto::TCP, Action::Deny, Mode::Monitor, 5)];
     let bed = Bed::new(rules);
-    assert_eq!(
-        bed.send(PORT_A, &from_a(proto::TCP, &tcp(40000, 8080, SYN, 0)), S),
-        FLOOD
-    );
-    assert_eq!(
-        bed.send(
-            PORT_B,
-            &from_b(proto::TCP, &tcp(8080, 40000, SYN | ACK, 0)),
-            S
-        ),
-        TO_A
-    );
-    assert_eq!(
-        bed.send(PORT_A, &from_a(proto::TCP, &tcp(40000, 8080, ACK, 0)), S),
-        TO_B
-    );
+    handshake(&bed, 8080);
     let events: Vec<_> = std::iter::from_fn(|| bed.pipeline.events().pop()).collect();
     assert_eq!(events.len(), 1);
     assert_eq!(
