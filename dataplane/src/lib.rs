@@ -5,6 +5,7 @@
 //! arguments, so they are tested deterministically without root. `unsafe`
 //! is denied crate-wide and opened only in the AF_XDP and BPF modules.
 
+pub mod bpf;
 pub mod classifier;
 pub mod conntrack;
 pub mod frames;

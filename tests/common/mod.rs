@@ -3,6 +3,8 @@
 //! `microseg` binary for them and tells them where it is).
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod testbed;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

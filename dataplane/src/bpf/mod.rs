@@ -1,0 +1,229 @@
+//! Loads the XDP program of `bpf/microseg_xdp.bpf.c` onto a switch port,
+//! updates its quarantine map and reads its per-CPU counters.
+//!
+//! The program counts every frame, drops frames to or from a quarantined
+//! address, and redirects the rest to the port's AF_XDP socket (dropping
+//! them while none is bound: fail closed). It is attached in native
+//! (driver) mode where the driver supports it (veth does) and in generic
+//! mode otherwise; the mode chosen is reported. Attaching replaces any
+//! program already on the interface, such as one left by a crashed run;
+//! dropping an `XdpPort` detaches it.
+//!
+//! This is one of the two modules allowed `unsafe`, and only for the
+//! generated skeleton (libbpf-cargo's code, included below); the loader
+//! itself is safe code.
+
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, OpenObject, Xdp, XdpFlags};
+
+#[allow(
+    unsafe_code,
+    clippy::all,
+    clippy::pedantic,
+    clippy::restriction,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block,
+    missing_debug_implementations,
+    rust_2018_idioms
+)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/microseg_xdp.skel.rs"));
+}
+
+use skel::{MicrosegXdpSkel, MicrosegXdpSkelBuilder};
+
+/// Counter indexes, as `bpf/microseg_xdp.h` defines them.
+const COUNTERS: usize = 5;
+
+/// How the program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver (veth and most NICs): the fast path.
+    Native,
+    /// In the generic (skb) path: works everywhere, slower.
+    Generic,
+}
+
+/// Why loading, attaching or a map operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error("loading the XDP program: {0}")]
+    Load(libbpf_rs::Error),
+    #[error(
+        "attaching XDP to interface {ifindex}: native mode: {native}; generic mode: {generic}"
+    )]
+    Attach {
+        ifindex: i32,
+        native: libbpf_rs::Error,
+        generic: libbpf_rs::Error,
+    },
+    #[error("quarantine map: {0}")]
+    Quarantine(libbpf_rs::Error),
+    #[error("reading counters: {0}")]
+    Counters(libbpf_rs::Error),
+}
+
+/// Sums of the program's per-CPU counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpCounters {
+    /// Every frame seen.
+    pub rx: u64,
+    /// Dropped: source or destination quarantined.
+    pub quarantine_drop: u64,
+    /// Handed to the port's AF_XDP socket.
+    pub redirect: u64,
+    /// Dropped: no AF_XDP socket bound to the queue.
+    pub no_socket_drop: u64,
+    /// Too short to check against the quarantine map (sent on).
+    pub truncated: u64,
+}
+
+/// The XDP program attached to one interface.
+pub struct XdpPort {
+    skel: MicrosegXdpSkel<'static>,
+    ifindex: i32,
+    mode: AttachMode,
+    /// The kernel's id of our program, read back after attaching.
+    program_id: u32,
+}
+
+impl std::fmt::Debug for XdpPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpPort")
+            .field("ifindex", &self.ifindex)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+/// The quarantine map's key: IPv4 as IPv4-mapped IPv6.
+fn quarantine_key(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+impl XdpPort {
+    /// Loads a fresh copy of the program and attaches it to `ifindex`,
+    /// natively if the driver allows, else in generic mode.
+    pub fn attach(ifindex: i32) -> Result<Self, BpfError> {
+        // The skeleton borrows its object storage for its whole life; one
+        // small allocation per attached port is kept for the process's life.
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let open = MicrosegXdpSkelBuilder::default()
+            .open(storage)
+            .map_err(BpfError::Load)?;
+        let skel = open.load().map_err(BpfError::Load)?;
+        let xdp = Xdp::new(skel.progs.microseg_port.as_fd());
+        let mode = match xdp.attach(ifindex, XdpFlags::DRV_MODE) {
+            Ok(()) => AttachMode::Native,
+            Err(native) => match xdp.attach(ifindex, XdpFlags::SKB_MODE) {
+                Ok(()) => AttachMode::Generic,
+                Err(generic) => {
+                    return Err(BpfError::Attach {
+                        ifindex,
+                        native,
+                        generic,
+                    })
+                }
+            },
+        };
+        let mut port = Self {
+            skel,
+            ifindex,
+            mode,
+            program_id: 0,
+        };
+        port.program_id = port.attached_program_id();
+        Ok(port)
+    }
+
+    /// The kernel's id of this port's program.
+    pub fn program_id(&self) -> u32 {
+        self.program_id
+    }
+
+    pub fn mode(&self) -> AttachMode {
+        self.mode
+    }
+
+    pub fn ifindex(&self) -> i32 {
+        self.ifindex
+    }
+
+    fn flags(&self) -> XdpFlags {
+        match self.mode {
+            AttachMode::Native => XdpFlags::DRV_MODE,
+            AttachMode::Generic => XdpFlags::SKB_MODE,
+        }
+    }
+
+    /// The id of the program attached to the interface now (0: none).
+    pub fn attached_program_id(&self) -> u32 {
+        Xdp::new(self.skel.progs.microseg_port.as_fd())
+            .query_id(self.ifindex, self.flags())
+            .unwrap_or(0)
+    }
+
+    /// Drops, from now on, every frame to or from `ip`.
+    pub fn quarantine(&self, ip: IpAddr) -> Result<(), BpfError> {
+        self.skel
+            .maps
+            .quarantine
+            .update(&quarantine_key(ip), &[1], MapFlags::ANY)
+            .map_err(BpfError::Quarantine)
+    }
+
+    /// Lifts the quarantine of `ip` (no error if it was not quarantined).
+    pub fn release(&self, ip: IpAddr) -> Result<(), BpfError> {
+        match self.skel.maps.quarantine.delete(&quarantine_key(ip)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BpfError::Quarantine(e)),
+        }
+    }
+
+    /// The counters, summed over CPUs.
+    pub fn counters(&self) -> Result<XdpCounters, BpfError> {
+        let mut sums = [0u64; COUNTERS];
+        for (index, sum) in sums.iter_mut().enumerate() {
+            let key = (index as u32).to_ne_bytes();
+            let per_cpu = self
+                .skel
+                .maps
+                .counters
+                .lookup_percpu(&key, MapFlags::ANY)
+                .map_err(BpfError::Counters)?
+                .unwrap_or_default();
+            *sum = per_cpu
+                .iter()
+                .filter_map(|bytes| bytes.get(..8)?.try_into().ok())
+                .map(u64::from_ne_bytes)
+                .sum();
+        }
+        let [rx, quarantine_drop, redirect, no_socket_drop, truncated] = sums;
+        Ok(XdpCounters {
+            rx,
+            quarantine_drop,
+            redirect,
+            no_socket_drop,
+            truncated,
+        })
+    }
+}
+
+impl Drop for XdpPort {
+    fn drop(&mut self) {
+        // Only detach our own program: another may have replaced it since.
+        if self.program_id != 0 && self.attached_program_id() == self.program_id {
+            let _ =
+                Xdp::new(self.skel.progs.microseg_port.as_fd()).detach(self.ifindex, self.flags());
+        }
+    }
+}
