@@ -13,3 +13,4 @@ pub mod packet;
 pub mod pipeline;
 pub mod sharded;
 pub mod switch;
+pub mod xsk;

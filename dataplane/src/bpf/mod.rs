@@ -63,6 +63,8 @@ pub enum BpfError {
     },
     #[error("quarantine map: {0}")]
     Quarantine(libbpf_rs::Error),
+    #[error("registering the AF_XDP socket: {0}")]
+    Socket(libbpf_rs::Error),
     #[error("reading counters: {0}")]
     Counters(libbpf_rs::Error),
 }
@@ -178,6 +180,20 @@ impl XdpPort {
             .quarantine
             .update(&quarantine_key(ip), &[1], MapFlags::ANY)
             .map_err(BpfError::Quarantine)
+    }
+
+    /// Registers an AF_XDP socket as the receiver of queue `queue`: from
+    /// now on the program redirects that queue's frames to it.
+    pub fn register_socket(&self, queue: u32, socket_fd: i32) -> Result<(), BpfError> {
+        self.skel
+            .maps
+            .xsks
+            .update(
+                &queue.to_ne_bytes(),
+                &socket_fd.to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .map_err(BpfError::Socket)
     }
 
     /// Lifts the quarantine of `ip` (no error if it was not quarantined).

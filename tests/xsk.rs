@@ -1,0 +1,124 @@
+//! Root testbed: frames in and out through AF_XDP. A ping from the
+//! namespace to an address nobody has arrives, through the XDP program's
+//! redirect, in our AF_XDP socket; userspace builds the echo reply and
+//! transmits it through the same socket; ping succeeding proves both
+//! directions. UMEM frames all come back afterwards.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::testbed::{root_or_skip, Testbed};
+use etherparse::{Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use microseg_dataplane::xsk::XskPort;
+
+const GHOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
+const FRAMES: u32 = 64;
+
+/// Kills the child (by its PID, through `Child`) if the test ends early.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The echo reply to `frame` if it is an echo request to `ghost`.
+fn echo_reply(frame: &[u8], ghost: Ipv4Addr) -> Option<Vec<u8>> {
+    let packet = SlicedPacket::from_ethernet(frame).ok()?;
+    let Some(NetSlice::Ipv4(ip)) = &packet.net else {
+        return None;
+    };
+    if ip.header().destination_addr() != ghost {
+        return None;
+    }
+    let Some(TransportSlice::Icmpv4(icmp)) = &packet.transport else {
+        return None;
+    };
+    let Icmpv4Type::EchoRequest(echo) = icmp.icmp_type() else {
+        return None;
+    };
+    let eth = packet.link.as_ref()?.to_header()?.ethernet2()?;
+    let builder = PacketBuilder::ethernet2(GHOST_MAC, eth.source)
+        .ipv4(ghost.octets(), ip.header().source(), 64)
+        .icmpv4_echo_reply(echo.id, echo.seq);
+    let mut reply = Vec::with_capacity(builder.size(icmp.payload().len()));
+    builder.write(&mut reply, icmp.payload()).ok()?;
+    Some(reply)
+}
+
+#[test]
+fn pings_are_answered_through_af_xdp() {
+    if !root_or_skip("pings_are_answered_through_af_xdp") {
+        return;
+    }
+    let bed = Testbed::new("k", 2);
+    let mut port = XskPort::open(&bed.host_if, FRAMES).expect("AF_XDP port opens");
+    let free_at_start = port.free_frames();
+    let ghost: Ipv4Addr = bed.ghost_addr.parse().expect("address");
+    let mut ping = ChildGuard(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &bed.namespace,
+                "ping",
+                "-c",
+                "3",
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+            ])
+            .arg(&bed.ghost_addr)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ping starts"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut replies = Vec::new();
+    let mut answered = 0;
+    let status = loop {
+        if let Some(status) = ping.0.try_wait().expect("ping status") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "ping did not finish");
+        port.receive(50, |frame| replies.extend(echo_reply(frame, ghost)))
+            .expect("receive");
+        for reply in replies.drain(..) {
+            assert!(
+                port.send(&reply).expect("send"),
+                "a free frame to send from"
+            );
+            answered += 1;
+        }
+    };
+    assert!(status.success(), "ping got its replies through AF_XDP");
+    assert!(answered >= 3, "answered {answered}");
+    let counters = port.xdp().counters().expect("counters");
+    assert!(counters.redirect >= 3, "{counters:?}");
+    let stats = port.stats();
+    assert!(stats.rx >= 3 && stats.tx >= 3, "{stats:?}");
+    // Transmitted frames return from the completion ring: nothing leaks.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while port.free_frames() < free_at_start && Instant::now() < deadline {
+        port.reclaim();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        port.free_frames(),
+        free_at_start,
+        "every tx frame came back"
+    );
+    // A frame shorter than an Ethernet header is refused, and counted.
+    assert!(!port.send(&[0; 10]).expect("send"));
+    assert_eq!(port.stats().tx_dropped, 1);
+    assert_eq!(port.free_frames(), free_at_start);
+}
