@@ -8,6 +8,7 @@
 pub mod bpf;
 pub mod classifier;
 pub mod conntrack;
+pub mod forward;
 pub mod frames;
 pub mod packet;
 pub mod pipeline;

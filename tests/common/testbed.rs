@@ -50,15 +50,35 @@ pub struct Testbed {
 }
 
 impl Testbed {
-    /// `subnet` picks 10.203.<subnet>.0/24; `tag` keeps names apart.
+    /// A host at 10.203.<subnet>.1 with a ghost neighbour at .2; `tag`
+    /// keeps names apart.
     pub fn new(tag: &str, subnet: u8) -> Self {
+        let bed = Self::host(tag, subnet, 1);
+        bed.ns(&[
+            "ip",
+            "neigh",
+            "add",
+            &bed.ghost_addr,
+            "lladdr",
+            "02:00:00:00:00:99",
+            "dev",
+            &bed.peer_if,
+            "nud",
+            "permanent",
+        ]);
+        bed
+    }
+
+    /// A host at 10.203.<subnet>.<host>, to be joined to others by a
+    /// switch (no ghost neighbour).
+    pub fn host(tag: &str, subnet: u8, host: u8) -> Self {
         let id = std::process::id() % 100_000;
         let bed = Self {
             namespace: format!("msx-{tag}-{id}"),
             host_if: format!("msx{id}{tag}h"),
             peer_if: format!("msx{id}{tag}p"),
-            peer_addr: format!("10.203.{subnet}.1"),
-            ghost_addr: format!("10.203.{subnet}.2"),
+            peer_addr: format!("10.203.{subnet}.{host}"),
+            ghost_addr: format!("10.203.{subnet}.{}", if host == 2 { 3 } else { 2 }),
         };
         assert!(
             bed.host_if.len() <= 15,
@@ -102,19 +122,18 @@ impl Testbed {
             &bed.peer_if,
         ]);
         bed.ns(&["ip", "link", "set", &bed.peer_if, "up"]);
-        bed.ns(&[
-            "ip",
-            "neigh",
-            "add",
-            &bed.ghost_addr,
-            "lladdr",
-            "02:00:00:00:00:99",
-            "dev",
-            &bed.peer_if,
-            "nud",
-            "permanent",
-        ]);
         bed
+    }
+
+    /// Pings `addr` from the namespace `count` times; true if all replied.
+    pub fn ping(&self, addr: &str, count: u32) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.namespace, "ping", "-q", "-c"])
+            .arg(count.to_string())
+            .args(["-i", "0.2", "-W", "1", addr])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
     }
 
     /// Runs a command inside the namespace.
