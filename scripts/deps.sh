@@ -17,6 +17,7 @@ PACKAGES=(
   pkg-config       # -sys crates find libraries
   make             # the Makefile itself
   iproute2         # ip netns / ip link for the testbeds
+  ethtool          # testbeds turn off veth tx checksum offload (see docs)
   nftables         # the kernel-firewall baseline in benchmarks
   iperf3           # throughput traffic in testbeds
   socat            # TCP/UDP traffic in testbeds

@@ -31,8 +31,8 @@ fn the_switch_enforces_policy_between_two_namespaces() {
     if !root_or_skip("the_switch_enforces_policy_between_two_namespaces") {
         return;
     }
-    let a = Testbed::host("a", 4, 1);
-    let b = Testbed::host("b", 4, 2);
+    let a = Testbed::host("a", 4, 1).expect("testbed A");
+    let b = Testbed::host("b", 4, 2).expect("testbed B");
     let echo_a_to_b = Rule {
         id: 1,
         src: host(&a.peer_addr),

@@ -16,8 +16,8 @@ fn xdp_program_counts_quarantines_and_detaches() {
     if !root_or_skip("xdp_program_counts_quarantines_and_detaches") {
         return;
     }
-    let bed = Testbed::new("x", 1);
-    let port = XdpPort::attach(bed.host_ifindex()).expect("XDP attaches to veth");
+    let bed = Testbed::with_ghost("x", 1).expect("testbed");
+    let port = XdpPort::attach(bed.host_ifindex().expect("ifindex")).expect("XDP attaches to veth");
     assert_eq!(port.mode(), AttachMode::Native, "veth supports native XDP");
     assert_ne!(port.program_id(), 0);
 
@@ -48,7 +48,7 @@ fn xdp_program_counts_quarantines_and_detaches() {
     );
 
     // A new attach (as after a crash) replaces the program in place.
-    let replacement = XdpPort::attach(bed.host_ifindex()).expect("re-attach");
+    let replacement = XdpPort::attach(bed.host_ifindex().expect("ifindex")).expect("re-attach");
     assert_ne!(replacement.program_id(), port.program_id());
     drop(port);
     assert_eq!(
@@ -60,6 +60,7 @@ fn xdp_program_counts_quarantines_and_detaches() {
     drop(replacement);
     let attached = std::fs::read_to_string(format!("/sys/class/net/{}/flags", bed.host_if));
     assert!(attached.is_ok(), "interface still there");
-    let shown = common::testbed::run("ip", &["link", "show", "dev", &bed.host_if]);
+    let shown =
+        common::testbed::run("ip", &["link", "show", "dev", &bed.host_if]).expect("ip link");
     assert!(!shown.contains("xdp"), "detached from {ifindex}: {shown}");
 }

@@ -7,27 +7,15 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::testbed::{root_or_skip, Testbed};
+use common::testbed::{root_or_skip, ChildGuard, Testbed};
 use etherparse::{Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use microseg_dataplane::xsk::XskPort;
 
 const GHOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
 const FRAMES: u32 = 64;
-
-/// Kills the child (by its PID, through `Child`) if the test ends early.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 /// The echo reply to `frame` if it is an echo request to `ghost`.
 fn echo_reply(frame: &[u8], ghost: Ipv4Addr) -> Option<Vec<u8>> {
@@ -58,7 +46,7 @@ fn pings_are_answered_through_af_xdp() {
     if !root_or_skip("pings_are_answered_through_af_xdp") {
         return;
     }
-    let bed = Testbed::new("k", 2);
+    let bed = Testbed::with_ghost("k", 2).expect("testbed");
     let mut port = XskPort::open(&bed.host_if, FRAMES).expect("AF_XDP port opens");
     let free_at_start = port.free_frames();
     let ghost: Ipv4Addr = bed.ghost_addr.parse().expect("address");

@@ -3,3 +3,5 @@
 
 pub mod classify;
 pub mod cli;
+pub mod demo;
+pub mod testbed;
