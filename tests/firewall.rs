@@ -111,3 +111,103 @@ fn the_switch_enforces_policy_between_two_namespaces() {
         forwarder.stats()
     );
 }
+
+/// Lines received so far by the server (it appends what it reads).
+fn lines_in(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
+}
+
+#[test]
+fn an_established_connection_survives_a_republish_and_is_cut_by_a_denying_policy() {
+    if !root_or_skip(
+        "an_established_connection_survives_a_republish_and_is_cut_by_a_denying_policy",
+    ) {
+        return;
+    }
+    let a = Testbed::host("c", 5, 1).expect("testbed A");
+    let b = Testbed::host("d", 5, 2).expect("testbed B");
+    let scratch = common::ScratchDir::new("cut");
+    let received = scratch.file("received");
+    let tcp_a_to_b = |rule_id| Rule {
+        id: rule_id,
+        src: host(&a.peer_addr),
+        dst: host(&b.peer_addr),
+        src_ports: PortRange::ANY,
+        dst_ports: PortRange::single(9000),
+        proto: Some(proto::TCP),
+        action: RuleVerdict {
+            action: Action::Allow,
+            mode: Mode::Enforce,
+            rule_id,
+        },
+    };
+    let snapshot = |generation, rules| {
+        Arc::new(
+            PolicySnapshot::build(generation, rules, Action::Deny, L2Policy::default())
+                .expect("policy builds"),
+        )
+    };
+    let policy = Arc::new(ArcSwap::new(snapshot(1, vec![tcp_a_to_b(1)])));
+    let pipeline = Arc::new(Pipeline::new(
+        Arc::clone(&policy),
+        Arc::new(ConntrackTable::new(ConntrackConfig {
+            max_entries: 1024,
+            ..ConntrackConfig::default()
+        })),
+        Arc::new(MacTable::new(SwitchConfig::default())),
+        1024,
+    ));
+    let ports = vec![
+        XskPort::open(&a.host_if, 256).expect("port A"),
+        XskPort::open(&b.host_if, 256).expect("port B"),
+    ];
+    let mut forwarder = Forwarder::new(ports, Arc::clone(&pipeline));
+    let server_cmd = format!("nc -lk 9000 > {}", received.display());
+    let _server = b.spawn(&["sh", "-c", &server_cmd]).expect("server");
+    // A line every 100 ms for 12 s over one TCP connection.
+    let client_cmd = format!(
+        "sleep 0.5; for i in $(seq 1 120); do echo line$i; sleep 0.1; done | nc {} 9000",
+        b.peer_addr
+    );
+    let _client = a.spawn(&["sh", "-c", &client_cmd]).expect("client");
+
+    let start = Instant::now();
+    let run_until = |forwarder: &mut Forwarder, until: Duration| {
+        while start.elapsed() < until {
+            forwarder
+                .poll_once(1, start.elapsed().as_nanos() as u64)
+                .expect("forwarding round");
+        }
+    };
+    run_until(&mut forwarder, Duration::from_secs(3));
+    let before_republish = lines_in(&received);
+    assert!(
+        before_republish >= 10,
+        "data flows under generation 1: {before_republish} lines"
+    );
+
+    // Same rules, new generation: the connection is re-checked and kept.
+    policy.store(snapshot(2, vec![tcp_a_to_b(2)]));
+    run_until(&mut forwarder, Duration::from_secs(5));
+    let after_republish = lines_in(&received);
+    assert!(
+        after_republish >= before_republish + 10,
+        "data still flows under generation 2: {before_republish} -> {after_republish}"
+    );
+    assert_eq!(pipeline.stats().dropped(DropCause::PolicyCut), 0);
+
+    // A policy without the rule: the next segment cuts the connection.
+    policy.store(snapshot(3, vec![]));
+    run_until(&mut forwarder, Duration::from_secs(7));
+    let at_cut = lines_in(&received);
+    run_until(&mut forwarder, Duration::from_secs(9));
+    let later = lines_in(&received);
+    assert_eq!(later, at_cut, "nothing gets through after the cut");
+    let stats = pipeline.stats();
+    assert!(stats.dropped(DropCause::PolicyCut) >= 1, "{stats:?}");
+    let events: Vec<_> = std::iter::from_fn(|| pipeline.events().pop()).collect();
+    assert!(
+        events.iter().any(|e| e.kind == VerdictKind::Cut),
+        "{events:?}"
+    );
+}

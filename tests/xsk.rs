@@ -7,6 +7,7 @@
 mod common;
 
 use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,7 @@ fn pings_are_answered_through_af_xdp() {
             .arg(&bed.ghost_addr)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0) // ChildGuard ends the group
             .spawn()
             .expect("ping starts"),
     );

@@ -5,6 +5,7 @@
 //! have no address and IPv6 disabled, so no traffic reaches the host's
 //! stack or leaves the machine.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
 /// A testbed command that failed.
@@ -134,14 +135,16 @@ impl Testbed {
         run("ip", &full)
     }
 
-    /// Starts a long-running command inside the namespace (a server); it
-    /// is ended, by its PID, when the returned guard drops.
+    /// Starts a long-running command inside the namespace (a server, a
+    /// shell pipeline) in a process group of its own; the whole group is
+    /// ended when the returned guard drops, so no grandchild outlives it.
     pub fn spawn(&self, args: &[&str]) -> Result<ChildGuard, TestbedError> {
         Command::new("ip")
             .args(["netns", "exec", &self.namespace])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .map(ChildGuard)
             .map_err(|source| TestbedError::Spawn {
@@ -198,15 +201,19 @@ impl Drop for Testbed {
     }
 }
 
-/// A child process ended (by its PID) when dropped.
+/// A child process, and the process group it leads, ended when dropped.
 #[derive(Debug)]
 pub struct ChildGuard(pub Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
+        // Children spawned by `Testbed::spawn` lead their own group (pgid =
+        // pid): end the group, which holds only what that child started.
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).output();
         if matches!(self.0.try_wait(), Ok(None)) {
             let _ = self.0.kill();
-            let _ = self.0.wait();
         }
+        let _ = self.0.wait();
     }
 }
