@@ -211,3 +211,143 @@ fn an_established_connection_survives_a_republish_and_is_cut_by_a_denying_policy
         "{events:?}"
     );
 }
+
+fn allow(
+    src: IpPrefix,
+    dst: IpPrefix,
+    proto_: u8,
+    dst_ports: PortRange,
+    rule_id: u32,
+) -> Rule<RuleVerdict> {
+    Rule {
+        id: rule_id,
+        src,
+        dst,
+        src_ports: PortRange::ANY,
+        dst_ports,
+        proto: Some(proto_),
+        action: RuleVerdict {
+            action: Action::Allow,
+            mode: Mode::Enforce,
+            rule_id,
+        },
+    }
+}
+
+fn v6_host(addr: &str) -> IpPrefix {
+    let ip: std::net::Ipv6Addr = addr.parse().expect("IPv6 address");
+    IpPrefix::from_ip(IpAddr::V6(ip), 128).expect("/128")
+}
+
+#[test]
+fn ipv6_and_udp_are_judged_by_policy_through_the_switch() {
+    if !root_or_skip("ipv6_and_udp_are_judged_by_policy_through_the_switch") {
+        return;
+    }
+    let e = Testbed::host("e", 6, 1).expect("testbed E");
+    let f = Testbed::host("f", 6, 2).expect("testbed F");
+    let (e6, f6) = (
+        e.add_ipv6(6, 1).expect("E v6"),
+        f.add_ipv6(6, 2).expect("F v6"),
+    );
+    let scratch = common::ScratchDir::new("udp");
+    let (at_f, at_e) = (scratch.file("at_f"), scratch.file("at_e"));
+    let rules = vec![
+        allow(
+            v6_host(&e6),
+            v6_host(&f6),
+            proto::ICMPV6,
+            PortRange::new(128 << 8, (128 << 8) | 0xff).expect("icmpv6/128"),
+            1,
+        ),
+        allow(
+            host(&e.peer_addr),
+            host(&f.peer_addr),
+            proto::UDP,
+            PortRange::single(5353),
+            2,
+        ),
+    ];
+    let policy =
+        PolicySnapshot::build(1, rules, Action::Deny, L2Policy::default()).expect("policy builds");
+    let pipeline = Arc::new(Pipeline::new(
+        Arc::new(ArcSwap::from_pointee(policy)),
+        Arc::new(ConntrackTable::new(ConntrackConfig {
+            max_entries: 1024,
+            ..ConntrackConfig::default()
+        })),
+        Arc::new(MacTable::new(SwitchConfig::default())),
+        1024,
+    ));
+    let ports = vec![
+        XskPort::open(&e.host_if, 256).expect("port E"),
+        XskPort::open(&f.host_if, 256).expect("port F"),
+    ];
+    let mut forwarder = Forwarder::new(ports, Arc::clone(&pipeline));
+    let _f_server = f
+        .spawn(&[
+            "sh",
+            "-c",
+            &format!("exec nc -klu 5353 > {}", at_f.display()),
+        ])
+        .expect("UDP server on F");
+    let _e_server = e
+        .spawn(&[
+            "sh",
+            "-c",
+            &format!("exec nc -klu 5353 > {}", at_e.display()),
+        ])
+        .expect("UDP server on E");
+
+    let (e_ns, f_ns) = (e.namespace.clone(), f.namespace.clone());
+    let (e4, f4) = (e.peer_addr.clone(), f.peer_addr.clone());
+    let (e6c, f6c) = (e6.clone(), f6.clone());
+    let traffic = std::thread::spawn(move || {
+        let in_ns = |ns: &str, script: &str| {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", ns, "sh", "-c", script])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        };
+        std::thread::sleep(Duration::from_millis(300)); // servers listening
+        let ping6_e_to_f = in_ns(&e_ns, &format!("ping -6 -q -c 3 -i 0.2 -W 1 {f6c}"));
+        let ping6_f_to_e = in_ns(&f_ns, &format!("ping -6 -q -c 2 -i 0.2 -W 1 {e6c}"));
+        in_ns(&e_ns, &format!("echo from-e | nc -u -w 1 {f4} 5353"));
+        in_ns(&f_ns, &format!("echo from-f | nc -u -w 1 {e4} 5353"));
+        std::thread::sleep(Duration::from_millis(300));
+        (ping6_e_to_f, ping6_f_to_e)
+    });
+    let start = Instant::now();
+    while !traffic.is_finished() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "traffic did not finish"
+        );
+        forwarder
+            .poll_once(1, start.elapsed().as_nanos() as u64)
+            .expect("forwarding round");
+    }
+    let (ping6_e_to_f, ping6_f_to_e) = traffic.join().expect("traffic thread");
+    assert!(
+        ping6_e_to_f,
+        "E may ping F over IPv6: {:?}",
+        pipeline.stats()
+    );
+    assert!(!ping6_f_to_e, "F may not ping E over IPv6");
+    let got_f = std::fs::read_to_string(&at_f).unwrap_or_default();
+    let got_e = std::fs::read_to_string(&at_e).unwrap_or_default();
+    assert!(
+        got_f.contains("from-e"),
+        "UDP E -> F:5353 allowed: {got_f:?}"
+    );
+    assert!(
+        !got_e.contains("from-f"),
+        "UDP F -> E:5353 denied: {got_e:?}"
+    );
+    assert!(
+        pipeline.stats().dropped(DropCause::Policy) >= 3,
+        "{:?}",
+        pipeline.stats()
+    );
+}

@@ -128,6 +128,24 @@ impl Testbed {
         Ok(bed)
     }
 
+    /// Adds fd00:203:<subnet>::<host>/64 to the workload (no duplicate
+    /// address detection, so it is usable at once); returns it.
+    pub fn add_ipv6(&self, subnet: u8, host: u8) -> Result<String, TestbedError> {
+        let addr = format!("fd00:203:{subnet}::{host}");
+        let cidr = format!("{addr}/64");
+        self.ns(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &cidr,
+            "dev",
+            &self.peer_if,
+            "nodad",
+        ])?;
+        Ok(addr)
+    }
+
     /// Runs a command inside the namespace.
     pub fn ns(&self, args: &[&str]) -> Result<String, TestbedError> {
         let mut full = vec!["netns", "exec", &self.namespace];
