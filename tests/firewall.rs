@@ -7,19 +7,15 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use common::testbed::{root_or_skip, Testbed};
+use common::testbed::{root_or_skip, Testbed, TestbedSwitch};
 use microseg_dataplane::classifier::{IpPrefix, PortRange, Rule};
-use microseg_dataplane::conntrack::{ConntrackConfig, ConntrackTable};
-use microseg_dataplane::forward::Forwarder;
 use microseg_dataplane::packet::proto;
 use microseg_dataplane::pipeline::{
-    Action, DropCause, L2Policy, Mode, Pipeline, PolicySnapshot, RuleVerdict, VerdictKind,
+    Action, DropCause, L2Policy, Mode, PolicySnapshot, RuleVerdict, VerdictKind,
 };
-use microseg_dataplane::switch::{MacTable, SwitchConfig};
-use microseg_dataplane::xsk::XskPort;
 
 fn host(addr: &str) -> IpPrefix {
     let ip: Ipv4Addr = addr.parse().expect("address");
@@ -33,35 +29,19 @@ fn the_switch_enforces_policy_between_two_namespaces() {
     }
     let a = Testbed::host("a", 4, 1).expect("testbed A");
     let b = Testbed::host("b", 4, 2).expect("testbed B");
-    let echo_a_to_b = Rule {
-        id: 1,
-        src: host(&a.peer_addr),
-        dst: host(&b.peer_addr),
-        src_ports: PortRange::ANY,
-        dst_ports: PortRange::new(8 << 8, (8 << 8) | 0xff).expect("icmp/8"),
-        proto: Some(proto::ICMP),
-        action: RuleVerdict {
-            action: Action::Allow,
-            mode: Mode::Enforce,
-            rule_id: 1,
-        },
-    };
+    let echo_icmp = PortRange::new(8 << 8, (8 << 8) | 0xff).expect("icmp/8");
+    let echo_a_to_b = allow(
+        host(&a.peer_addr),
+        host(&b.peer_addr),
+        proto::ICMP,
+        echo_icmp,
+        1,
+    );
     let policy = PolicySnapshot::build(1, vec![echo_a_to_b], Action::Deny, L2Policy::default())
         .expect("policy builds");
-    let pipeline = Arc::new(Pipeline::new(
-        Arc::new(ArcSwap::from_pointee(policy)),
-        Arc::new(ConntrackTable::new(ConntrackConfig {
-            max_entries: 1024,
-            ..ConntrackConfig::default()
-        })),
-        Arc::new(MacTable::new(SwitchConfig::default())),
-        1024,
-    ));
-    let ports = vec![
-        XskPort::open(&a.host_if, 256).expect("port A"),
-        XskPort::open(&b.host_if, 256).expect("port B"),
-    ];
-    let mut forwarder = Forwarder::new(ports, Arc::clone(&pipeline));
+    let mut switch = TestbedSwitch::new(Arc::new(ArcSwap::from_pointee(policy)), &[&a, &b], 1024)
+        .expect("switch");
+    let pipeline = Arc::clone(&switch.pipeline);
 
     let (a_ns, b_ns) = (a.namespace.clone(), b.namespace.clone());
     let (a_addr, b_addr) = (a.peer_addr.clone(), b.peer_addr.clone());
@@ -77,20 +57,15 @@ fn the_switch_enforces_policy_between_two_namespaces() {
         };
         (ping(&a_ns, &b_addr, "3"), ping(&b_ns, &a_addr, "2"))
     });
-    let start = Instant::now();
-    while !pings.is_finished() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "pings did not finish"
-        );
-        let now = start.elapsed().as_nanos() as u64;
-        forwarder.poll_once(1, now).expect("forwarding round");
-    }
+    let finished = switch
+        .forward_while(&pings, Duration::from_secs(20))
+        .expect("forwarding");
+    assert!(finished, "pings did not finish");
     let (a_to_b, b_to_a) = pings.join().expect("ping thread");
     assert!(
         a_to_b,
         "A may ping B: {:?} {:?}",
-        forwarder.stats(),
+        switch.forwarder.stats(),
         pipeline.stats()
     );
     assert!(!b_to_a, "B may not ping A");
@@ -106,9 +81,9 @@ fn the_switch_enforces_policy_between_two_namespaces() {
         "{events:?}"
     );
     assert!(
-        forwarder.stats().transmitted >= 6,
+        switch.forwarder.stats().transmitted >= 6,
         "{:?}",
-        forwarder.stats()
+        switch.forwarder.stats()
     );
 }
 
@@ -128,18 +103,15 @@ fn an_established_connection_survives_a_republish_and_is_cut_by_a_denying_policy
     let b = Testbed::host("d", 5, 2).expect("testbed B");
     let scratch = common::ScratchDir::new("cut");
     let received = scratch.file("received");
-    let tcp_a_to_b = |rule_id| Rule {
-        id: rule_id,
-        src: host(&a.peer_addr),
-        dst: host(&b.peer_addr),
-        src_ports: PortRange::ANY,
-        dst_ports: PortRange::single(9000),
-        proto: Some(proto::TCP),
-        action: RuleVerdict {
-            action: Action::Allow,
-            mode: Mode::Enforce,
+    let tcp_a_to_b = |rule_id| {
+        let service = PortRange::single(9000);
+        allow(
+            host(&a.peer_addr),
+            host(&b.peer_addr),
+            proto::TCP,
+            service,
             rule_id,
-        },
+        )
     };
     let snapshot = |generation, rules| {
         Arc::new(
@@ -148,20 +120,8 @@ fn an_established_connection_survives_a_republish_and_is_cut_by_a_denying_policy
         )
     };
     let policy = Arc::new(ArcSwap::new(snapshot(1, vec![tcp_a_to_b(1)])));
-    let pipeline = Arc::new(Pipeline::new(
-        Arc::clone(&policy),
-        Arc::new(ConntrackTable::new(ConntrackConfig {
-            max_entries: 1024,
-            ..ConntrackConfig::default()
-        })),
-        Arc::new(MacTable::new(SwitchConfig::default())),
-        1024,
-    ));
-    let ports = vec![
-        XskPort::open(&a.host_if, 256).expect("port A"),
-        XskPort::open(&b.host_if, 256).expect("port B"),
-    ];
-    let mut forwarder = Forwarder::new(ports, Arc::clone(&pipeline));
+    let mut switch = TestbedSwitch::new(Arc::clone(&policy), &[&a, &b], 1024).expect("switch");
+    let pipeline = Arc::clone(&switch.pipeline);
     let server_cmd = format!("nc -lk 9000 > {}", received.display());
     let _server = b.spawn(&["sh", "-c", &server_cmd]).expect("server");
     // A line every 100 ms for 12 s over one TCP connection.
@@ -171,15 +131,9 @@ fn an_established_connection_survives_a_republish_and_is_cut_by_a_denying_policy
     );
     let _client = a.spawn(&["sh", "-c", &client_cmd]).expect("client");
 
-    let start = Instant::now();
-    let run_until = |forwarder: &mut Forwarder, until: Duration| {
-        while start.elapsed() < until {
-            forwarder
-                .poll_once(1, start.elapsed().as_nanos() as u64)
-                .expect("forwarding round");
-        }
-    };
-    run_until(&mut forwarder, Duration::from_secs(3));
+    switch
+        .forward_until(Duration::from_secs(3))
+        .expect("forwarding");
     let before_republish = lines_in(&received);
     assert!(
         before_republish >= 10,
@@ -188,7 +142,9 @@ fn an_established_connection_survives_a_republish_and_is_cut_by_a_denying_policy
 
     // Same rules, new generation: the connection is re-checked and kept.
     policy.store(snapshot(2, vec![tcp_a_to_b(2)]));
-    run_until(&mut forwarder, Duration::from_secs(5));
+    switch
+        .forward_until(Duration::from_secs(5))
+        .expect("forwarding");
     let after_republish = lines_in(&received);
     assert!(
         after_republish >= before_republish + 10,
@@ -198,9 +154,13 @@ fn an_established_connection_survives_a_republish_and_is_cut_by_a_denying_policy
 
     // A policy without the rule: the next segment cuts the connection.
     policy.store(snapshot(3, vec![]));
-    run_until(&mut forwarder, Duration::from_secs(7));
+    switch
+        .forward_until(Duration::from_secs(7))
+        .expect("forwarding");
     let at_cut = lines_in(&received);
-    run_until(&mut forwarder, Duration::from_secs(9));
+    switch
+        .forward_until(Duration::from_secs(9))
+        .expect("forwarding");
     let later = lines_in(&received);
     assert_eq!(later, at_cut, "nothing gets through after the cut");
     let stats = pipeline.stats();
@@ -270,20 +230,9 @@ fn ipv6_and_udp_are_judged_by_policy_through_the_switch() {
     ];
     let policy =
         PolicySnapshot::build(1, rules, Action::Deny, L2Policy::default()).expect("policy builds");
-    let pipeline = Arc::new(Pipeline::new(
-        Arc::new(ArcSwap::from_pointee(policy)),
-        Arc::new(ConntrackTable::new(ConntrackConfig {
-            max_entries: 1024,
-            ..ConntrackConfig::default()
-        })),
-        Arc::new(MacTable::new(SwitchConfig::default())),
-        1024,
-    ));
-    let ports = vec![
-        XskPort::open(&e.host_if, 256).expect("port E"),
-        XskPort::open(&f.host_if, 256).expect("port F"),
-    ];
-    let mut forwarder = Forwarder::new(ports, Arc::clone(&pipeline));
+    let mut switch = TestbedSwitch::new(Arc::new(ArcSwap::from_pointee(policy)), &[&e, &f], 1024)
+        .expect("switch");
+    let pipeline = Arc::clone(&switch.pipeline);
     let _f_server = f
         .spawn(&[
             "sh",
@@ -318,16 +267,10 @@ fn ipv6_and_udp_are_judged_by_policy_through_the_switch() {
         std::thread::sleep(Duration::from_millis(300));
         (ping6_e_to_f, ping6_f_to_e)
     });
-    let start = Instant::now();
-    while !traffic.is_finished() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "traffic did not finish"
-        );
-        forwarder
-            .poll_once(1, start.elapsed().as_nanos() as u64)
-            .expect("forwarding round");
-    }
+    let finished = switch
+        .forward_while(&traffic, Duration::from_secs(30))
+        .expect("forwarding");
+    assert!(finished, "traffic did not finish");
     let (ping6_e_to_f, ping6_f_to_e) = traffic.join().expect("traffic thread");
     assert!(
         ping6_e_to_f,

@@ -8,20 +8,17 @@
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use microseg_dataplane::classifier::{BuildError, IpPrefix, PortRange, Rule};
-use microseg_dataplane::conntrack::{ConntrackConfig, ConntrackTable};
-use microseg_dataplane::forward::Forwarder;
 use microseg_dataplane::packet::proto;
 use microseg_dataplane::pipeline::{
-    Action, DropCause, L2Policy, Mode, Pipeline, PolicySnapshot, RuleVerdict, VerdictKind,
+    Action, DropCause, L2Policy, Mode, PolicySnapshot, RuleVerdict, VerdictKind,
 };
-use microseg_dataplane::switch::{MacTable, SwitchConfig};
-use microseg_dataplane::xsk::{XskError, XskPort};
+use microseg_dataplane::xsk::XskError;
 
-use crate::testbed::{is_root, Testbed, TestbedError};
+use crate::testbed::{is_root, Testbed, TestbedError, TestbedSwitch};
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
@@ -234,20 +231,10 @@ pub fn run(out: &mut impl Write) -> Result<bool, DemoError> {
     for (i, rule) in policy.iter().enumerate() {
         writeln!(out, "  {}. {}", i + 1, rule.text)?;
     }
-    let pipeline = Arc::new(Pipeline::new(
-        Arc::new(ArcSwap::from_pointee(compile(&policy)?)),
-        Arc::new(ConntrackTable::new(ConntrackConfig {
-            max_entries: 65_536,
-            ..ConntrackConfig::default()
-        })),
-        Arc::new(MacTable::new(SwitchConfig::default())),
-        4096,
-    ));
-    let ports = beds
-        .iter()
-        .map(|bed| XskPort::open(&bed.host_if, 512))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut forwarder = Forwarder::new(ports, Arc::clone(&pipeline));
+    let policy_cell = Arc::new(ArcSwap::from_pointee(compile(&policy)?));
+    let bed_refs: Vec<&Testbed> = beds.iter().collect();
+    let mut switch = TestbedSwitch::new(policy_cell, &bed_refs, 65_536)?;
+    let pipeline = Arc::clone(&switch.pipeline);
 
     // Traffic runs on its own thread; the switch forwards on this one.
     let namespaces: Vec<String> = beds.iter().map(|b| b.namespace.clone()).collect();
@@ -257,10 +244,7 @@ pub fn run(out: &mut impl Write) -> Result<bool, DemoError> {
             .map(|check| attempt(&namespaces[check.from], check))
             .collect::<Vec<bool>>()
     });
-    let start = Instant::now();
-    while !traffic.is_finished() && start.elapsed() < Duration::from_secs(60) {
-        forwarder.poll_once(1, start.elapsed().as_nanos() as u64)?;
-    }
+    switch.forward_while(&traffic, Duration::from_secs(60))?;
     let results = traffic.join().unwrap_or_default();
 
     writeln!(out, "\ntraffic:")?;

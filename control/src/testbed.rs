@@ -235,3 +235,85 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// A microseg switch joining testbed workloads: an AF_XDP port on each
+/// workload's host end, the pipeline judging with `policy`, and a
+/// forwarder polled on the calling thread (its ports are not `Send`).
+#[derive(Debug)]
+pub struct TestbedSwitch {
+    pub pipeline: std::sync::Arc<microseg_dataplane::pipeline::Pipeline>,
+    pub forwarder: microseg_dataplane::forward::Forwarder,
+    /// The switch's clock starts here (`now` for the pipeline).
+    start: std::time::Instant,
+}
+
+/// UMEM frames per port: plenty for testbed traffic.
+const PORT_FRAMES: u32 = 512;
+
+impl TestbedSwitch {
+    /// Ports on `beds` (in order: port id = index), a conntrack table of
+    /// `max_connections`, and `policy`, which callers may republish.
+    pub fn new(
+        policy: std::sync::Arc<arc_swap::ArcSwap<microseg_dataplane::pipeline::PolicySnapshot>>,
+        beds: &[&Testbed],
+        max_connections: usize,
+    ) -> Result<Self, microseg_dataplane::xsk::XskError> {
+        use microseg_dataplane::conntrack::{ConntrackConfig, ConntrackTable};
+        use microseg_dataplane::switch::{MacTable, SwitchConfig};
+        use std::sync::Arc;
+
+        let pipeline = Arc::new(microseg_dataplane::pipeline::Pipeline::new(
+            policy,
+            Arc::new(ConntrackTable::new(ConntrackConfig {
+                max_entries: max_connections,
+                ..ConntrackConfig::default()
+            })),
+            Arc::new(MacTable::new(SwitchConfig::default())),
+            4096,
+        ));
+        let ports = beds
+            .iter()
+            .map(|bed| microseg_dataplane::xsk::XskPort::open(&bed.host_if, PORT_FRAMES))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            forwarder: microseg_dataplane::forward::Forwarder::new(ports, Arc::clone(&pipeline)),
+            pipeline,
+            start: std::time::Instant::now(),
+        })
+    }
+
+    /// Time since the switch started.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.start.elapsed()
+    }
+
+    /// Forwards until `until` has passed since the switch started.
+    pub fn forward_until(
+        &mut self,
+        until: std::time::Duration,
+    ) -> Result<(), microseg_dataplane::xsk::XskError> {
+        while self.start.elapsed() < until {
+            self.forwarder
+                .poll_once(1, self.start.elapsed().as_nanos() as u64)?;
+        }
+        Ok(())
+    }
+
+    /// Forwards while `traffic` runs, at most `limit` from now; true if it
+    /// finished within the limit.
+    pub fn forward_while<T>(
+        &mut self,
+        traffic: &std::thread::JoinHandle<T>,
+        limit: std::time::Duration,
+    ) -> Result<bool, microseg_dataplane::xsk::XskError> {
+        let deadline = self.start.elapsed() + limit;
+        while !traffic.is_finished() {
+            if self.start.elapsed() >= deadline {
+                return Ok(false);
+            }
+            self.forwarder
+                .poll_once(1, self.start.elapsed().as_nanos() as u64)?;
+        }
+        Ok(true)
+    }
+}

@@ -2,7 +2,7 @@
 //! rule that root tests skip without root but fail under CI.
 
 #[allow(unused_imports)] // each test binary uses a different subset
-pub use microseg_control::testbed::{run, ChildGuard, Testbed};
+pub use microseg_control::testbed::{run, ChildGuard, Testbed, TestbedSwitch};
 
 /// True when the test may use root testbeds. Without root it skips,
 /// except under CI (CI=true), where root tests must run: it fails.
