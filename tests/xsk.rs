@@ -92,7 +92,11 @@ fn pings_are_answered_through_af_xdp() {
     };
     assert!(status.success(), "ping got its replies through AF_XDP");
     assert!(answered >= 3, "answered {answered}");
-    let counters = port.xdp().counters().expect("counters");
+    let counters = port
+        .xdp()
+        .expect("open attached the program")
+        .counters()
+        .expect("counters");
     assert!(counters.redirect >= 3, "{counters:?}");
     let stats = port.stats();
     assert!(stats.rx >= 3 && stats.tx >= 3, "{stats:?}");

@@ -15,6 +15,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the appliance: attach to the configured ports, enforce the rules
+    /// file (reloaded on SIGHUP), serve the status API; stop on SIGINT or
+    /// SIGTERM (needs root).
+    Run {
+        /// The configuration file (YAML; see docs/operations.md).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
     /// Run the veth-namespace demo testbed (needs root).
     Demo,
     /// Classify a ClassBench trace: print, per trace line and in order, the

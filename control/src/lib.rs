@@ -1,7 +1,12 @@
 //! microseg's control plane: the command line and its commands today;
 //! policy engine, API and telemetry as they land.
 
+pub mod api;
+pub mod appliance;
 pub mod classify;
 pub mod cli;
+pub mod config;
 pub mod demo;
+pub mod rules;
+pub mod syntax;
 pub mod testbed;

@@ -5,11 +5,100 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use microseg_control::appliance::Appliance;
 use microseg_control::classify::{self, Engine};
 use microseg_control::cli::{Cli, Command};
+use microseg_control::config::{Config, LocalMachine};
 
 fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// `microseg run`: the appliance until SIGINT/SIGTERM, reloading the
+/// rules on SIGHUP, with the status API.
+fn run_appliance(path: &Path) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let config = Config::load(path, &LocalMachine)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        // Bind first: a taken port fails before any XDP program attaches.
+        let listener = tokio::net::TcpListener::bind(config.api_listen)
+            .await
+            .with_context(|| format!("api.listen: cannot listen on {}", config.api_listen))?;
+        let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+        let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let started = tokio::task::spawn_blocking(move || Appliance::start(config))
+            .await
+            .context("starting the appliance")??;
+        let appliance = Arc::new(started);
+        let config = appliance.config();
+        eprintln!(
+            "microseg: running: ports {}, {} {:?} worker(s) on CPUs {:?}, policy generation {} ({} rules from {}), API on http://{}",
+            config.ports.join(" "),
+            config.workers,
+            config.poll_mode,
+            config.cpus,
+            appliance.generation(),
+            appliance.rules().names.len(),
+            config.rules.display(),
+            config.api_listen,
+        );
+        let (shutdown, on_shutdown) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(microseg_control::api::serve(
+            listener,
+            Arc::clone(&appliance),
+            async move {
+                let _ = on_shutdown.await;
+            },
+        ));
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    let reloading = Arc::clone(&appliance);
+                    match tokio::task::spawn_blocking(move || reloading.reload()).await {
+                        Ok(Ok(generation)) => eprintln!(
+                            "microseg: SIGHUP: rules reloaded, policy generation {generation}"
+                        ),
+                        Ok(Err(error)) => eprintln!(
+                            "microseg: SIGHUP: rules not reloaded, generation {} stays in force: {error}",
+                            appliance.generation()
+                        ),
+                        Err(error) => eprintln!("microseg: SIGHUP: reload failed: {error}"),
+                    }
+                }
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+            }
+        }
+        eprintln!("microseg: stopping");
+        let _ = shutdown.send(());
+        server
+            .await
+            .context("API server task")?
+            .context("API server")?;
+        let reports = appliance.stop()?;
+        let status = appliance.status();
+        for (name, census) in reports.iter().flat_map(|r| &r.ports) {
+            if census.missing() != 0 {
+                eprintln!("microseg: port {name}: {} UMEM frame(s) unaccounted for: {census:?}", census.missing());
+            }
+        }
+        eprintln!(
+            "microseg: stopped: {} forwarded, {} flooded, drops {:?}",
+            status.forwarded, status.flooded, status.drops
+        );
+        // The last reference: dropping it detaches the XDP programs.
+        if Arc::try_unwrap(appliance).is_err() {
+            eprintln!("microseg: still referenced at exit: XDP programs stay attached until the next start replaces them");
+        }
+        Ok(())
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -17,6 +106,10 @@ fn main() -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     match cli.command {
+        Command::Run { config } => {
+            drop(out);
+            return run_appliance(&config);
+        }
         Command::Demo => {
             let as_expected = microseg_control::demo::run(&mut out)?;
             out.flush().context("writing output")?;

@@ -13,5 +13,7 @@ pub mod frames;
 pub mod packet;
 pub mod pipeline;
 pub mod sharded;
+pub mod stats;
 pub mod switch;
+pub mod worker;
 pub mod xsk;

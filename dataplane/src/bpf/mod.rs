@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use std::os::fd::AsFd;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, OpenObject, Xdp, XdpFlags};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject, Xdp, XdpFlags};
 
 #[allow(
     unsafe_code,
@@ -185,15 +185,16 @@ impl XdpPort {
     /// Registers an AF_XDP socket as the receiver of queue `queue`: from
     /// now on the program redirects that queue's frames to it.
     pub fn register_socket(&self, queue: u32, socket_fd: i32) -> Result<(), BpfError> {
-        self.skel
-            .maps
-            .xsks
-            .update(
-                &queue.to_ne_bytes(),
-                &socket_fd.to_ne_bytes(),
-                MapFlags::ANY,
-            )
-            .map_err(BpfError::Socket)
+        register(&self.skel.maps.xsks, queue, socket_fd)
+    }
+
+    /// A handle on this port's socket map that another thread may use to
+    /// register its sockets (workers bind their own queues).
+    pub fn socket_registry(&self) -> Result<SocketRegistry, BpfError> {
+        Ok(SocketRegistry {
+            xsks: MapHandle::try_from(&self.skel.maps.xsks).map_err(BpfError::Socket)?,
+            ifindex: self.ifindex,
+        })
     }
 
     /// Lifts the quarantine of `ip` (no error if it was not quarantined).
@@ -231,6 +232,39 @@ impl XdpPort {
             no_socket_drop,
             truncated,
         })
+    }
+}
+
+fn register(xsks: &impl MapCore, queue: u32, socket_fd: i32) -> Result<(), BpfError> {
+    xsks.update(
+        &queue.to_ne_bytes(),
+        &socket_fd.to_ne_bytes(),
+        MapFlags::ANY,
+    )
+    .map_err(BpfError::Socket)
+}
+
+/// The socket map of one port's XDP program, usable from any thread; it
+/// stays valid while the `XdpPort` that made it is attached.
+#[derive(Debug)]
+pub struct SocketRegistry {
+    xsks: MapHandle,
+    ifindex: i32,
+}
+
+impl SocketRegistry {
+    /// As `XdpPort::register_socket`.
+    pub fn register(&self, queue: u32, socket_fd: i32) -> Result<(), BpfError> {
+        register(&self.xsks, queue, socket_fd)
+    }
+
+    /// Stops redirecting `queue` (its frames are dropped: fail closed).
+    pub fn unregister(&self, queue: u32) {
+        let _ = self.xsks.delete(&queue.to_ne_bytes());
+    }
+
+    pub fn ifindex(&self) -> i32 {
+        self.ifindex
     }
 }
 

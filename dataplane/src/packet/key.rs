@@ -75,12 +75,12 @@ pub struct FlowKey {
 impl FlowKey {
     /// The source address as a std address.
     pub fn src_ip(&self) -> IpAddr {
-        to_ip(self.family, self.src)
+        u128_to_ip(self.family, self.src)
     }
 
     /// The destination address as a std address.
     pub fn dst_ip(&self) -> IpAddr {
-        to_ip(self.family, self.dst)
+        u128_to_ip(self.family, self.dst)
     }
 
     /// ICMP/ICMPv6 type, when the key is an ICMP key.
@@ -109,7 +109,8 @@ pub fn ip_to_u128(ip: IpAddr) -> (AddrFamily, u128) {
     }
 }
 
-fn to_ip(family: AddrFamily, value: u128) -> IpAddr {
+/// Decodes the key's `u128` form of an address.
+pub fn u128_to_ip(family: AddrFamily, value: u128) -> IpAddr {
     match family {
         // Truncation keeps the low 32 bits, where IPv4 lives by construction.
         AddrFamily::V4 => IpAddr::V4(Ipv4Addr::from(value as u32)),

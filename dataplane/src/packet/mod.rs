@@ -27,7 +27,7 @@ mod reason;
 #[cfg(test)]
 mod tests;
 
-pub use key::{ip_to_u128, AddrFamily, FlowKey, FragmentInfo, FragmentKind, VlanTags};
+pub use key::{ip_to_u128, u128_to_ip, AddrFamily, FlowKey, FragmentInfo, FragmentKind, VlanTags};
 pub use parse::{
     parse_frame, parse_quoted, ArpInfo, FrameKind, ParsedFrame, TcpSegment, MAX_IPV6_EXT_HEADERS,
 };

@@ -115,6 +115,11 @@ impl Pipeline {
         &self.conntrack
     }
 
+    /// The MAC table.
+    pub fn mac_table(&self) -> &MacTable {
+        &self.switch
+    }
+
     /// Decides every frame of a batch; `out[i]` is for `frames[i]` (extra
     /// entries of either are left alone).
     pub fn process(&self, frames: &[Frame<'_>], now: u64, out: &mut [FrameAction]) {

@@ -1,0 +1,307 @@
+//! The running appliance of `microseg run`: XDP programs attached to every
+//! port, the shared pipeline (policy snapshot, conntrack, MAC table), and
+//! the poll-mode workers; the rules file compiled and published, and
+//! republished on `reload` (SIGHUP). `status` reads every counter without
+//! stopping anything; `stop` ends the workers, checks their UMEM frames
+//! and detaches the XDP programs.
+//!
+//! A reload that fails (bad file, compile error) changes nothing: the
+//! running policy stays in force and the error says why.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use microseg_dataplane::bpf::{AttachMode, BpfError, XdpPort};
+use microseg_dataplane::conntrack::ConntrackTable;
+use microseg_dataplane::pipeline::{Pipeline, PolicySnapshot};
+use microseg_dataplane::stats::PortStats;
+use microseg_dataplane::switch::{MacTable, SwitchConfig};
+use microseg_dataplane::worker::{
+    self, PortBinding, WorkerError, WorkerHandle, WorkerReport, WorkerSpec,
+};
+use microseg_dataplane::xsk::XskError;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::rules::{RuleSet, RulesError};
+
+/// Why the appliance could not start or reload.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplianceError {
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error("port {port}: {source}")]
+    Port { port: String, source: XskError },
+    #[error("port {port}: {source}")]
+    Xdp { port: String, source: BpfError },
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+}
+
+/// Capacity of the pipeline's verdict event queue.
+const EVENT_CAPACITY: usize = 1 << 14;
+
+/// A port: its name and XDP program.
+#[derive(Debug)]
+struct Port {
+    name: String,
+    xdp: XdpPort,
+}
+
+/// The appliance.
+#[derive(Debug)]
+pub struct Appliance {
+    config: Config,
+    ports: Vec<Port>,
+    pipeline: Arc<Pipeline>,
+    policy: Arc<ArcSwap<PolicySnapshot>>,
+    rules: ArcSwap<RuleSet>,
+    generation: AtomicU32,
+    /// Serializes reloads (control plane only; workers never take it).
+    reloading: Mutex<()>,
+    workers: Mutex<Vec<WorkerHandle>>,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+}
+
+impl Appliance {
+    /// Loads the rules, attaches XDP to every port and starts the workers.
+    /// On any failure, whatever was started is stopped again.
+    pub fn start(config: Config) -> Result<Self, ApplianceError> {
+        let rules = RuleSet::load(&config.rules)?;
+        let policy = Arc::new(ArcSwap::from_pointee(rules.compile(1)?));
+        let pipeline = Arc::new(Pipeline::new(
+            Arc::clone(&policy),
+            Arc::new(ConntrackTable::new(config.conntrack)),
+            Arc::new(MacTable::new(SwitchConfig::default())),
+            EVENT_CAPACITY,
+        ));
+        let mut ports = Vec::new();
+        for name in &config.ports {
+            let ifindex =
+                microseg_dataplane::xsk::ifindex(name).map_err(|source| ApplianceError::Port {
+                    port: name.clone(),
+                    source,
+                })?;
+            let xdp = XdpPort::attach(ifindex).map_err(|source| ApplianceError::Xdp {
+                port: name.clone(),
+                source,
+            })?;
+            ports.push(Port {
+                name: name.clone(),
+                xdp,
+            });
+        }
+        let bindings = ports
+            .iter()
+            .map(|port| {
+                Ok(PortBinding {
+                    ifname: port.name.clone(),
+                    registry: Arc::new(port.xdp.socket_registry().map_err(|source| {
+                        ApplianceError::Xdp {
+                            port: port.name.clone(),
+                            source,
+                        }
+                    })?),
+                })
+            })
+            .collect::<Result<Vec<_>, ApplianceError>>()?;
+        let appliance = Self {
+            ports,
+            pipeline,
+            policy,
+            rules: ArcSwap::from_pointee(rules),
+            generation: AtomicU32::new(1),
+            reloading: Mutex::new(()),
+            workers: Mutex::new(Vec::new()),
+            stop: Arc::new(AtomicBool::new(false)),
+            started: Instant::now(),
+            config,
+        };
+        for id in 0..appliance.config.workers {
+            let spec = WorkerSpec {
+                id,
+                cpu: appliance.config.cpus.get(id).copied().flatten(),
+                queue: id as u32,
+                ports: bindings.clone(),
+                frames_per_port: appliance.config.frames_per_port,
+                poll_mode: appliance.config.poll_mode,
+            };
+            // On error `appliance` drops: its workers stop, XDP detaches.
+            let handle = worker::spawn(
+                spec,
+                Arc::clone(&appliance.pipeline),
+                appliance.started,
+                Arc::clone(&appliance.stop),
+            )?;
+            appliance.lock_workers().push(handle);
+        }
+        Ok(appliance)
+    }
+
+    fn lock_workers(&self) -> std::sync::MutexGuard<'_, Vec<WorkerHandle>> {
+        self.workers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    /// The policy generation in force.
+    pub fn generation(&self) -> u32 {
+        self.policy.load().generation
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.rules.load_full()
+    }
+
+    /// Re-reads the rules file and publishes it as the next generation;
+    /// on any error the running policy stays. Returns the new generation.
+    pub fn reload(&self) -> Result<u32, ApplianceError> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let rules = RuleSet::load(&self.config.rules)?;
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let snapshot = rules.compile(generation)?;
+        self.rules.store(Arc::new(rules));
+        self.policy.store(Arc::new(snapshot));
+        self.generation.store(generation, Ordering::Relaxed);
+        Ok(generation)
+    }
+
+    /// Every counter, read without stopping anything.
+    pub fn status(&self) -> Status {
+        let workers = self.lock_workers();
+        let pipeline = self.pipeline.stats();
+        let conntrack = self.pipeline.conntrack();
+        let ports = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(index, port)| {
+                let mut stats = PortStats::default();
+                for worker in workers.iter() {
+                    if let Some(counters) = worker.counters().port(index as u16) {
+                        stats.merge(&counters.snapshot());
+                    }
+                }
+                let xdp = port.xdp.counters().unwrap_or_default();
+                PortStatus {
+                    name: port.name.clone(),
+                    xdp_mode: match port.xdp.mode() {
+                        AttachMode::Native => "native",
+                        AttachMode::Generic => "generic",
+                    },
+                    rx: stats.rx,
+                    tx: stats.tx,
+                    tx_failed: stats.tx_failed,
+                    drops: stats.drops.into_iter().collect(),
+                    xdp_rx: xdp.rx,
+                    xdp_redirected: xdp.redirect,
+                    xdp_quarantine_drops: xdp.quarantine_drop,
+                    xdp_no_socket_drops: xdp.no_socket_drop,
+                }
+            })
+            .collect();
+        Status {
+            generation: self.generation(),
+            rules: self.rules.load().names.len(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            forwarded: pipeline.forwarded,
+            flooded: pipeline.flooded,
+            events_dropped: pipeline.events_dropped,
+            drops: microseg_dataplane::pipeline::DropCause::all()
+                .filter(|cause| pipeline.dropped(*cause) > 0)
+                .map(|cause| (cause.name(), pipeline.dropped(cause)))
+                .collect(),
+            conntrack_entries: conntrack.len(),
+            ports,
+            workers: workers
+                .iter()
+                .map(|worker| {
+                    let counters = worker.counters();
+                    WorkerStatus {
+                        id: worker.id,
+                        cpu: worker.cpu,
+                        rounds: counters.rounds.get(),
+                        busy_rounds: counters.busy_rounds.get(),
+                        sleeps: counters.sleeps.get(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Stops the workers (their last transmissions complete) and returns
+    /// their reports; the XDP programs detach when the appliance drops.
+    pub fn stop(&self) -> Result<Vec<WorkerReport>, ApplianceError> {
+        self.stop.store(true, Ordering::Relaxed);
+        let handles = std::mem::take(&mut *self.lock_workers());
+        let mut reports = Vec::new();
+        for handle in handles {
+            reports.push(handle.join()?);
+        }
+        Ok(reports)
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        // Workers first: their sockets go before the programs they are
+        // registered in.
+        let _ = self.stop();
+    }
+}
+
+/// The appliance's counters (`GET /v1/status`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub generation: u32,
+    pub rules: usize,
+    pub uptime_seconds: u64,
+    /// Frames sent out of one port / flooded.
+    pub forwarded: u64,
+    pub flooded: u64,
+    pub events_dropped: u64,
+    /// Drops by cause, over all ports.
+    pub drops: BTreeMap<String, u64>,
+    pub conntrack_entries: usize,
+    pub ports: Vec<PortStatus>,
+    pub workers: Vec<WorkerStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PortStatus {
+    pub name: String,
+    pub xdp_mode: &'static str,
+    pub rx: u64,
+    pub tx: u64,
+    pub tx_failed: u64,
+    pub drops: BTreeMap<String, u64>,
+    pub xdp_rx: u64,
+    pub xdp_redirected: u64,
+    pub xdp_quarantine_drops: u64,
+    pub xdp_no_socket_drops: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerStatus {
+    pub id: usize,
+    pub cpu: Option<usize>,
+    pub rounds: u64,
+    pub busy_rounds: u64,
+    pub sleeps: u64,
+}

@@ -1,0 +1,517 @@
+//! The appliance configuration of `microseg run -c CONFIG` (YAML):
+//!
+//! ```yaml
+//! ports: [eth1, eth2]        # switch ports: interfaces (host ends of veths, NICs)
+//! workers: auto              # a number, or auto: one per core less one, at least 1
+//! cpus: [1]                  # optional: the core of each worker
+//! poll_mode: adaptive        # adaptive (sleep when idle) | busy (spin)
+//! frames_per_port: 4096      # UMEM frames per port and worker
+//! rules: rules.yaml          # the rules file (relative to this file), reloaded on SIGHUP
+//! conntrack:
+//!   max_entries: 1048576
+//!   per_source_limit: 131072
+//!   timeouts: {tcp_established: 432000, udp_replied: 120}   # seconds
+//! api:
+//!   listen: 127.0.0.1:9870   # status API; loopback by default
+//! ```
+//!
+//! Every problem is reported at once with the field it is about
+//! (`ports[1]: interface msx9 does not exist`), and nothing starts until
+//! the whole file is valid.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use microseg_dataplane::conntrack::{ConntrackConfig, Timeouts};
+use microseg_dataplane::worker::{default_worker_count, PollMode};
+use serde::Deserialize;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path}: {}", .problems.join("; "))]
+    Invalid { path: String, problems: Vec<String> },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    ports: Vec<String>,
+    #[serde(default)]
+    workers: WorkersText,
+    #[serde(default)]
+    cpus: Option<Vec<usize>>,
+    #[serde(default)]
+    poll_mode: PollModeText,
+    #[serde(default = "default_frames")]
+    frames_per_port: u32,
+    rules: PathBuf,
+    #[serde(default)]
+    conntrack: ConntrackText,
+    #[serde(default)]
+    api: ApiText,
+}
+
+fn default_frames() -> u32 {
+    4096
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(untagged)]
+enum WorkersText {
+    #[default]
+    #[serde(skip)]
+    Auto,
+    Count(usize),
+    Word(String),
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum PollModeText {
+    #[default]
+    Adaptive,
+    Busy,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConntrackText {
+    max_entries: Option<usize>,
+    per_source_limit: Option<u32>,
+    #[serde(default)]
+    timeouts: TimeoutsText,
+}
+
+/// Seconds; absent ones keep Linux nf_conntrack's defaults.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TimeoutsText {
+    tcp_syn_sent: Option<u64>,
+    tcp_syn_recv: Option<u64>,
+    tcp_established: Option<u64>,
+    tcp_fin_wait: Option<u64>,
+    tcp_close_wait: Option<u64>,
+    tcp_last_ack: Option<u64>,
+    tcp_time_wait: Option<u64>,
+    tcp_close: Option<u64>,
+    udp_unreplied: Option<u64>,
+    udp_replied: Option<u64>,
+    icmp: Option<u64>,
+    other_unreplied: Option<u64>,
+    other_replied: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiText {
+    #[serde(default = "default_listen")]
+    listen: String,
+}
+
+impl Default for ApiText {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9870".into()
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub ports: Vec<String>,
+    pub workers: usize,
+    /// The core of each worker (None: not pinned).
+    pub cpus: Vec<Option<usize>>,
+    pub poll_mode: PollMode,
+    pub frames_per_port: u32,
+    /// Absolute, or relative to the working directory.
+    pub rules: PathBuf,
+    pub conntrack: ConntrackConfig,
+    pub api_listen: SocketAddr,
+}
+
+/// What the machine offers, for checking a configuration against it.
+pub trait Machine {
+    fn cores(&self) -> usize;
+    /// The interface's receive queues; None if it does not exist.
+    fn rx_queues(&self, ifname: &str) -> Option<u32>;
+}
+
+/// This machine.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalMachine;
+
+impl Machine for LocalMachine {
+    fn cores(&self) -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    fn rx_queues(&self, ifname: &str) -> Option<u32> {
+        if ifname.is_empty() || ifname.contains('/') || ifname.len() > 15 {
+            return None;
+        }
+        microseg_dataplane::xsk::rx_queues(ifname).ok()
+    }
+}
+
+const SECOND: u64 = 1_000_000_000;
+
+impl Config {
+    /// Reads and validates a configuration file; a relative rules path is
+    /// taken from the file's folder.
+    pub fn load(path: &Path, machine: &impl Machine) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let folder = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, folder, machine).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                path: shown,
+                message,
+            },
+            ConfigError::Invalid { problems, .. } => ConfigError::Invalid {
+                path: shown,
+                problems,
+            },
+            other => other,
+        })
+    }
+
+    /// Validates configuration text; `folder` anchors a relative rules path.
+    pub fn parse(text: &str, folder: &Path, machine: &impl Machine) -> Result<Self, ConfigError> {
+        let file: ConfigFile = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: "config".into(),
+            message: e.to_string(),
+        })?;
+        let mut problems = Vec::new();
+        let cores = machine.cores();
+        let workers = match &file.workers {
+            WorkersText::Auto => default_worker_count(),
+            WorkersText::Word(w) if w == "auto" => default_worker_count(),
+            WorkersText::Count(n) if (1..=cores).contains(n) => *n,
+            WorkersText::Count(n) => {
+                problems.push(format!(
+                    "workers: {n} is not between 1 and the {cores} cores"
+                ));
+                1
+            }
+            WorkersText::Word(w) => {
+                problems.push(format!("workers: `{w}` is neither a number nor `auto`"));
+                1
+            }
+        };
+        if file.ports.is_empty() {
+            problems.push("ports: at least one port is needed".into());
+        }
+        for (index, port) in file.ports.iter().enumerate() {
+            if file.ports[..index].contains(port) {
+                problems.push(format!("ports[{index}]: {port} is listed twice"));
+                continue;
+            }
+            match machine.rx_queues(port) {
+                None => problems.push(format!("ports[{index}]: interface {port} does not exist")),
+                Some(queues) if (queues as usize) < workers => problems.push(format!(
+                    "ports[{index}]: {port} has {queues} receive queue(s); {workers} workers need {workers}"
+                )),
+                Some(_) => {}
+            }
+        }
+        let cpus = match &file.cpus {
+            None => (0..workers)
+                .map(|w| Some(if cores > 1 { (w + 1) % cores } else { 0 }))
+                .collect(),
+            Some(list) => {
+                if list.len() != workers {
+                    problems.push(format!(
+                        "cpus: {} listed for {workers} worker(s)",
+                        list.len()
+                    ));
+                }
+                for (index, cpu) in list.iter().enumerate() {
+                    if *cpu >= cores {
+                        problems.push(format!(
+                            "cpus[{index}]: CPU {cpu} does not exist ({cores} cores)"
+                        ));
+                    }
+                }
+                list.iter().map(|c| Some(*c)).collect()
+            }
+        };
+        if !(64..=1 << 20).contains(&file.frames_per_port)
+            || !file.frames_per_port.is_power_of_two()
+        {
+            problems.push(format!(
+                "frames_per_port: {} must be a power of two from 64 to 1048576",
+                file.frames_per_port
+            ));
+        }
+        let conntrack = conntrack_config(&file.conntrack, &mut problems);
+        let api_listen = match file.api.listen.parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => {
+                problems.push(format!(
+                    "api.listen: `{}` is not an address:port",
+                    file.api.listen
+                ));
+                SocketAddr::from(([127, 0, 0, 1], 9870))
+            }
+        };
+        let rules = if file.rules.is_absolute() {
+            file.rules.clone()
+        } else {
+            folder.join(&file.rules)
+        };
+        if !rules.is_file() {
+            problems.push(format!("rules: {} is not a readable file", rules.display()));
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: "config".into(),
+                problems,
+            });
+        }
+        Ok(Self {
+            ports: file.ports,
+            workers,
+            cpus,
+            poll_mode: match file.poll_mode {
+                PollModeText::Adaptive => PollMode::Adaptive,
+                PollModeText::Busy => PollMode::Busy,
+            },
+            frames_per_port: file.frames_per_port,
+            rules,
+            conntrack,
+            api_listen,
+        })
+    }
+}
+
+fn conntrack_config(text: &ConntrackText, problems: &mut Vec<String>) -> ConntrackConfig {
+    let mut config = ConntrackConfig::default();
+    if let Some(max) = text.max_entries {
+        if max == 0 || max > 1 << 28 {
+            problems.push(format!(
+                "conntrack.max_entries: {max} must be 1 to 268435456"
+            ));
+        } else {
+            config.max_entries = max;
+        }
+    }
+    if let Some(limit) = text.per_source_limit {
+        if limit == 0 {
+            problems.push("conntrack.per_source_limit: must be at least 1".into());
+        } else {
+            config.per_source_limit = limit;
+        }
+    }
+    let t = &text.timeouts;
+    let fields: [(&str, Option<u64>, &mut u64); 13] = {
+        let Timeouts {
+            tcp_syn_sent,
+            tcp_syn_recv,
+            tcp_established,
+            tcp_fin_wait,
+            tcp_close_wait,
+            tcp_last_ack,
+            tcp_time_wait,
+            tcp_close,
+            udp_unreplied,
+            udp_replied,
+            icmp,
+            other_unreplied,
+            other_replied,
+        } = &mut config.timeouts;
+        [
+            ("tcp_syn_sent", t.tcp_syn_sent, tcp_syn_sent),
+            ("tcp_syn_recv", t.tcp_syn_recv, tcp_syn_recv),
+            ("tcp_established", t.tcp_established, tcp_established),
+            ("tcp_fin_wait", t.tcp_fin_wait, tcp_fin_wait),
+            ("tcp_close_wait", t.tcp_close_wait, tcp_close_wait),
+            ("tcp_last_ack", t.tcp_last_ack, tcp_last_ack),
+            ("tcp_time_wait", t.tcp_time_wait, tcp_time_wait),
+            ("tcp_close", t.tcp_close, tcp_close),
+            ("udp_unreplied", t.udp_unreplied, udp_unreplied),
+            ("udp_replied", t.udp_replied, udp_replied),
+            ("icmp", t.icmp, icmp),
+            ("other_unreplied", t.other_unreplied, other_unreplied),
+            ("other_replied", t.other_replied, other_replied),
+        ]
+    };
+    for (name, seconds, slot) in fields {
+        match seconds {
+            Some(0) => problems.push(format!("conntrack.timeouts.{name}: must be at least 1 s")),
+            Some(s) if s > 10 * 365 * 86_400 => problems.push(format!(
+                "conntrack.timeouts.{name}: {s} s is over ten years"
+            )),
+            Some(s) => *slot = s * SECOND,
+            None => {}
+        }
+    }
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct FakeMachine;
+
+    impl Machine for FakeMachine {
+        fn cores(&self) -> usize {
+            4
+        }
+        fn rx_queues(&self, ifname: &str) -> Option<u32> {
+            match ifname {
+                "one" => Some(1),
+                "two" | "other" => Some(2),
+                _ => None,
+            }
+        }
+    }
+
+    fn folder_with_rules() -> scratch::Folder {
+        scratch::Folder::new("rules.yaml", "rules: []\n")
+    }
+
+    /// A scratch folder without a tempfile crate: under the target
+    /// directory's tmp, removed on drop.
+    mod scratch {
+        pub struct Folder(pub std::path::PathBuf);
+        impl Folder {
+            pub fn new(file: &str, text: &str) -> Self {
+                let path = std::env::temp_dir().join(format!(
+                    "microseg-config-test-{}-{file}-{:?}",
+                    std::process::id(),
+                    std::thread::current().id()
+                ));
+                std::fs::create_dir_all(&path).expect("scratch folder");
+                std::fs::write(path.join(file), text).expect("scratch file");
+                Self(path)
+            }
+        }
+        impl Drop for Folder {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_config_is_read_with_units_and_defaults() {
+        let folder = folder_with_rules();
+        let text = "
+ports: [two, other]
+workers: 2
+cpus: [2, 3]
+poll_mode: busy
+frames_per_port: 2048
+rules: rules.yaml
+conntrack:
+  max_entries: 1000
+  timeouts: {tcp_established: 3600, icmp: 5}
+api: {listen: '127.0.0.1:9999'}
+";
+        let config = Config::parse(text, &folder.0, &FakeMachine).expect("valid");
+        assert_eq!(config.ports, ["two", "other"]);
+        assert_eq!(
+            (config.workers, config.cpus.clone()),
+            (2, vec![Some(2), Some(3)])
+        );
+        assert_eq!(config.poll_mode, PollMode::Busy);
+        assert_eq!(config.conntrack.max_entries, 1000);
+        assert_eq!(config.conntrack.timeouts.tcp_established, 3600 * SECOND);
+        assert_eq!(config.conntrack.timeouts.icmp, 5 * SECOND);
+        let defaults = Timeouts::default();
+        assert_eq!(
+            config.conntrack.timeouts.tcp_syn_sent,
+            defaults.tcp_syn_sent
+        );
+        assert_eq!(config.api_listen.port(), 9999);
+        assert_eq!(config.rules, folder.0.join("rules.yaml"));
+
+        let minimal = Config::parse("ports: [one]\nrules: rules.yaml\n", &folder.0, &FakeMachine)
+            .expect("valid");
+        assert_eq!(minimal.poll_mode, PollMode::Adaptive);
+        assert_eq!(minimal.workers, default_worker_count());
+        assert!(minimal.api_listen.ip().is_loopback(), "loopback by default");
+    }
+
+    #[test]
+    fn every_problem_names_its_field() {
+        let folder = folder_with_rules();
+        let text = "
+ports: [one, missing, one]
+workers: 2
+cpus: [9]
+frames_per_port: 1000
+rules: nowhere.yaml
+conntrack:
+  max_entries: 0
+  timeouts: {udp_replied: 0}
+api: {listen: 'localhost'}
+";
+        let ConfigError::Invalid { problems, .. } =
+            Config::parse(text, &folder.0, &FakeMachine).expect_err("invalid")
+        else {
+            panic!("a validation error")
+        };
+        let all = problems.join("\n");
+        for expected in [
+            "ports[0]: one has 1 receive queue(s); 2 workers need 2",
+            "ports[1]: interface missing does not exist",
+            "ports[2]: one is listed twice",
+            "cpus: 1 listed for 2 worker(s)",
+            "cpus[0]: CPU 9 does not exist",
+            "frames_per_port: 1000 must be a power of two",
+            "rules: ",
+            "conntrack.max_entries: 0",
+            "conntrack.timeouts.udp_replied: must be at least 1 s",
+            "api.listen: `localhost` is not an address:port",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in\n{all}");
+        }
+        assert_eq!(problems.len(), 10, "{all}");
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_named() {
+        let folder = folder_with_rules();
+        for (text, expected) in [
+            ("ports: [one]\nrules: rules.yaml\nworkrs: 1\n", "workrs"),
+            (
+                "ports: [one]\nrules: rules.yaml\nconntrack: {max_entires: 5}\n",
+                "max_entires",
+            ),
+            (
+                "ports: [one]\nrules: rules.yaml\npoll_mode: lazy\n",
+                "poll_mode",
+            ),
+            ("ports: one\nrules: rules.yaml\n", "ports"),
+            ("rules: rules.yaml\n", "ports"),
+            (
+                "ports: [one]\nrules: rules.yaml\nworkers: many\n",
+                "workers",
+            ),
+        ] {
+            let message = Config::parse(text, &folder.0, &FakeMachine)
+                .expect_err(text)
+                .to_string();
+            assert!(message.contains(expected), "{text:?}: {message}");
+        }
+    }
+}
