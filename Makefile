@@ -31,7 +31,7 @@ unit-tests:
 test: deps fmt-check clippy unit-tests
 
 demo: deps
-	bash scripts/demo.sh
+	bash scripts/demo.sh $(ARGS)
 
 # Each fuzz target for FUZZ_SECONDS, seeded from fuzz/seeds/. cargo-fuzz
 # needs nightly compiler flags; RUSTC_BOOTSTRAP lets the stable toolchain

@@ -1,5 +1,6 @@
-//! Root testbed: `microseg demo` runs end to end and every traffic check
-//! comes out as its sample policy says (so the demo cannot rot).
+//! Root testbed: `microseg demo --once` runs end to end, every traffic
+//! check comes out as its sample policy says, with the deciding rule (so
+//! the demo cannot rot).
 
 mod common;
 
@@ -11,7 +12,7 @@ fn the_demo_runs_and_every_check_is_as_expected() {
     if !root_or_skip("the_demo_runs_and_every_check_is_as_expected") {
         return;
     }
-    let out = run_microseg(&["demo"]);
+    let out = run_microseg(&["demo", "--once"]);
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -19,7 +20,13 @@ fn the_demo_runs_and_every_check_is_as_expected() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(report.contains("demo: every check as expected"), "{report}");
-    assert!(report.contains("web -> app tcp/8080  ALLOWED"), "{report}");
-    assert!(report.contains("web -> db  tcp/5432  DENIED"), "{report}");
-    assert!(report.contains("would-deny"), "{report}");
+    for line in [
+        "web -> app tcp/8080  ALLOWED  by rule web-to-app",
+        "app -> db  tcp/5432  ALLOWED  by rule app-to-db",
+        "web -> db  tcp/5432  DENIED   by the default action",
+        "web -> db  ping      ALLOWED  would be denied by watch-web-pings (monitor mode",
+        "status API: http://127.0.0.1:",
+    ] {
+        assert!(report.contains(line), "missing {line:?} in\n{report}");
+    }
 }

@@ -115,4 +115,8 @@ fn pings_are_answered_through_af_xdp() {
     assert!(!port.send(&[0; 10]).expect("send"));
     assert_eq!(port.stats().tx_dropped, 1);
     assert_eq!(port.free_frames(), free_at_start);
+    // The rings agree: every UMEM frame is free or lent to the fill ring.
+    let census = port.census();
+    assert_eq!(census.missing(), 0, "{census:?}");
+    assert_eq!(census.free + census.fill, census.total, "{census:?}");
 }

@@ -23,8 +23,13 @@ pub enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
-    /// Run the veth-namespace demo testbed (needs root).
-    Demo,
+    /// Run the veth-namespace demo testbed (needs root): sample policy,
+    /// traffic, what was allowed and denied; then stay up until Ctrl-C.
+    Demo {
+        /// Exit (and clean up) right after the summary.
+        #[arg(long)]
+        once: bool,
+    },
     /// Classify a ClassBench trace: print, per trace line and in order, the
     /// 0-based index of the first matching rule, or -1.
     Classify {

@@ -1,24 +1,26 @@
 //! `microseg demo`: three workloads (web, app, db) in network namespaces
-//! behind a microseg switch on AF_XDP, a sample segmentation policy, real
-//! traffic between them (ping, TCP), and what was allowed and denied.
+//! behind the microseg appliance (the same one `microseg run` starts), a
+//! sample segmentation policy as a rules file, real traffic between them
+//! (ping, TCP), and for each flow whether it was allowed or denied and by
+//! which rule. The status API is up meanwhile; the testbed and the switch
+//! stay up until Ctrl-C (or end at once with `--once`).
 //!
-//! The policy is written here as rules until the policy engine (issue 6)
-//! compiles it from labels; the REST API comes with it.
+//! The policy is a rules file until the policy engine (issue 6) compiles
+//! label-based policy.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use microseg_dataplane::classifier::{BuildError, IpPrefix, PortRange, Rule};
-use microseg_dataplane::packet::proto;
-use microseg_dataplane::pipeline::{
-    Action, DropCause, L2Policy, Mode, PolicySnapshot, RuleVerdict, VerdictKind,
-};
-use microseg_dataplane::xsk::XskError;
+use microseg_dataplane::conntrack::{ConntrackConfig, FlowEvent};
+use microseg_dataplane::packet::{ip_to_u128, proto};
+use microseg_dataplane::pipeline::{VerdictEvent, VerdictKind};
+use microseg_dataplane::worker::PollMode;
 
-use crate::testbed::{is_root, Testbed, TestbedError, TestbedSwitch};
+use crate::appliance::{Appliance, ApplianceError};
+use crate::config::Config;
+use crate::testbed::{is_root, ChildGuard, Testbed, TestbedError};
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
@@ -27,26 +29,13 @@ pub enum DemoError {
     NotRoot,
     #[error("testbed: {0}")]
     Testbed(#[from] TestbedError),
-    #[error("switch port: {0}")]
-    Port(#[from] XskError),
-    #[error("sample policy: {0}")]
-    Policy(#[from] BuildError),
-    #[error("writing the report: {0}")]
+    #[error("appliance: {0}")]
+    Appliance(#[from] ApplianceError),
+    #[error("writing the report or the rules file: {0}")]
     Output(#[from] std::io::Error),
 }
 
 const SUBNET: u8 = 10;
-
-/// One line of the sample policy.
-struct SampleRule {
-    text: &'static str,
-    from: usize,
-    to: Option<usize>,
-    proto: u8,
-    ports: (u16, u16),
-    action: Action,
-    mode: Mode,
-}
 
 /// Workloads: (name, host octet).
 const WORKLOADS: [(&str, u8); 3] = [("web", 1), ("app", 2), ("db", 3)];
@@ -54,87 +43,38 @@ const WEB: usize = 0;
 const APP: usize = 1;
 const DB: usize = 2;
 
-fn sample_policy() -> Vec<SampleRule> {
-    let icmp_echo = (8 << 8, (8 << 8) | 0xff);
-    vec![
-        SampleRule {
-            text: "web -> app  tcp/8080   allow",
-            from: WEB,
-            to: Some(APP),
-            proto: proto::TCP,
-            ports: (8080, 8080),
-            action: Action::Allow,
-            mode: Mode::Enforce,
-        },
-        SampleRule {
-            text: "web -> app  icmp/8     allow",
-            from: WEB,
-            to: Some(APP),
-            proto: proto::ICMP,
-            ports: icmp_echo,
-            action: Action::Allow,
-            mode: Mode::Enforce,
-        },
-        SampleRule {
-            text: "app -> db   tcp/5432   allow",
-            from: APP,
-            to: Some(DB),
-            proto: proto::TCP,
-            ports: (5432, 5432),
-            action: Action::Allow,
-            mode: Mode::Enforce,
-        },
-        SampleRule {
-            text: "web -> any  icmp/8     deny, MONITOR mode (reported, not enforced)",
-            from: WEB,
-            to: None,
-            proto: proto::ICMP,
-            ports: icmp_echo,
-            action: Action::Deny,
-            mode: Mode::Monitor,
-        },
-    ]
-}
+/// Where the demo's API listens if the port is free (else any free port).
+const API_PORT: u16 = 9870;
 
 fn address(host: u8) -> String {
     format!("10.203.{SUBNET}.{host}")
 }
 
-fn prefix(host: Option<u8>) -> IpPrefix {
-    match host {
-        Some(h) => {
-            let ip = Ipv4Addr::new(10, 203, SUBNET, h);
-            IpPrefix::from_ip(IpAddr::V4(ip), 32).unwrap_or(IpPrefix::any(ip_family()))
-        }
-        None => IpPrefix::any(ip_family()),
-    }
-}
-
-fn ip_family() -> microseg_dataplane::packet::AddrFamily {
-    microseg_dataplane::packet::AddrFamily::V4
-}
-
-fn compile(policy: &[SampleRule]) -> Result<PolicySnapshot, BuildError> {
-    let rules = policy
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            Ok(Rule {
-                id: i as u32 + 1,
-                src: prefix(Some(WORKLOADS[r.from].1)),
-                dst: prefix(r.to.map(|t| WORKLOADS[t].1)),
-                src_ports: PortRange::ANY,
-                dst_ports: PortRange::new(r.ports.0, r.ports.1).unwrap_or(PortRange::ANY),
-                proto: Some(r.proto),
-                action: RuleVerdict {
-                    action: r.action,
-                    mode: r.mode,
-                    rule_id: i as u32 + 1,
-                },
-            })
-        })
-        .collect::<Result<Vec<_>, BuildError>>()?;
-    PolicySnapshot::build(1, rules, Action::Deny, L2Policy::default())
+/// The sample policy, as the rules file `microseg run` reads.
+fn sample_rules() -> String {
+    let (web, app, db) = (address(1), address(2), address(3));
+    format!(
+        "# The demo's segmentation policy (first match wins).
+default_action: deny
+rules:
+  - name: web-to-app
+    from: {web}
+    to: {app}
+    services: [tcp/8080, icmp/8]
+    action: allow
+  - name: app-to-db
+    from: {app}
+    to: {db}
+    services: [tcp/5432]
+    action: allow
+  - name: watch-web-pings      # would deny; monitor mode reports and lets pass
+    from: {web}
+    to: any
+    services: [icmp/8]
+    action: deny
+    mode: monitor
+"
+    )
 }
 
 /// A traffic check: who tries what, and whether policy should let it.
@@ -145,67 +85,106 @@ struct Check {
     expect_pass: bool,
 }
 
+#[derive(Clone, Copy)]
 enum Traffic {
     Ping,
     Tcp(u16),
 }
 
-fn checks() -> Vec<Check> {
-    vec![
-        Check {
-            from: WEB,
-            to: APP,
-            what: Traffic::Tcp(8080),
-            expect_pass: true,
-        },
-        Check {
-            from: WEB,
-            to: APP,
-            what: Traffic::Ping,
-            expect_pass: true,
-        },
-        Check {
-            from: APP,
-            to: DB,
-            what: Traffic::Tcp(5432),
-            expect_pass: true,
-        },
-        Check {
-            from: WEB,
-            to: DB,
-            what: Traffic::Tcp(5432),
-            expect_pass: false,
-        },
-        Check {
-            from: DB,
-            to: WEB,
-            what: Traffic::Ping,
-            expect_pass: false,
-        },
-        Check {
-            from: APP,
-            to: WEB,
-            what: Traffic::Tcp(8080),
-            expect_pass: false,
-        },
-        Check {
-            from: WEB,
-            to: DB,
-            what: Traffic::Ping,
-            expect_pass: true,
-        },
+impl Traffic {
+    fn name(self) -> String {
+        match self {
+            Traffic::Ping => "ping".into(),
+            Traffic::Tcp(port) => format!("tcp/{port}"),
+        }
+    }
+}
+
+fn checks() -> [Check; 7] {
+    let check = |from, to, what, expect_pass| Check {
+        from,
+        to,
+        what,
+        expect_pass,
+    };
+    [
+        check(WEB, APP, Traffic::Tcp(8080), true),
+        check(WEB, APP, Traffic::Ping, true),
+        check(APP, DB, Traffic::Tcp(5432), true),
+        check(WEB, DB, Traffic::Tcp(5432), false),
+        check(DB, WEB, Traffic::Ping, false),
+        check(APP, WEB, Traffic::Tcp(8080), false),
+        check(WEB, DB, Traffic::Ping, true),
     ]
 }
 
+/// What the dataplane reported about one check's traffic.
+#[derive(Default)]
+struct Observed {
+    admitted_by: Option<u32>,
+    denied_by: Option<u32>,
+    would_deny_by: Option<u32>,
+}
+
+impl Observed {
+    fn matches(
+        check: &Check,
+        proto_number: u8,
+        originator: u128,
+        responder: u128,
+        port: u16,
+    ) -> bool {
+        let ip = |i: usize| ip_to_u128(Ipv4Addr::new(10, 203, SUBNET, WORKLOADS[i].1).into()).1;
+        let service = match check.what {
+            Traffic::Ping => proto_number == proto::ICMP,
+            Traffic::Tcp(p) => proto_number == proto::TCP && port == p,
+        };
+        service && originator == ip(check.from) && responder == ip(check.to)
+    }
+
+    /// Drains the event queues, keeping what concerns `check`.
+    fn collect(appliance: &Appliance, check: &Check) -> Self {
+        let mut seen = Observed::default();
+        let pipeline = appliance.pipeline();
+        while let Some(event) = pipeline.conntrack().events().pop() {
+            if let FlowEvent::Created { key, entry } = event {
+                let originator = entry.originator & 1;
+                let (from, to) = (key.addr(originator), key.addr(1 - originator));
+                let port = key.ports[usize::from(1 - originator)];
+                if Self::matches(check, key.proto, from, to, port) {
+                    seen.admitted_by.get_or_insert(entry.rule_id);
+                }
+            }
+        }
+        while let Some(VerdictEvent {
+            kind,
+            flow,
+            rule_id,
+            ..
+        }) = pipeline.events().pop()
+        {
+            if Self::matches(check, flow.proto, flow.src, flow.dst, flow.dst_port) {
+                match kind {
+                    VerdictKind::Denied => seen.denied_by.get_or_insert(rule_id),
+                    VerdictKind::WouldDeny => seen.would_deny_by.get_or_insert(rule_id),
+                    VerdictKind::Cut => continue,
+                };
+            }
+        }
+        seen
+    }
+}
+
 /// Runs the demo, writing its report to `out`; true if every check had
-/// the expected outcome.
-pub fn run(out: &mut impl Write) -> Result<bool, DemoError> {
+/// the expected outcome. Without `once`, it then waits for Ctrl-C (or
+/// SIGTERM) with the testbed, the switch and the API up.
+pub fn run(out: &mut impl Write, once: bool) -> Result<bool, DemoError> {
     if !is_root() {
         return Err(DemoError::NotRoot);
     }
     writeln!(
         out,
-        "microseg demo: three workloads behind a microseg switch (AF_XDP)\n"
+        "microseg demo: three workloads behind the microseg appliance (AF_XDP)\n"
     )?;
     let beds: Vec<Testbed> = WORKLOADS
         .iter()
@@ -220,86 +199,109 @@ pub fn run(out: &mut impl Write) -> Result<bool, DemoError> {
     }
     // Servers: app listens on 8080, db on 5432 (and web on 8080, to show
     // that app -> web is refused by policy, not by a closed port).
-    let _servers = [
+    let _servers: [ChildGuard; 3] = [
         beds[APP].spawn(&["nc", "-lk", "8080"])?,
         beds[DB].spawn(&["nc", "-lk", "5432"])?,
         beds[WEB].spawn(&["nc", "-lk", "8080"])?,
     ];
 
-    let policy = sample_policy();
-    writeln!(out, "\nsample policy (first match wins; default: deny):")?;
-    for (i, rule) in policy.iter().enumerate() {
-        writeln!(out, "  {}. {}", i + 1, rule.text)?;
+    let scratch = Scratch::new()?;
+    let rules_path = scratch.0.join("rules.yaml");
+    std::fs::write(&rules_path, sample_rules())?;
+    writeln!(out, "\nsample policy ({}):\n", rules_path.display())?;
+    for line in sample_rules().lines().skip(1) {
+        writeln!(out, "    {line}")?;
     }
-    let policy_cell = Arc::new(ArcSwap::from_pointee(compile(&policy)?));
-    let bed_refs: Vec<&Testbed> = beds.iter().collect();
-    let mut switch = TestbedSwitch::new(policy_cell, &bed_refs, 65_536)?;
-    let pipeline = Arc::clone(&switch.pipeline);
+    let listener = std::net::TcpListener::bind(("127.0.0.1", API_PORT))
+        .or_else(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))?;
+    let api = listener.local_addr()?;
+    let config = Config {
+        ports: beds.iter().map(|b| b.host_if.clone()).collect(),
+        workers: 1,
+        cpus: vec![None],
+        poll_mode: PollMode::Adaptive,
+        frames_per_port: 1024,
+        rules: rules_path,
+        conntrack: ConntrackConfig {
+            max_entries: 65_536,
+            ..ConntrackConfig::default()
+        },
+        api_listen: api,
+    };
+    let appliance = Arc::new(Appliance::start(config)?);
+    let server = ApiThread::start(listener, Arc::clone(&appliance))?;
+    writeln!(
+        out,
+        "\nthe switch is up; its status API: http://{api}/v1/status\n\ntraffic:"
+    )?;
 
-    // Traffic runs on its own thread; the switch forwards on this one.
-    let namespaces: Vec<String> = beds.iter().map(|b| b.namespace.clone()).collect();
-    let traffic = std::thread::spawn(move || {
-        checks()
-            .iter()
-            .map(|check| attempt(&namespaces[check.from], check))
-            .collect::<Vec<bool>>()
-    });
-    switch.forward_while(&traffic, Duration::from_secs(60))?;
-    let results = traffic.join().unwrap_or_default();
-
-    writeln!(out, "\ntraffic:")?;
-    let mut all_as_expected = results.len() == checks().len();
-    for (check, passed) in checks().iter().zip(&results) {
-        let (from, to) = (WORKLOADS[check.from].0, WORKLOADS[check.to].0);
-        let what = match check.what {
-            Traffic::Ping => "ping".to_string(),
-            Traffic::Tcp(port) => format!("tcp/{port}"),
-        };
-        let verdict = if *passed { "ALLOWED" } else { "DENIED " };
-        let ok = *passed == check.expect_pass;
+    let mut all_as_expected = true;
+    for check in checks() {
+        let passed = attempt(&beds[check.from].namespace, &check);
+        let seen = Observed::collect(&appliance, &check);
+        let ok = passed == check.expect_pass;
         all_as_expected &= ok;
+        let rules = appliance.rules();
+        let why = match (passed, &seen) {
+            (
+                true,
+                Observed {
+                    would_deny_by: Some(rule),
+                    ..
+                },
+            ) => format!(
+                "would be denied by {} (monitor mode: reported, let pass)",
+                rules.rule_name(*rule)
+            ),
+            (
+                true,
+                Observed {
+                    admitted_by: Some(rule),
+                    ..
+                },
+            ) => format!("by rule {}", rules.rule_name(*rule)),
+            (
+                false,
+                Observed {
+                    denied_by: Some(rule),
+                    ..
+                },
+            ) if rules.rule_name(*rule) == "default" => {
+                "by the default action (no rule matched)".into()
+            }
+            (
+                false,
+                Observed {
+                    denied_by: Some(rule),
+                    ..
+                },
+            ) => format!("by rule {}", rules.rule_name(*rule)),
+            _ => "(no verdict recorded)".into(),
+        };
         writeln!(
             out,
-            "  {from:>3} -> {to:<3} {what:<9} {verdict}  {}",
-            if ok {
-                "(as the policy says)"
-            } else {
-                "(UNEXPECTED)"
-            }
+            "  {:>3} -> {:<3} {:<9} {}  {why}{}",
+            WORKLOADS[check.from].0,
+            WORKLOADS[check.to].0,
+            check.what.name(),
+            if passed { "ALLOWED" } else { "DENIED " },
+            if ok { "" } else { "  (UNEXPECTED)" }
         )?;
     }
 
-    let stats = pipeline.stats();
+    let status = appliance.status();
     writeln!(
         out,
-        "\nswitch: {} frames forwarded, {} flooded, {} dropped",
-        stats.forwarded,
-        stats.flooded,
-        stats.total_dropped()
+        "\nswitch: {} frames forwarded, {} flooded; connections tracked now: {}",
+        status.forwarded, status.flooded, status.conntrack_entries
     )?;
-    for cause in DropCause::all() {
-        let n = stats.dropped(cause);
-        if n > 0 {
-            writeln!(out, "  dropped {n:>4}  {}", cause.name())?;
-        }
+    for (cause, count) in &status.drops {
+        writeln!(out, "  dropped {count:>4}  {cause}")?;
     }
-    let events: Vec<_> = std::iter::from_fn(|| pipeline.events().pop()).collect();
-    let count = |kind| events.iter().filter(|e| e.kind == kind).count();
     writeln!(
         out,
-        "events: {} new flows denied, {} would-deny flows passed in monitor mode",
-        count(VerdictKind::Denied),
-        count(VerdictKind::WouldDeny)
-    )?;
-    writeln!(
-        out,
-        "connections tracked now: {}",
-        pipeline.conntrack().len()
-    )?;
-    writeln!(
-        out,
-        "\nNot yet in the demo: the REST API and label-based policy (issue 6), flow \
-         records and the dependency map (issue 7)."
+        "\nNot yet in the demo: label-based policy (issue 6), flow records and the \
+         dependency map (issue 7)."
     )?;
     writeln!(
         out,
@@ -310,19 +312,103 @@ pub fn run(out: &mut impl Write) -> Result<bool, DemoError> {
             "demo: SOME CHECKS UNEXPECTED"
         }
     )?;
+    if !once {
+        let (web, app) = (&beds[WEB], &beds[APP]);
+        writeln!(
+            out,
+            "\nThe testbed, the switch and the API stay up. Try:\n  \
+             ip netns exec {} ping {}\n  curl -s http://{api}/v1/status\n\
+             Ctrl-C ends the demo and removes everything.",
+            web.namespace, app.peer_addr
+        )?;
+        out.flush()?;
+        server.wait_for_signal();
+    } else {
+        server.stop();
+    }
+    appliance.stop()?;
     Ok(all_as_expected)
+}
+
+/// The API on a thread of its own (its own async runtime), ended by
+/// `stop` or by SIGINT/SIGTERM.
+struct ApiThread {
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ApiThread {
+    fn start(listener: std::net::TcpListener, appliance: Arc<Appliance>) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let (shutdown, on_shutdown) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        // Signal handlers are installed now, so Ctrl-C during the traffic
+        // checks also ends the demo cleanly (after the checks).
+        let signals = runtime.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::terminate())?,
+            ))
+        })?;
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let (mut interrupt, mut terminate) = signals;
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let stop = async move {
+                    tokio::select! {
+                        _ = on_shutdown => {}
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                };
+                let _ = crate::api::serve(listener, appliance, stop).await;
+            });
+        });
+        Ok(Self { shutdown, thread })
+    }
+
+    fn stop(self) {
+        let _ = self.shutdown.send(());
+        let _ = self.thread.join();
+    }
+
+    fn wait_for_signal(self) {
+        let _ = self.thread.join();
+    }
+}
+
+/// A scratch folder for the rules file, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> std::io::Result<Self> {
+        let path = std::env::temp_dir().join(format!("microseg-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Runs one check from namespace `ns`; true if the traffic got through.
 fn attempt(ns: &str, check: &Check) -> bool {
     let to = address(WORKLOADS[check.to].1);
-    let args: Vec<String> = match check.what {
-        Traffic::Ping => ["ping", "-q", "-c", "2", "-i", "0.2", "-W", "1", &to]
-            .map(String::from)
-            .to_vec(),
-        Traffic::Tcp(port) => ["nc", "-z", "-w", "2", &to, &port.to_string()]
-            .map(String::from)
-            .to_vec(),
+    let port = match check.what {
+        Traffic::Tcp(port) => port.to_string(),
+        Traffic::Ping => String::new(),
+    };
+    let args: Vec<&str> = match check.what {
+        Traffic::Ping => vec!["ping", "-q", "-c", "2", "-i", "0.2", "-W", "1", &to],
+        Traffic::Tcp(_) => vec!["nc", "-z", "-w", "2", &to, &port],
     };
     std::process::Command::new("ip")
         .args(["netns", "exec", ns])

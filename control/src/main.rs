@@ -110,8 +110,8 @@ fn main() -> anyhow::Result<()> {
             drop(out);
             return run_appliance(&config);
         }
-        Command::Demo => {
-            let as_expected = microseg_control::demo::run(&mut out)?;
+        Command::Demo { once } => {
+            let as_expected = microseg_control::demo::run(&mut out, once)?;
             out.flush().context("writing output")?;
             if !as_expected {
                 bail!("some demo checks did not come out as the policy says");

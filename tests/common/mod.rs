@@ -55,3 +55,4 @@ impl Drop for ScratchDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+pub mod appliance;

@@ -1,0 +1,256 @@
+//! Root testbed, end to end through `microseg run -c CONFIG`: the
+//! testbed from `scripts/testbed.sh` (web, app, db, out), the appliance as
+//! a process, real tools for traffic, the status API for counters, signals
+//! for reload and shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::appliance::{RunningAppliance, ScriptTestbed};
+use common::testbed::root_or_skip;
+
+/// No XDP program is left on any of the testbed's switch ports.
+fn assert_detached(bed: &ScriptTestbed) {
+    for workload in common::appliance::WORKLOADS {
+        let port = bed.port(workload);
+        let out = std::process::Command::new("ip")
+            .args(["-d", "link", "show", &port])
+            .output()
+            .expect("ip link show");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("xdp"), "{port} still has XDP: {text}");
+    }
+}
+
+#[test]
+fn two_workers_enforce_the_rules_file_and_reload_it_on_sighup() {
+    if !root_or_skip("two_workers_enforce_the_rules_file_and_reload_it_on_sighup") {
+        return;
+    }
+    let bed = ScriptTestbed::up("a", 31, 2);
+    bed.edit_config("workers: 1", "workers: 2");
+    let appliance = RunningAppliance::start(&bed);
+
+    // Allowed both ways by conntrack, IPv4 and IPv6; denied from outside.
+    assert!(bed.ping("web", &bed.addr("app"), 3, &[]), "web -> app ping");
+    assert!(
+        bed.ping("web", &bed.addr6("app"), 3, &[]),
+        "web -> app ping6"
+    );
+    assert!(
+        !bed.ping("out", &bed.addr("app"), 2, &[]),
+        "out -> app is denied"
+    );
+    assert!(
+        !bed.ping("app", &bed.addr("web"), 2, &[]),
+        "app -> web is denied"
+    );
+    let out_port = bed.port("out");
+    assert!(appliance.port_drops(&out_port, "policy:denied") >= 2);
+
+    // TCP through real tools, many connections (they spread over both
+    // workers' queues): web -> app:8080 allowed, web -> db:5432 denied.
+    let server = bed.spawn_server("app", 8080);
+    let db_server = bed.spawn_server("db", 5432);
+    std::thread::sleep(Duration::from_millis(300));
+    for attempt in 0..16 {
+        assert!(
+            bed.tcp_connect("web", &bed.addr("app"), 8080),
+            "web -> app:8080 #{attempt}"
+        );
+    }
+    assert!(
+        !bed.tcp_connect("web", &bed.addr("db"), 5432),
+        "web -> db:5432 is denied"
+    );
+    let status = appliance.status();
+    let workers = status["workers"].as_array().expect("workers");
+    assert_eq!(workers.len(), 2);
+    for worker in workers {
+        assert!(
+            worker["busy_rounds"].as_u64() > Some(0),
+            "every worker forwarded something: {status}"
+        );
+    }
+    assert_eq!(status["generation"], 1);
+
+    // SIGHUP: a new rule takes effect.
+    let rules = std::fs::read_to_string(bed.rules()).expect("rules");
+    let more = format!(
+        "{rules}  - name: out-may-ping-app\n    from: {}\n    to: {}\n    services: [icmp/8]\n    action: allow\n",
+        bed.addr("out"),
+        bed.addr("app")
+    );
+    std::fs::write(bed.rules(), &more).expect("write rules");
+    appliance.signal("HUP");
+    wait_for_generation(&appliance, 2);
+    assert!(
+        bed.ping("out", &bed.addr("app"), 2, &[]),
+        "out -> app after reload"
+    );
+
+    // A broken file changes nothing: generation 2 stays in force.
+    std::fs::write(
+        bed.rules(),
+        format!("{more}  - {{from: nowhere, to: any, action: allow}}\n"),
+    )
+    .expect("write rules");
+    appliance.signal("HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(appliance.status()["generation"], 2);
+    assert!(bed.ping("out", &bed.addr("app"), 2, &[]), "still allowed");
+    assert!(!bed.ping("out", &bed.addr("db"), 1, &[]), "still denied");
+
+    drop((server, db_server));
+    let (exit, log) = appliance.stop();
+    assert!(exit.success(), "exit {exit}: {log}");
+    assert!(
+        log.contains("rules[4].from: `nowhere` is not an IP address"),
+        "{log}"
+    );
+    assert!(log.contains("generation 2 stays in force"), "{log}");
+    assert!(!log.contains("unaccounted"), "UMEM frames leaked: {log}");
+    assert!(log.contains("microseg: stopped"), "{log}");
+    assert_detached(&bed);
+}
+
+fn wait_for_generation(appliance: &RunningAppliance, generation: u64) {
+    for _ in 0..100 {
+        if appliance.status()["generation"].as_u64() == Some(generation) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "generation {generation} never came: {}",
+        appliance.log_text()
+    );
+}
+
+#[test]
+fn frame_sizes_malformed_frames_and_floods_leave_no_frame_behind() {
+    if !root_or_skip("frame_sizes_malformed_frames_and_floods_leave_no_frame_behind") {
+        return;
+    }
+    let bed = ScriptTestbed::up("b", 32, 1);
+    // Few frames per port, so that floods exhaust them and fill tx rings.
+    bed.edit_config(
+        "poll_mode: adaptive",
+        "poll_mode: adaptive\nframes_per_port: 128",
+    );
+    let appliance = RunningAppliance::start(&bed);
+    let (web, app) = (bed.addr("web"), bed.addr("app"));
+
+    // Frames of 60 (64 with the FCS) to 1514 bytes: ICMP payloads 18..1472,
+    // never fragmented.
+    for payload in [18, 100, 512, 1000, 1472] {
+        let size = payload.to_string();
+        assert!(
+            bed.ping("web", &app, 2, &["-s", &size, "-M", "do"]),
+            "web -> app with {payload}-byte echo payloads"
+        );
+    }
+    // Full-size TCP segments: 2 MB across, byte count checked at the far end.
+    let received = bed.dir.join("received");
+    let mut sink = bed.spawn_shell(
+        "app",
+        &format!("nc -l 8080 | wc -c > {}", received.display()),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = bed.exec(
+        "web",
+        &[
+            "sh",
+            "-c",
+            &format!("head -c 2000000 /dev/zero | nc -N -w 5 {app} 8080"),
+        ],
+    );
+    assert!(
+        sent.status.success(),
+        "TCP transfer: {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    common::appliance::wait_exit(&mut sink, Duration::from_secs(5));
+    let count = std::fs::read_to_string(&received).unwrap_or_default();
+    assert_eq!(count.trim(), "2000000", "bytes that reached app");
+
+    // Malformed frames from the outsider, while web pings app: each is
+    // dropped and counted with its reason, and the pings are undisturbed.
+    let pings = {
+        let (ns, app) = (bed.namespace("web"), app.clone());
+        std::thread::spawn(move || {
+            std::process::Command::new("ip")
+                .args([
+                    "netns", "exec", &ns, "ping", "-q", "-c", "10", "-i", "0.2", "-W", "1", &app,
+                ])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    };
+    let script = format!("{}/../tests/scapy/malformed.py", env!("CARGO_MANIFEST_DIR"));
+    let crafted = bed.exec(
+        "out",
+        &[
+            "/usr/bin/python3",
+            &script,
+            "eth0",
+            &bed.mac("out"),
+            &bed.mac("app"),
+            &bed.addr("out"),
+            &app,
+            &bed.addr6("out"),
+            &bed.addr6("app"),
+        ],
+    );
+    assert!(
+        crafted.status.success(),
+        "scapy: {}",
+        String::from_utf8_lossy(&crafted.stderr)
+    );
+    let reasons: Vec<String> = String::from_utf8_lossy(&crafted.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(reasons.len(), 15, "{reasons:?}");
+    assert!(
+        pings.join().expect("ping thread"),
+        "pings lost during malformed frames"
+    );
+    let out_port = bed.port("out");
+    let status = appliance.status();
+    for reason in &reasons {
+        let cause = format!("parse:{reason}");
+        assert!(
+            appliance.port_drops(&out_port, &cause) >= 1,
+            "{cause} not counted on {out_port}: {status}"
+        );
+    }
+
+    // Floods, allowed and denied at once, then the exit's leak check.
+    let flood = |from: &str, to: &str| {
+        bed.exec(
+            from,
+            &["timeout", "3", "ping", "-q", "-f", "-s", "1000", to],
+        )
+    };
+    std::thread::scope(|scope| {
+        scope.spawn(|| flood("web", &app));
+        scope.spawn(|| flood("out", &app));
+        scope.spawn(|| flood("db", &web));
+    });
+    let status = appliance.status();
+    assert!(
+        status["ports"][3]["drops"]["policy:denied"].as_u64() > Some(100),
+        "{status}"
+    );
+    assert!(
+        bed.ping("web", &app, 2, &[]),
+        "forwarding goes on after the floods"
+    );
+    let (exit, log) = appliance.stop();
+    assert!(exit.success(), "exit {exit}: {log}");
+    assert!(log.contains("microseg: stopped"), "{log}");
+    assert!(!log.contains("unaccounted"), "UMEM frames leaked: {log}");
+    assert_detached(&bed);
+}
