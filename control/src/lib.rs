@@ -7,6 +7,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod policy;
 pub mod rules;
 pub mod syntax;
 pub mod testbed;
