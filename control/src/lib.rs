@@ -11,3 +11,4 @@ pub mod policy;
 pub mod rules;
 pub mod syntax;
 pub mod testbed;
+pub mod store;
