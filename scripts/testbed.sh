@@ -12,7 +12,8 @@
 #
 # Environment: SUBNET (default 20), QUEUES (veth queues, default 1; a
 # config with N workers needs N), API (default 127.0.0.1:9870), DIR (where
-# config.yaml and rules.yaml go; default /tmp/microseg-testbed-PREFIX).
+# config.yaml, rules.yaml and an API tokens file go; default
+# /tmp/microseg-testbed-PREFIX).
 # PREFIX (default mst) must be at most 10 characters: interface names are
 # limited to 15. Distinct prefixes let testbeds run side by side. `up`
 # removes what it built if it fails half way.
@@ -44,7 +45,8 @@ down() {
     ip link del "${prefix}${name}h" 2>/dev/null || true
     ip netns del "${prefix}-${name}" 2>/dev/null || true
   done
-  rm -f "$dir/config.yaml" "$dir/rules.yaml"
+  rm -f "$dir/config.yaml" "$dir/rules.yaml" "$dir/tokens"
+  rm -rf "$dir/state"
   rmdir "$dir" 2>/dev/null || true
 }
 
@@ -70,14 +72,18 @@ up() {
     ip netns exec "$ns" ethtool -K eth0 tx off >/dev/null
   done
   mkdir -p "$dir"
+  # An admin token for the API (the config names this file).
+  (umask 077 && echo "admin testbed $(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$dir/tokens")
   cat >"$dir/config.yaml" <<EOF
 # Written by scripts/testbed.sh for testbed "$prefix".
 ports: [${prefix}webh, ${prefix}apph, ${prefix}dbh, ${prefix}outh]
 workers: 1
 poll_mode: adaptive
 rules: rules.yaml
+state_dir: state
 api:
   listen: "$api"
+  tokens_file: tokens
 EOF
   cat >"$dir/rules.yaml" <<EOF
 # The sample segmentation policy: web -> app on tcp/8080, app -> db on
@@ -104,6 +110,7 @@ EOF
   echo "testbed $prefix up: namespaces ${workloads[*]/#/${prefix}-}"
   echo "  addresses 10.203.${subnet}.1-4 (web app db out), fd00:203:${subnet}::1-4"
   echo "  run: microseg run -c $dir/config.yaml"
+  echo "  API token: $dir/tokens (curl -H \"Authorization: Bearer \$(awk '{print \$3}' $dir/tokens)\" ...)"
 }
 
 case "$action" in

@@ -254,3 +254,129 @@ fn frame_sizes_malformed_frames_and_floods_leave_no_frame_behind() {
     assert!(!log.contains("unaccounted"), "UMEM frames leaked: {log}");
     assert_detached(&bed);
 }
+
+/// The testbed's policy document: workloads with labels, web may reach
+/// app (ping, tcp/8080); `out_may_ping_app` adds a rule for the outsider.
+fn policy_document(bed: &ScriptTestbed, out_may_ping_app: bool) -> String {
+    let mut text = String::from("workloads:\n");
+    for (workload, role) in [
+        ("web", "web"),
+        ("app", "app"),
+        ("db", "db"),
+        ("out", "outsider"),
+    ] {
+        text.push_str(&format!(
+            "  - name: {workload}\n    addresses: [{}, \"{}\"]\n    labels: {{role: {role}, env: test}}\n",
+            bed.addr(workload),
+            bed.addr6(workload)
+        ));
+    }
+    text.push_str(
+        "policies:\n  - name: shop\n    rules:\n      - name: web-to-app\n        from: role=web\n        to: role=app\n        services: [icmp/8, tcp/8080]\n        action: allow\n",
+    );
+    if out_may_ping_app {
+        text.push_str(
+            "      - name: outsider-ping\n        from: role=outsider\n        to: role=app\n        services: [icmp/8]\n        action: allow\n",
+        );
+    }
+    text.push_str("default_action: deny\n");
+    text
+}
+
+#[test]
+fn policies_pushed_with_curl_take_effect_lose_no_allowed_frame_and_survive_restart_and_crash() {
+    if !root_or_skip(
+        "policies_pushed_with_curl_take_effect_lose_no_allowed_frame_and_survive_restart_and_crash",
+    ) {
+        return;
+    }
+    let bed = ScriptTestbed::up("c", 33, 1);
+    let initial = bed.dir.join("policy.yaml");
+    std::fs::write(&initial, policy_document(&bed, false)).expect("policy");
+    bed.edit_config("rules: rules.yaml", "policy: policy.yaml");
+    let appliance = RunningAppliance::start(&bed);
+    let (app, out_ping_app) = (bed.addr("app"), || {
+        bed.ping("out", &bed.addr("app"), 1, &[])
+    });
+    assert!(
+        bed.ping("web", &app, 2, &[]),
+        "web -> app by the initial policy"
+    );
+    assert!(!out_ping_app(), "out -> app denied");
+    assert_eq!(
+        appliance
+            .get_json("/v1/policy/history")
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    // Allowed traffic runs (100 pings, 50 ms apart) while policies are
+    // pushed with curl, alternating the outsider's rule in and out.
+    let with = bed.dir.join("with.yaml");
+    let without = bed.dir.join("without.yaml");
+    std::fs::write(&with, policy_document(&bed, true)).expect("write");
+    std::fs::write(&without, policy_document(&bed, false)).expect("write");
+    let pings = {
+        let (ns, app) = (bed.namespace("web"), app.clone());
+        std::thread::spawn(move || {
+            std::process::Command::new("ip")
+                .args([
+                    "netns", "exec", &ns, "ping", "-c", "100", "-i", "0.05", "-W", "1", &app,
+                ])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        })
+    };
+    for push in 0..10 {
+        let body = if push % 2 == 0 { &with } else { &without };
+        let (code, reply) = appliance.curl_put("/v1/policy", "application/yaml", body);
+        assert_eq!(code, 200, "push {push}: {reply}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let summary = pings.join().expect("ping thread");
+    assert!(
+        summary.contains("100 packets transmitted, 100 received"),
+        "allowed frames were lost during the pushes: {summary}"
+    );
+    let status = appliance.status();
+    assert_eq!(status["generation"], 11, "{status}");
+    // The last push removed the outsider's rule; push it back, and keep it.
+    let (code, reply) = appliance.curl_put("/v1/policy", "application/yaml", &with);
+    assert_eq!(code, 200, "{reply}");
+    assert!(out_ping_app(), "the pushed rule is in force");
+    let (code, reply) = appliance.curl_put("/v1/policy", "text/plain", &with);
+    assert_eq!(code, 415, "{reply}");
+
+    // A restart brings the last applied version back before forwarding.
+    let (exit, log) = appliance.stop();
+    assert!(exit.success(), "{log}");
+    let appliance = RunningAppliance::start(&bed);
+    assert!(
+        appliance.log_text().contains("policy version 12 restored"),
+        "{}",
+        appliance.log_text()
+    );
+    assert!(out_ping_app(), "restored after a restart");
+
+    // A crash leaves the XDP programs behind (failing closed); the next
+    // start replaces them and restores the policy.
+    let log = appliance.crash();
+    assert!(!log.contains("microseg: stopped"), "{log}");
+    assert!(
+        !bed.ping("web", &app, 1, &[]),
+        "ports fail closed while nothing runs"
+    );
+    let appliance = RunningAppliance::start(&bed);
+    assert!(
+        bed.ping("web", &app, 2, &[]),
+        "forwarding again after the crash"
+    );
+    assert!(out_ping_app(), "restored after a crash");
+    let history = appliance.get_json("/v1/policy/history");
+    assert_eq!(history.as_array().map(Vec::len), Some(12), "{history}");
+    let (exit, log) = appliance.stop();
+    assert!(exit.success(), "{log}");
+    assert_detached(&bed);
+}

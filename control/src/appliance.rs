@@ -39,6 +39,18 @@ pub enum ApplianceError {
     Xdp { port: String, source: BpfError },
     #[error(transparent)]
     Worker(#[from] WorkerError),
+    #[error("the policy is managed through the API (`policy` mode), not a rules file")]
+    NoRulesFile,
+}
+
+/// Where the appliance's policy comes from.
+#[derive(Debug)]
+pub enum PolicyFeed {
+    /// A rules file, compiled here and reloaded by `reload` (SIGHUP).
+    RulesFile(std::path::PathBuf),
+    /// A cell the policy engine publishes into (it compiled the first
+    /// snapshot already).
+    Engine(Arc<ArcSwap<PolicySnapshot>>),
 }
 
 /// Capacity of the pipeline's verdict event queue.
@@ -58,7 +70,8 @@ pub struct Appliance {
     ports: Vec<Port>,
     pipeline: Arc<Pipeline>,
     policy: Arc<ArcSwap<PolicySnapshot>>,
-    rules: ArcSwap<RuleSet>,
+    /// The rules file and its last good contents (rules-file mode only).
+    rules: Option<(std::path::PathBuf, ArcSwap<RuleSet>)>,
     generation: AtomicU32,
     /// Serializes reloads (control plane only; workers never take it).
     reloading: Mutex<()>,
@@ -68,11 +81,19 @@ pub struct Appliance {
 }
 
 impl Appliance {
-    /// Loads the rules, attaches XDP to every port and starts the workers.
-    /// On any failure, whatever was started is stopped again.
-    pub fn start(config: Config) -> Result<Self, ApplianceError> {
-        let rules = RuleSet::load(&config.rules)?;
-        let policy = Arc::new(ArcSwap::from_pointee(rules.compile(1)?));
+    /// Takes the policy from `feed`, attaches XDP to every port and starts
+    /// the workers, which judge by that policy from their first frame. On
+    /// any failure, whatever was started is stopped again.
+    pub fn start(config: Config, feed: PolicyFeed) -> Result<Self, ApplianceError> {
+        let (policy, rules) = match feed {
+            PolicyFeed::RulesFile(path) => {
+                let rules = RuleSet::load(&path)?;
+                let cell = Arc::new(ArcSwap::from_pointee(rules.compile(1)?));
+                (cell, Some((path, ArcSwap::from_pointee(rules))))
+            }
+            PolicyFeed::Engine(cell) => (cell, None),
+        };
+        let generation = policy.load().generation;
         let pipeline = Arc::new(Pipeline::new(
             Arc::clone(&policy),
             Arc::new(ConntrackTable::new(config.conntrack)),
@@ -113,8 +134,8 @@ impl Appliance {
             ports,
             pipeline,
             policy,
-            rules: ArcSwap::from_pointee(rules),
-            generation: AtomicU32::new(1),
+            rules,
+            generation: AtomicU32::new(generation),
             reloading: Mutex::new(()),
             workers: Mutex::new(Vec::new()),
             stop: Arc::new(AtomicBool::new(false)),
@@ -156,14 +177,19 @@ impl Appliance {
         &self.pipeline
     }
 
+    /// Are the workers running (not stopped)?
+    pub fn is_running(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed) && !self.lock_workers().is_empty()
+    }
+
     /// The policy generation in force.
     pub fn generation(&self) -> u32 {
         self.policy.load().generation
     }
 
-    /// The rules in force.
-    pub fn rules(&self) -> Arc<RuleSet> {
-        self.rules.load_full()
+    /// The rules file in force (rules-file mode only).
+    pub fn rules(&self) -> Option<Arc<RuleSet>> {
+        self.rules.as_ref().map(|(_, rules)| rules.load_full())
     }
 
     /// Re-reads the rules file and publishes it as the next generation;
@@ -173,10 +199,11 @@ impl Appliance {
             .reloading
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let rules = RuleSet::load(&self.config.rules)?;
+        let (path, in_force) = self.rules.as_ref().ok_or(ApplianceError::NoRulesFile)?;
+        let rules = RuleSet::load(path)?;
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let snapshot = rules.compile(generation)?;
-        self.rules.store(Arc::new(rules));
+        in_force.store(Arc::new(rules));
         self.policy.store(Arc::new(snapshot));
         self.generation.store(generation, Ordering::Relaxed);
         Ok(generation)
@@ -218,7 +245,7 @@ impl Appliance {
             .collect();
         Status {
             generation: self.generation(),
-            rules: self.rules.load().names.len(),
+            rules: self.policy.load().classifier.stats().rules,
             uptime_seconds: self.started.elapsed().as_secs(),
             forwarded: pipeline.forwarded,
             flooded: pipeline.flooded,

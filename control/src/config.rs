@@ -6,13 +6,17 @@
 //! cpus: [1]                  # optional: the core of each worker
 //! poll_mode: adaptive        # adaptive (sleep when idle) | busy (spin)
 //! frames_per_port: 4096      # UMEM frames per port and worker
-//! rules: rules.yaml          # the rules file (relative to this file), reloaded on SIGHUP
+//! rules: rules.yaml          # EITHER a rules file (relative to this file), reloaded on SIGHUP
+//! policy: policy.yaml        # OR the policy engine: first start's document; then the API
+//! state_dir: /var/lib/microseg   # policy versions, audit trail, generated API token
 //! conntrack:
 //!   max_entries: 1048576
 //!   per_source_limit: 131072
 //!   timeouts: {tcp_established: 432000, udp_replied: 120}   # seconds
 //! api:
-//!   listen: 127.0.0.1:9870   # status API; loopback by default
+//!   listen: 127.0.0.1:9870   # the API; loopback by default
+//!   tokens_file: tokens      # `ROLE NAME TOKEN` lines; absent: an admin token is generated
+//!   body_limit: 4194304      # largest request body, bytes
 //! ```
 //!
 //! Every problem is reported at once with the field it is about
@@ -52,7 +56,10 @@ struct ConfigFile {
     poll_mode: PollModeText,
     #[serde(default = "default_frames")]
     frames_per_port: u32,
-    rules: PathBuf,
+    rules: Option<PathBuf>,
+    policy: Option<PathBuf>,
+    #[serde(default = "default_state_dir")]
+    state_dir: PathBuf,
     #[serde(default)]
     conntrack: ConntrackText,
     #[serde(default)]
@@ -61,6 +68,10 @@ struct ConfigFile {
 
 fn default_frames() -> u32 {
     4096
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/microseg")
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -114,12 +125,21 @@ struct TimeoutsText {
 struct ApiText {
     #[serde(default = "default_listen")]
     listen: String,
+    tokens_file: Option<PathBuf>,
+    #[serde(default = "default_body_limit")]
+    body_limit: usize,
+}
+
+fn default_body_limit() -> usize {
+    crate::api::DEFAULT_BODY_LIMIT
 }
 
 impl Default for ApiText {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            tokens_file: None,
+            body_limit: default_body_limit(),
         }
     }
 }
@@ -137,10 +157,24 @@ pub struct Config {
     pub cpus: Vec<Option<usize>>,
     pub poll_mode: PollMode,
     pub frames_per_port: u32,
-    /// Absolute, or relative to the working directory.
-    pub rules: PathBuf,
+    /// Where the policy comes from (paths absolute, or relative to the
+    /// working directory).
+    pub source: PolicySource,
+    pub state_dir: PathBuf,
     pub conntrack: ConntrackConfig,
     pub api_listen: SocketAddr,
+    pub api_tokens: Option<PathBuf>,
+    pub api_body_limit: usize,
+}
+
+/// The policy's source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// A rules file, reloaded on SIGHUP.
+    Rules(PathBuf),
+    /// The policy engine; the document applied at the first start (later
+    /// starts restore the version in force from the state directory).
+    Policy(Option<PathBuf>),
 }
 
 /// What the machine offers, for checking a configuration against it.
@@ -271,14 +305,49 @@ impl Config {
                 SocketAddr::from(([127, 0, 0, 1], 9870))
             }
         };
-        let rules = if file.rules.is_absolute() {
-            file.rules.clone()
-        } else {
-            folder.join(&file.rules)
+        let anchored = |path: &PathBuf| {
+            if path.is_absolute() {
+                path.clone()
+            } else {
+                folder.join(path)
+            }
         };
-        if !rules.is_file() {
-            problems.push(format!("rules: {} is not a readable file", rules.display()));
+        let readable = |problems: &mut Vec<String>, field: &str, path: &PathBuf| {
+            if !path.is_file() {
+                problems.push(format!(
+                    "{field}: {} is not a readable file",
+                    path.display()
+                ));
+            }
+        };
+        let source = match (&file.rules, &file.policy) {
+            (Some(_), Some(_)) => {
+                problems.push("rules, policy: give one of the two, not both".into());
+                PolicySource::Policy(None)
+            }
+            (Some(rules), None) => {
+                let path = anchored(rules);
+                readable(&mut problems, "rules", &path);
+                PolicySource::Rules(path)
+            }
+            (None, Some(policy)) => {
+                let path = anchored(policy);
+                readable(&mut problems, "policy", &path);
+                PolicySource::Policy(Some(path))
+            }
+            (None, None) => PolicySource::Policy(None),
+        };
+        let api_tokens = file.api.tokens_file.as_ref().map(anchored);
+        if let Some(tokens) = &api_tokens {
+            readable(&mut problems, "api.tokens_file", tokens);
         }
+        if !(1024..=1 << 30).contains(&file.api.body_limit) {
+            problems.push(format!(
+                "api.body_limit: {} must be 1024 to 1073741824 bytes",
+                file.api.body_limit
+            ));
+        }
+        let state_dir = anchored(&file.state_dir);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: "config".into(),
@@ -294,9 +363,12 @@ impl Config {
                 PollModeText::Busy => PollMode::Busy,
             },
             frames_per_port: file.frames_per_port,
-            rules,
+            source,
+            state_dir,
             conntrack,
             api_listen,
+            api_tokens,
+            api_body_limit: file.api.body_limit,
         })
     }
 }
@@ -442,7 +514,10 @@ api: {listen: '127.0.0.1:9999'}
             defaults.tcp_syn_sent
         );
         assert_eq!(config.api_listen.port(), 9999);
-        assert_eq!(config.rules, folder.0.join("rules.yaml"));
+        assert_eq!(
+            config.source,
+            PolicySource::Rules(folder.0.join("rules.yaml"))
+        );
 
         let minimal = Config::parse("ports: [one]\nrules: rules.yaml\n", &folder.0, &FakeMachine)
             .expect("valid");

@@ -18,8 +18,8 @@ use microseg_dataplane::packet::{ip_to_u128, proto};
 use microseg_dataplane::pipeline::{VerdictEvent, VerdictKind};
 use microseg_dataplane::worker::PollMode;
 
-use crate::appliance::{Appliance, ApplianceError};
-use crate::config::Config;
+use crate::appliance::{Appliance, ApplianceError, PolicyFeed};
+use crate::config::{Config, PolicySource};
 use crate::testbed::{is_root, ChildGuard, Testbed, TestbedError};
 
 /// Why the demo could not run.
@@ -221,14 +221,17 @@ pub fn run(out: &mut impl Write, once: bool) -> Result<bool, DemoError> {
         cpus: vec![None],
         poll_mode: PollMode::Adaptive,
         frames_per_port: 1024,
-        rules: rules_path,
+        source: PolicySource::Rules(rules_path.clone()),
+        state_dir: scratch.0.clone(),
+        api_tokens: None,
+        api_body_limit: crate::api::DEFAULT_BODY_LIMIT,
         conntrack: ConntrackConfig {
             max_entries: 65_536,
             ..ConntrackConfig::default()
         },
         api_listen: api,
     };
-    let appliance = Arc::new(Appliance::start(config)?);
+    let appliance = Arc::new(Appliance::start(config, PolicyFeed::RulesFile(rules_path))?);
     let server = ApiThread::start(listener, Arc::clone(&appliance))?;
     writeln!(
         out,
@@ -241,7 +244,9 @@ pub fn run(out: &mut impl Write, once: bool) -> Result<bool, DemoError> {
         let seen = Observed::collect(&appliance, &check);
         let ok = passed == check.expect_pass;
         all_as_expected &= ok;
-        let rules = appliance.rules();
+        let Some(rules) = appliance.rules() else {
+            break;
+        };
         let why = match (passed, &seen) {
             (
                 true,
@@ -366,7 +371,16 @@ impl ApiThread {
                         _ = terminate.recv() => {}
                     }
                 };
-                let _ = crate::api::serve(listener, appliance, stop).await;
+                let state = Arc::new(crate::api::ApiState {
+                    engine: None,
+                    appliance: Some(appliance),
+                    tokens: crate::api::Tokens::default(),
+                    // The demo's API is read-only and on loopback.
+                    anonymous_reads: true,
+                    body_limit: crate::api::DEFAULT_BODY_LIMIT,
+                    metrics: Arc::new(crate::metrics::Metrics::new()),
+                });
+                let _ = crate::api::serve(listener, state, stop).await;
             });
         });
         Ok(Self { shutdown, thread })

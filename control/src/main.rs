@@ -5,10 +5,15 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use microseg_control::appliance::Appliance;
+use microseg_control::api::{random_token, ApiState, Tokens};
+use microseg_control::appliance::{Appliance, PolicyFeed};
 use microseg_control::classify::{self, Engine};
 use microseg_control::cli::{Cli, Command};
-use microseg_control::config::{Config, LocalMachine};
+use microseg_control::config::{Config, LocalMachine, PolicySource};
+use microseg_control::engine::{PolicyEngine, SwapObserver};
+use microseg_control::metrics::Metrics;
+use microseg_control::policy::PolicyDocument;
+use microseg_control::store::Store;
 
 fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
@@ -21,6 +26,35 @@ fn run_appliance(path: &Path) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
 
     let config = Config::load(path, &LocalMachine)?;
+    let metrics = Arc::new(Metrics::new());
+    let tokens = api_tokens(&config)?;
+    let (feed, engine) = match &config.source {
+        PolicySource::Rules(path) => (PolicyFeed::RulesFile(path.clone()), None),
+        PolicySource::Policy(initial) => {
+            let store = Store::open(&config.state_dir)?;
+            let document = match initial {
+                Some(path) => Some(
+                    PolicyDocument::from_yaml(&read(path)?)
+                        .with_context(|| format!("policy: {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let observer: Arc<dyn SwapObserver> = Arc::clone(&metrics) as Arc<dyn SwapObserver>;
+            let restored = PolicyEngine::restore(store, document, Some(observer))
+                .with_context(|| format!("policy in {}", config.state_dir.display()))?;
+            eprintln!(
+                "microseg: policy version {} {}",
+                restored.version,
+                if restored.from_store {
+                    format!("restored from {}", config.state_dir.display())
+                } else {
+                    "applied (first start)".to_string()
+                }
+            );
+            let engine = Arc::new(restored.engine);
+            (PolicyFeed::Engine(Arc::clone(engine.cell())), Some(engine))
+        }
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -33,26 +67,38 @@ fn run_appliance(path: &Path) -> anyhow::Result<()> {
         let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
         let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-        let started = tokio::task::spawn_blocking(move || Appliance::start(config))
+        let body_limit = config.api_body_limit;
+        let started = tokio::task::spawn_blocking(move || Appliance::start(config, feed))
             .await
             .context("starting the appliance")??;
         let appliance = Arc::new(started);
+        metrics.set_generation(appliance.generation(), appliance.status().rules);
         let config = appliance.config();
         eprintln!(
-            "microseg: running: ports {}, {} {:?} worker(s) on CPUs {:?}, policy generation {} ({} rules from {}), API on http://{}",
+            "microseg: running: ports {}, {} {:?} worker(s) on CPUs {:?}, policy generation {} ({}), API on http://{}",
             config.ports.join(" "),
             config.workers,
             config.poll_mode,
             config.cpus,
             appliance.generation(),
-            appliance.rules().names.len(),
-            config.rules.display(),
+            match &config.source {
+                PolicySource::Rules(path) => format!("rules file {}", path.display()),
+                PolicySource::Policy(_) => format!("policy engine, state in {}", config.state_dir.display()),
+            },
             config.api_listen,
         );
+        let state = Arc::new(ApiState {
+            engine,
+            appliance: Some(Arc::clone(&appliance)),
+            tokens,
+            anonymous_reads: false,
+            body_limit,
+            metrics,
+        });
         let (shutdown, on_shutdown) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(microseg_control::api::serve(
             listener,
-            Arc::clone(&appliance),
+            state,
             async move {
                 let _ = on_shutdown.await;
             },
@@ -60,6 +106,10 @@ fn run_appliance(path: &Path) -> anyhow::Result<()> {
         loop {
             tokio::select! {
                 _ = hangup.recv() => {
+                    if appliance.rules().is_none() {
+                        eprintln!("microseg: SIGHUP ignored: the policy is managed through the API");
+                        continue;
+                    }
                     let reloading = Arc::clone(&appliance);
                     match tokio::task::spawn_blocking(move || reloading.reload()).await {
                         Ok(Ok(generation)) => eprintln!(
@@ -99,6 +149,33 @@ fn run_appliance(path: &Path) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// The API's tokens: the configured file, or else an admin token
+/// generated once into the state directory (mode 0600) and reused.
+fn api_tokens(config: &Config) -> anyhow::Result<Tokens> {
+    if let Some(path) = &config.api_tokens {
+        return Ok(Tokens::load(path)?);
+    }
+    let path = config.state_dir.join("api-token");
+    if !path.exists() {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::create_dir_all(&config.state_dir)
+            .with_context(|| format!("state_dir: cannot create {}", config.state_dir.display()))?;
+        let token = random_token().context("generating an API token")?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        writeln!(file, "admin admin {token}").context("writing the API token")?;
+        eprintln!(
+            "microseg: generated an admin API token in {}",
+            path.display()
+        );
+    }
+    Ok(Tokens::load(&path)?)
 }
 
 fn main() -> anyhow::Result<()> {

@@ -259,10 +259,8 @@ mod tests {
 
     impl Scratch {
         fn new(name: &str) -> Self {
-            let path = std::env::temp_dir().join(format!(
-                "microseg-store-{name}-{}",
-                std::process::id()
-            ));
+            let path =
+                std::env::temp_dir().join(format!("microseg-store-{name}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&path);
             Self(path)
         }
@@ -297,8 +295,12 @@ mod tests {
         let scratch = Scratch::new("versions");
         let store = Store::open(&scratch.0).expect("open");
         assert_eq!(store.current().expect("reads"), None);
-        let first = store.commit(&document(false, 1), "admin", "apply").expect("commit");
-        let second = store.commit(&document(true, 2), "ops", "apply").expect("commit");
+        let first = store
+            .commit(&document(false, 1), "admin", "apply")
+            .expect("commit");
+        let second = store
+            .commit(&document(true, 2), "ops", "apply")
+            .expect("commit");
         assert_eq!((first.version, second.version), (1, 2));
         store
             .audit(&AuditEntry {
@@ -316,7 +318,10 @@ mod tests {
         assert_eq!(current, second);
         assert_eq!(store.load(1).expect("v1"), first);
         let history = store.history().expect("history");
-        assert_eq!(history.iter().map(|v| v.version).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(
+            history.iter().map(|v| v.version).collect::<Vec<_>>(),
+            [1, 2]
+        );
         assert_eq!(history[1].author, "ops");
         assert!(matches!(store.load(7), Err(StoreError::NoVersion(7))));
         let trail = store.audit_trail().expect("trail");
@@ -328,14 +333,22 @@ mod tests {
     fn leftovers_of_a_crash_are_ignored_and_damage_is_named() {
         let scratch = Scratch::new("leftovers");
         let store = Store::open(&scratch.0).expect("open");
-        store.commit(&document(false, 1), "admin", "apply").expect("commit");
+        store
+            .commit(&document(false, 1), "admin", "apply")
+            .expect("commit");
         // A crash mid-write leaves a temporary file: not a version.
         let torn = scratch.0.join("policy").join(".v00000002.json.tmp");
         std::fs::write(&torn, b"{\"version\": 2, \"docu").expect("write");
         let store = Store::open(&scratch.0).expect("reopen");
         assert!(!torn.exists(), "temporary files are removed on open");
         assert_eq!(store.current().expect("reads").map(|v| v.version), Some(1));
-        assert_eq!(store.commit(&document(true, 1), "a", "s").expect("commit").version, 2);
+        assert_eq!(
+            store
+                .commit(&document(true, 1), "a", "s")
+                .expect("commit")
+                .version,
+            2
+        );
         // A damaged version file is reported, not silently skipped.
         std::fs::write(store.version_path(2), b"{not json").expect("write");
         let err = store.current().expect_err("damaged").to_string();
@@ -352,7 +365,11 @@ mod tests {
         let store = Store::open(Path::new(&dir)).expect("open");
         for round in 0.. {
             store
-                .commit(&document(round % 2 == 0, 3000), "writer", &format!("round {round}"))
+                .commit(
+                    &document(round % 2 == 0, 3000),
+                    "writer",
+                    &format!("round {round}"),
+                )
                 .expect("commit");
         }
     }
@@ -361,7 +378,9 @@ mod tests {
     fn a_kill_mid_write_never_loses_the_previous_version() {
         let scratch = Scratch::new("kill");
         let store = Store::open(&scratch.0).expect("open");
-        store.commit(&document(false, 3000), "setup", "first").expect("commit");
+        store
+            .commit(&document(false, 3000), "setup", "first")
+            .expect("commit");
         let exe = std::env::current_exe().expect("test binary");
         for attempt in 0..5u64 {
             let mut child = std::process::Command::new(&exe)
@@ -386,6 +405,10 @@ mod tests {
             }
         }
         let history = store.history().expect("history");
-        assert!(history.len() > 2, "the writer committed versions: {}", history.len());
+        assert!(
+            history.len() > 2,
+            "the writer committed versions: {}",
+            history.len()
+        );
     }
 }

@@ -150,6 +150,15 @@ impl ScriptTestbed {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// The API token `testbed.sh` generated.
+    pub fn token(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("tokens")).expect("tokens file");
+        text.split_whitespace()
+            .nth(2)
+            .expect("ROLE NAME TOKEN")
+            .to_string()
+    }
+
     pub fn config(&self) -> PathBuf {
         self.dir.join("config.yaml")
     }
@@ -176,6 +185,7 @@ impl Drop for ScriptTestbed {
 pub struct RunningAppliance {
     child: Option<Child>,
     api: SocketAddr,
+    token: String,
     log: PathBuf,
 }
 
@@ -193,10 +203,11 @@ impl RunningAppliance {
         let mut running = Self {
             child: Some(child),
             api: bed.api,
+            token: bed.token(),
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while http_get(running.api, "/healthz").is_none() {
+        while http_get(running.api, "/healthz", None).is_none() {
             if let Some(status) = running
                 .child
                 .as_mut()
@@ -220,7 +231,7 @@ impl RunningAppliance {
 
     /// `GET /v1/status`, parsed.
     pub fn status(&self) -> serde_json::Value {
-        let body = http_get(self.api, "/v1/status").expect("status answers");
+        let body = http_get(self.api, "/v1/status", Some(&self.token)).expect("status answers");
         serde_json::from_str(&body).expect("status is JSON")
     }
 
@@ -250,6 +261,42 @@ impl RunningAppliance {
         self.signal("TERM");
         let status = self.wait(Duration::from_secs(20));
         (status, self.log_text())
+    }
+
+    /// SIGKILL: a crash, as far as the appliance can tell.
+    pub fn crash(mut self) -> String {
+        self.signal("KILL");
+        self.wait(Duration::from_secs(10));
+        self.log_text()
+    }
+
+    /// `PUT` with curl (a real client): the HTTP status and body.
+    pub fn curl_put(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &std::path::Path,
+    ) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "PUT"])
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {}", self.token))
+            .arg("-H")
+            .arg(format!("Content-Type: {content_type}"))
+            .arg("--data-binary")
+            .arg(format!("@{}", body.display()))
+            .arg(format!("http://{}{path}", self.api))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// `GET` with the token; the parsed JSON body.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let body = http_get(self.api, path, Some(&self.token)).expect("answers");
+        serde_json::from_str(&body).expect("JSON")
     }
 
     fn wait(&mut self, limit: Duration) -> ExitStatus {
@@ -291,12 +338,15 @@ pub fn wait_exit(guard: &mut ChildGuard, limit: Duration) -> Option<ExitStatus> 
 
 /// A minimal HTTP/1.1 GET on loopback; the body, or None if nothing
 /// answers with 200.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut response = String::new();

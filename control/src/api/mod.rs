@@ -1,61 +1,153 @@
-//! The REST API (axum), under `/v1`, JSON. Today: the appliance's status
-//! and health; the policy, workload and visibility resources come with
-//! issues 6 and 7, one module per resource.
+//! The REST API (axum), JSON, under `/v1`:
 //!
-//! Errors are JSON `{error, detail}` with a fitting status; no request
-//! changes state unless it is valid.
+//! | route | role | what |
+//! |---|---|---|
+//! | `GET /healthz`, `GET /readyz` | none | the process answers; the dataplane forwards |
+//! | `GET /metrics` | none | Prometheus text format |
+//! | `GET /v1/status` | viewer | generation, ports, workers, counters |
+//! | `GET /v1/policy` | viewer | the document in force, `ETag: "VERSION"` |
+//! | `PUT /v1/policy` | admin | replace it (`If-Match` for optimistic concurrency) |
+//! | `POST /v1/policy/validate` | viewer | dry run: the validation report |
+//! | `GET /v1/policy/history` | viewer | every stored version |
+//! | `POST /v1/policy/rollback/{version}` | admin | re-apply a stored version |
+//! | `GET`/`PUT`/`DELETE /v1/workloads/{name}` | viewer / admin | one workload |
+//!
+//! Errors are JSON `{error, detail, path?}` with a fitting status: 400
+//! invalid, 401 no or unknown token, 403 role too weak, 404, 409 conflict,
+//! 413 body too large, 415 content type other than JSON or YAML. A
+//! request that fails never changes state, and bad input never causes a
+//! 500. The OpenAPI document is `docs/openapi.yaml`; a test checks that it
+//! lists exactly these routes.
 
+mod auth;
+mod errors;
+mod policy;
 mod status;
+
+pub use auth::{random_token, Caller, Role, Tokens, TokensError};
+pub use errors::ApiError;
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Serialize;
+use axum::routing::{get, post};
+use axum::Router;
 
 use crate::appliance::Appliance;
+use crate::engine::PolicyEngine;
+use crate::metrics::Metrics;
 
-/// The router over a running appliance.
-pub fn router(appliance: Arc<Appliance>) -> Router {
+/// Largest request body accepted unless configured otherwise.
+pub const DEFAULT_BODY_LIMIT: usize = 4 << 20;
+
+/// What the API serves.
+#[derive(Debug)]
+pub struct ApiState {
+    /// The policy engine; None when the appliance runs from a rules file.
+    pub engine: Option<Arc<PolicyEngine>>,
+    /// The running dataplane; None in tests of the control plane alone.
+    pub appliance: Option<Arc<Appliance>>,
+    pub tokens: Tokens,
+    /// Let reads through without a token (the demo only).
+    pub anonymous_reads: bool,
+    pub body_limit: usize,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Every route, for the OpenAPI check: (method, path).
+pub const ROUTES: [(&str, &str); 13] = [
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/v1/status"),
+    ("get", "/v1/policy"),
+    ("put", "/v1/policy"),
+    ("post", "/v1/policy/validate"),
+    ("get", "/v1/policy/history"),
+    ("post", "/v1/policy/rollback/{version}"),
+    ("get", "/v1/workloads/{name}"),
+    ("put", "/v1/workloads/{name}"),
+    ("delete", "/v1/workloads/{name}"),
+    ("get", "/v1/workloads"),
+];
+
+/// The router.
+pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/healthz", get(status::healthz))
+        .route("/readyz", get(status::readyz))
+        .route("/metrics", get(status::metrics))
         .route("/v1/status", get(status::status))
-        .fallback(not_found)
-        .with_state(appliance)
-}
-
-/// An error response: `{error, detail}`.
-#[derive(Debug, Serialize)]
-pub struct ApiError {
-    #[serde(skip)]
-    status: StatusCode,
-    pub error: &'static str,
-    pub detail: String,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(self)).into_response()
-    }
-}
-
-async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        error: "not_found",
-        detail: format!("no resource at {}", uri.path()),
-    }
+        .route(
+            "/v1/policy",
+            get(policy::get_policy).put(policy::put_policy),
+        )
+        .route("/v1/policy/validate", post(policy::validate))
+        .route("/v1/policy/history", get(policy::history))
+        .route("/v1/policy/rollback/{version}", post(policy::rollback))
+        .route("/v1/workloads", get(policy::list_workloads))
+        .route(
+            "/v1/workloads/{name}",
+            get(policy::get_workload)
+                .put(policy::put_workload)
+                .delete(policy::delete_workload),
+        )
+        .fallback(errors::not_found)
+        .method_not_allowed_fallback(errors::method_not_allowed)
+        .with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    appliance: Arc<Appliance>,
+    state: Arc<ApiState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(appliance))
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
 }
+
+impl ApiState {
+    /// The caller behind the request's token, if it may act with `role`.
+    pub fn authorize(
+        &self,
+        headers: &axum::http::HeaderMap,
+        role: Role,
+    ) -> Result<Caller, ApiError> {
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if header.is_none() && self.anonymous_reads && role == Role::Viewer {
+            return Ok(Caller {
+                name: "anonymous".into(),
+                role: Role::Viewer,
+            });
+        }
+        let caller = self.tokens.identify(header).ok_or_else(|| {
+            ApiError::unauthorized(if header.is_none() {
+                "send `Authorization: Bearer TOKEN`"
+            } else {
+                "the token is not known"
+            })
+        })?;
+        if caller.role < role {
+            return Err(ApiError::forbidden(format!(
+                "`{}` is a viewer; this needs the admin role",
+                caller.name
+            )));
+        }
+        Ok(caller)
+    }
+
+    /// The engine, or 404 when the appliance runs from a rules file.
+    pub fn engine(&self) -> Result<&Arc<PolicyEngine>, ApiError> {
+        self.engine.as_ref().ok_or_else(|| {
+            ApiError::not_found(
+                "the appliance runs from a rules file; configure `policy` to manage policy here",
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

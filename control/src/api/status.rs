@@ -1,17 +1,49 @@
-//! `GET /v1/status`: policy generation, ports, workers and their counters;
-//! `GET /healthz`: the process answers.
+//! `GET /v1/status` (generation, ports, workers, counters), `/healthz`
+//! (the process answers), `/readyz` (the dataplane forwards), `/metrics`.
 
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::appliance::{Appliance, Status};
+use super::{ApiError, ApiState, Role};
+use crate::appliance::Status;
 
-pub async fn status(State(appliance): State<Arc<Appliance>>) -> Json<Status> {
-    Json(appliance.status())
+pub async fn status(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Json<Status>, ApiError> {
+    state.authorize(&headers, Role::Viewer)?;
+    let appliance = state
+        .appliance
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("no dataplane runs in this process"))?;
+    Ok(Json(appliance.status()))
 }
 
 pub async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// Ready once the dataplane forwards with a policy in force.
+pub async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+    match &state.appliance {
+        Some(appliance) if appliance.is_running() => "ready\n".into_response(),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the dataplane is not running\n",
+        )
+            .into_response(),
+    }
+}
+
+pub async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let appliance = state.appliance.clone();
+    let metrics = Arc::clone(&state.metrics);
+    let text = tokio::task::spawn_blocking(move || metrics.render(appliance.as_deref()))
+        .await
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -57,6 +57,8 @@ pub struct PolicyDocument {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
+    /// May be left out in `PUT /v1/workloads/{name}` (the path names it).
+    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub addresses: Vec<String>,
