@@ -147,6 +147,15 @@ fn assert_error(reply: &Reply, status: StatusCode, error: &str) {
 
 const JSON: Option<&str> = Some("application/json");
 
+/// (content type, body, extra headers, expected status, expected error)
+type BadCase<'a> = (
+    Option<&'a str>,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    StatusCode,
+    &'a str,
+);
+
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let bed = bed("health");
@@ -319,7 +328,7 @@ async fn bad_input_is_refused_with_the_right_status_and_changes_nothing() {
         .as_str()
         .is_some_and(|m| m.contains("port 70000 out of range")));
 
-    let cases: [(Option<&str>, &str, &[(&str, &str)], StatusCode, &str); 6] = [
+    let cases: [BadCase<'_>; 6] = [
         (
             JSON,
             "{not json",
