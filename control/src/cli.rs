@@ -14,6 +14,27 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PolicyAction {
+    /// Check a policy file (dry run); exit 1 if invalid.
+    Validate { file: PathBuf },
+    /// Apply a policy file (YAML, or JSON if it ends in .json).
+    Apply {
+        file: PathBuf,
+        /// Refuse unless this version is in force (optimistic concurrency).
+        #[arg(long)]
+        if_match: Option<u64>,
+    },
+    /// Print the policy in force.
+    Get,
+    /// Show what applying a file would change; exit 1 if anything.
+    Diff { file: PathBuf },
+    /// List the stored versions.
+    History,
+    /// Re-apply a stored version.
+    Rollback { version: u64 },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the appliance: attach to the configured ports, enforce the rules
     /// file (reloaded on SIGHUP), serve the status API; stop on SIGINT or
@@ -29,6 +50,21 @@ pub enum Command {
         /// Exit (and clean up) right after the summary.
         #[arg(long)]
         once: bool,
+    },
+    /// Manage the policy of a running appliance through its API.
+    Policy {
+        /// The API (`http://HOST:PORT`).
+        #[arg(long, global = true, default_value = "http://127.0.0.1:9870")]
+        api: String,
+        /// A file holding the token (a bare token, or a tokens-file line);
+        /// else `$MICROSEG_TOKEN`.
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
+        /// Print the API's JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        action: PolicyAction,
     },
     /// Classify a ClassBench trace: print, per trace line and in order, the
     /// 0-based index of the first matching rule, or -1.

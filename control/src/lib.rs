@@ -5,6 +5,7 @@ pub mod api;
 pub mod appliance;
 pub mod classify;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod engine;

@@ -8,7 +8,8 @@ use clap::Parser;
 use microseg_control::api::{random_token, ApiState, Tokens};
 use microseg_control::appliance::{Appliance, PolicyFeed};
 use microseg_control::classify::{self, Engine};
-use microseg_control::cli::{Cli, Command};
+use microseg_control::cli::{Cli, Command, PolicyAction};
+use microseg_control::client;
 use microseg_control::config::{Config, LocalMachine, PolicySource};
 use microseg_control::engine::{PolicyEngine, SwapObserver};
 use microseg_control::metrics::Metrics;
@@ -192,6 +193,47 @@ fn main() -> anyhow::Result<()> {
             out.flush().context("writing output")?;
             if !as_expected {
                 bail!("some demo checks did not come out as the policy says");
+            }
+        }
+        Command::Policy {
+            api,
+            token_file,
+            json,
+            action,
+        } => {
+            let token = match &token_file {
+                Some(path) => client::read_token(path)?,
+                None => {
+                    std::env::var("MICROSEG_TOKEN").map_err(|_| client::ClientError::NoToken)?
+                }
+            };
+            let client = client::Client::new(&api, token)?;
+            let success = match action {
+                PolicyAction::Validate { file } => {
+                    client::validate(&client, &file, json, &mut out)?
+                }
+                PolicyAction::Apply { file, if_match } => {
+                    client::apply(&client, &file, if_match, json, &mut out)?;
+                    true
+                }
+                PolicyAction::Get => {
+                    client::get(&client, json, &mut out)?;
+                    true
+                }
+                PolicyAction::Diff { file } => !client::diff(&client, &file, &mut out)?,
+                PolicyAction::History => {
+                    client::history(&client, json, &mut out)?;
+                    true
+                }
+                PolicyAction::Rollback { version } => {
+                    client::rollback(&client, version, json, &mut out)?;
+                    true
+                }
+            };
+            out.flush().context("writing output")?;
+            if !success {
+                drop(out);
+                std::process::exit(1);
             }
         }
         Command::Classify {
