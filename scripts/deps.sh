@@ -31,6 +31,7 @@ PACKAGES=(
   libc6-dev-i386   # asm/types.h for clang -target bpf on Debian
   gnuplot-nox      # benchmark figures
   jq               # JSON in scripts
+  prometheus       # a real Prometheus scrapes /metrics in a test
 )
 
 missing=()
@@ -47,8 +48,19 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
+  # Packages with a daemon (prometheus) must not start it: tests start
+  # their own, on loopback, and end it. policy-rc.d 101 forbids starting
+  # services during the install; ours is removed afterwards.
+  guard=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    guard=/usr/sbin/policy-rc.d
+    trap 'rm -f "$guard"' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$guard" ]; then rm -f "$guard"; fi
   echo "deps.sh: installed ${#missing[@]} package(s)"
 else
   echo "deps.sh: all ${#PACKAGES[@]} system packages present"

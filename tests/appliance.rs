@@ -48,6 +48,16 @@ fn two_workers_enforce_the_rules_file_and_reload_it_on_sighup() {
     );
     let out_port = bed.port("out");
     assert!(appliance.port_drops(&out_port, "policy:denied") >= 2);
+    // The same counters in Prometheus form.
+    let metrics = common::appliance::http_get(bed.api, "/metrics", None).expect("metrics");
+    for needle in [
+        format!("microseg_dropped_frames_total{{port=\"{out_port}\",reason=\"policy:denied\"}}"),
+        format!("microseg_xdp_frames_total{{outcome=\"redirected\",port=\"{out_port}\"}}"),
+        "microseg_conntrack_created_total".to_string(),
+        "microseg_worker_rounds_total{busy=\"true\",worker=\"1\"}".to_string(),
+    ] {
+        assert!(metrics.contains(&needle), "no {needle} in\n{metrics}");
+    }
 
     // TCP through real tools, many connections (they spread over both
     // workers' queues): web -> app:8080 allowed, web -> db:5432 denied.

@@ -6,46 +6,11 @@ mod common;
 
 use std::path::Path;
 use std::process::Output;
-use std::sync::Arc;
 
+use common::api::serve;
 use common::ScratchDir;
-use microseg_control::api::{ApiState, Tokens};
-use microseg_control::engine::PolicyEngine;
-use microseg_control::store::Store;
 
-const TOKEN: &str = "cli-test-token-0123456789";
-
-/// The API on a thread of its own; ends with the test process.
-fn serve(state_dir: &Path) -> String {
-    let store = Store::open(state_dir).expect("store");
-    let engine = Arc::new(
-        PolicyEngine::restore(store, None, None)
-            .expect("restore")
-            .engine,
-    );
-    let state = Arc::new(ApiState {
-        engine: Some(engine),
-        appliance: None,
-        tokens: Tokens::parse(&format!("admin cli {TOKEN}\n"), "test").expect("tokens"),
-        anonymous_reads: false,
-        body_limit: microseg_control::api::DEFAULT_BODY_LIMIT,
-        metrics: Arc::new(microseg_control::metrics::Metrics::new()),
-    });
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let _ = microseg_control::api::serve(listener, state, std::future::pending()).await;
-        });
-    });
-    url
-}
+const TOKEN: &str = common::api::TOKEN;
 
 fn policy(url: &str, token: Option<&Path>, args: &[&str]) -> Output {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_microseg"));
@@ -84,7 +49,7 @@ policies:
 #[test]
 fn every_policy_subcommand_against_a_live_api() {
     let scratch = ScratchDir::new("policy-cli");
-    let url = serve(&scratch.file("state"));
+    let url = format!("http://{}", serve(&scratch.file("state")));
     let good = scratch.file("good.yaml");
     std::fs::write(&good, GOOD).expect("write");
     let bad = scratch.file("bad.yaml");

@@ -55,4 +55,5 @@ impl Drop for ScratchDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+pub mod api;
 pub mod appliance;
