@@ -5,7 +5,7 @@ CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := packet_parse classifier_diff
 
-.PHONY: all deps build test fmt-check clippy unit-tests demo fuzz bench clean
+.PHONY: all deps build test fmt-check clippy unit-tests demo fuzz bench bench-testbed bench-policy clean
 
 all: build
 
@@ -44,6 +44,15 @@ fuzz: deps
 	  (cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t corpus/$$t seeds/$$t -- \
 	     -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
 	done
+
+# Switch throughput through veth testbeds vs nftables and a bare AF_XDP
+# forwarder (root, ~15 min; QUICK=1 for a short run).
+bench-testbed: deps
+	bash benches/testbed/run.sh
+
+# Policy compile time and swap latency vs `nft -f` (root).
+bench-policy: deps
+	bash benches/policy/swap.sh
 
 bench: deps
 	$(CARGO) bench -p microseg-benches

@@ -189,8 +189,13 @@ pub trait Machine {
 pub struct LocalMachine;
 
 impl Machine for LocalMachine {
+    /// CPUs online on the machine, not just those this process may use
+    /// (a `taskset` on the appliance must not hide the workers' CPUs).
     fn cores(&self) -> usize {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .ok()
+            .and_then(|list| online_cpus(&list))
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     fn rx_queues(&self, ifname: &str) -> Option<u32> {
@@ -199,6 +204,15 @@ impl Machine for LocalMachine {
         }
         microseg_dataplane::xsk::rx_queues(ifname).ok()
     }
+}
+
+/// The number of CPUs in a kernel CPU list (`0-3,6`): the highest + 1.
+fn online_cpus(list: &str) -> Option<usize> {
+    list.trim()
+        .split([',', '-'])
+        .filter_map(|n| n.trim().parse::<usize>().ok())
+        .max()
+        .map(|highest| highest + 1)
 }
 
 const SECOND: u64 = 1_000_000_000;
@@ -481,6 +495,15 @@ mod tests {
                 let _ = std::fs::remove_dir_all(&self.0);
             }
         }
+    }
+
+    #[test]
+    fn cpu_lists_count_cpus() {
+        assert_eq!(online_cpus("0-1\n"), Some(2));
+        assert_eq!(online_cpus("0-3,6"), Some(7));
+        assert_eq!(online_cpus("0"), Some(1));
+        assert_eq!(online_cpus(""), None);
+        assert!(LocalMachine.cores() >= 1);
     }
 
     #[test]

@@ -1,0 +1,258 @@
+//! The testbed benchmark's traffic ends (benches/testbed/run.sh):
+//!
+//! - `gen`: a generator. It runs the XDP program `tb_gen` with
+//!   `BPF_PROG_RUN` and `BPF_F_TEST_XDP_LIVE_FRAMES`: the kernel runs the
+//!   program on frames made from a template and transmits those it returns
+//!   `XDP_TX` for out of the interface named as ingress (a veth, so they
+//!   arrive at its peer), at several Mpps from one core. The program
+//!   rewrites every frame's headers from its configuration map and gives
+//!   it the UDP ports of the next of `--flows` flows (round robin).
+//! - `sink`: attaches `tb_sink` (count per CPU, then `XDP_DROP`) to an
+//!   interface and prints the counts every `--interval-ms` as
+//!   `SECONDS UDP_FRAMES OTHER_FRAMES`, SECONDS counted from its start.
+//!   The program is attached through a bpf_link, so it goes with the
+//!   process however that ends.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder, ProgramInput};
+
+const GEN_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/gen.bpf.o"));
+const SINK_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sink.bpf.o"));
+
+/// `BPF_F_TEST_XDP_LIVE_FRAMES` (linux/bpf.h).
+const LIVE_FRAMES: u32 = 1 << 1;
+/// Ethernet + IPv4 + UDP header bytes (`TB_HDR_LEN`).
+const HDR_LEN: usize = 42;
+/// `sizeof(struct tb_gen_config)` (testbed.h).
+const CONFIG_LEN: usize = 52;
+
+#[derive(Parser, Debug)]
+#[command(about = "XDP traffic generator and sink for the testbed benchmark")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Send UDP frames out of IFNAME (they arrive at its veth peer).
+    Gen(GenArgs),
+    /// Count and drop every frame arriving at IFNAME.
+    Sink(SinkArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct GenArgs {
+    #[arg(long)]
+    ifname: String,
+    #[arg(long)]
+    src_mac: String,
+    #[arg(long)]
+    dst_mac: String,
+    #[arg(long)]
+    src_ip: Ipv4Addr,
+    #[arg(long)]
+    dst_ip: Ipv4Addr,
+    /// Distinct 5-tuples, sent round robin.
+    #[arg(long, default_value_t = 1)]
+    flows: u32,
+    /// Flow i has source port sport_base + i % sport_span and destination
+    /// port dport_base + i / sport_span.
+    #[arg(long, default_value_t = 10000)]
+    sport_base: u16,
+    #[arg(long, default_value_t = 50000)]
+    sport_span: u16,
+    #[arg(long, default_value_t = 5000)]
+    dport_base: u16,
+    /// Frame length without FCS (60 = a 64-byte Ethernet frame).
+    #[arg(long, default_value_t = 60)]
+    len: usize,
+    /// Stop after this long.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Frames per BPF_PROG_RUN call (each call has a fixed cost of tens
+    /// of milliseconds, so make it large).
+    #[arg(long, default_value_t = 1 << 20)]
+    repeat: u32,
+}
+
+#[derive(clap::Args, Debug)]
+struct SinkArgs {
+    #[arg(long)]
+    ifname: String,
+    #[arg(long, default_value_t = 200)]
+    interval_ms: u64,
+    /// Stop after this long (0: run until killed).
+    #[arg(long, default_value_t = 0.0)]
+    seconds: f64,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Gen(args) => generate(&args),
+        Command::Sink(args) => sink(&args),
+    }
+}
+
+fn parse_mac(text: &str) -> Result<[u8; 6]> {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|part| u8::from_str_radix(part, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("`{text}` is not a MAC address"))?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("`{text}` is not a MAC address"))
+}
+
+/// Ethernet, IPv4 (checksum filled in) and UDP headers of a `len`-byte
+/// frame; the UDP checksum is 0 (none, allowed for IPv4).
+fn headers(args: &GenArgs) -> Result<[u8; HDR_LEN]> {
+    if !(HDR_LEN..=1514).contains(&args.len) {
+        bail!("--len must be {HDR_LEN}..1514");
+    }
+    let mut h = [0u8; HDR_LEN];
+    h[0..6].copy_from_slice(&parse_mac(&args.dst_mac)?);
+    h[6..12].copy_from_slice(&parse_mac(&args.src_mac)?);
+    h[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut h[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((args.len - 14) as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&args.src_ip.octets());
+    ip[16..20].copy_from_slice(&args.dst_ip.octets());
+    let sum = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let folded = (folded & 0xffff) + (folded >> 16);
+    ip[10..12].copy_from_slice(&(!(folded as u16)).to_be_bytes());
+    let udp = &mut h[34..42];
+    udp[0..2].copy_from_slice(&args.sport_base.to_be_bytes());
+    udp[2..4].copy_from_slice(&args.dport_base.to_be_bytes());
+    udp[4..6].copy_from_slice(&((args.len - 34) as u16).to_be_bytes());
+    Ok(h)
+}
+
+fn load(object: &[u8], what: &str) -> Result<Object> {
+    ObjectBuilder::default()
+        .open_memory(object)
+        .and_then(|open| open.load())
+        .with_context(|| format!("loading the {what} XDP program (root? kernel BTF?)"))
+}
+
+fn generate(args: &GenArgs) -> Result<()> {
+    if args.flows == 0 || args.sport_span == 0 {
+        bail!("--flows and --sport-span must be at least 1");
+    }
+    let dports = args.flows.div_ceil(u32::from(args.sport_span));
+    if u32::from(args.dport_base) + dports > 65536
+        || u32::from(args.sport_base) + u32::from(args.sport_span) > 65536
+    {
+        bail!("the flows' ports run past 65535");
+    }
+    let ifindex = microseg_dataplane::xsk::ifindex(&args.ifname)?;
+    let hdr = headers(args)?;
+    let object = load(GEN_OBJ, "generator")?;
+    let mut config = [0u8; CONFIG_LEN];
+    config[..HDR_LEN].copy_from_slice(&hdr);
+    config[42..44].copy_from_slice(&args.sport_span.to_ne_bytes());
+    config[44..48].copy_from_slice(&args.flows.to_ne_bytes());
+    config[48..50].copy_from_slice(&args.sport_base.to_ne_bytes());
+    config[50..52].copy_from_slice(&args.dport_base.to_ne_bytes());
+    let map = object
+        .maps()
+        .find(|m| m.name() == "gen_config")
+        .context("map gen_config")?;
+    map.update(&0u32.to_ne_bytes(), &config, MapFlags::ANY)
+        .context("writing gen_config")?;
+    let prog = object
+        .progs_mut()
+        .find(|p| p.name() == "tb_gen")
+        .context("program tb_gen")?;
+
+    let mut frame = vec![0u8; args.len];
+    frame[..HDR_LEN].copy_from_slice(&hdr);
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+    // rx_queue_index, egress_ifindex.
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(args.len as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&(ifindex as u32).to_ne_bytes());
+
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(args.seconds);
+    let mut calls = 0u64;
+    while Instant::now() < deadline {
+        let input = ProgramInput {
+            context_in: Some(&mut ctx),
+            data_in: Some(&frame),
+            flags: LIVE_FRAMES,
+            repeat: args.repeat,
+            ..Default::default()
+        };
+        prog.test_run(input)
+            .context("BPF_PROG_RUN with live frames (kernel >= 5.18)")?;
+        calls += 1;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let seq_map = object
+        .maps()
+        .find(|m| m.name() == "gen_seq")
+        .context("map gen_seq")?;
+    let sent: u64 = seq_map
+        .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)?
+        .unwrap_or_default()
+        .iter()
+        .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or_default()))
+        .sum();
+    println!(
+        "gen: {sent} frames in {elapsed:.3} s ({:.3} Mpps offered), {calls} runs of {}",
+        sent as f64 / elapsed / 1e6,
+        args.repeat
+    );
+    Ok(())
+}
+
+fn sink(args: &SinkArgs) -> Result<()> {
+    let ifindex = microseg_dataplane::xsk::ifindex(&args.ifname)?;
+    let object = load(SINK_OBJ, "sink")?;
+    let prog = object
+        .progs_mut()
+        .find(|p| p.name() == "tb_sink")
+        .context("program tb_sink")?;
+    let _link = prog
+        .attach_xdp(ifindex)
+        .with_context(|| format!("attaching the sink to {}", args.ifname))?;
+    let map = object
+        .maps()
+        .find(|m| m.name() == "sink_count")
+        .context("map sink_count")?;
+    let read = |key: u32| -> Result<u64> {
+        Ok(map
+            .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)?
+            .unwrap_or_default()
+            .iter()
+            .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or_default()))
+            .sum())
+    };
+    let start = Instant::now();
+    let stop = (args.seconds > 0.0).then(|| start + Duration::from_secs_f64(args.seconds));
+    let mut out = std::io::stdout().lock();
+    loop {
+        let (udp, other) = (read(0)?, read(1)?);
+        let now = start.elapsed().as_secs_f64();
+        writeln!(out, "{now:.6} {udp} {other}")?;
+        out.flush()?;
+        if stop.is_some_and(|s| Instant::now() >= s) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(args.interval_ms));
+    }
+}

@@ -1,0 +1,29 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Sink: counts IPv4/UDP frames per CPU and drops everything. */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} sink_count SEC(".maps"); /* 0: IPv4/UDP frames, 1: other frames */
+
+SEC("xdp")
+int tb_sink(struct xdp_md *ctx)
+{
+	unsigned char *data = (void *)(long)ctx->data;
+	unsigned char *end = (void *)(long)ctx->data_end;
+	__u32 key = 1;
+
+	if (data + 24 <= end && *(__be16 *)(data + 12) == bpf_htons(0x0800) && data[23] == 17)
+		key = 0;
+	__u64 *count = bpf_map_lookup_elem(&sink_count, &key);
+	if (count)
+		*count += 1;
+	return XDP_DROP;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

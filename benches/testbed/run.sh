@@ -1,0 +1,497 @@
+#!/usr/bin/env bash
+# benches/testbed/run.sh — switch throughput benchmark on veth testbeds.
+#
+#   sudo bash benches/testbed/run.sh            # full: 3 runs x 10 s per configuration
+#   QUICK=1 bash benches/testbed/run.sh         # short: 1 run x 3 s, for development
+#   ONLY='microseg-.*acl1_1k' bash ...          # run the configurations matching a regex
+#
+# Writes docs/bench/testbed.csv (one row per run) and docs/bench/testbed.md
+# (medians and ratios); logs (microseg status JSON, generator output) go to
+# target/testbed-bench/. Root only. Environment: RUNS, DURATION (s per
+# run), WARMUP (s before each measurement), IDLE (s of idle CPU
+# measurement), POLL_MODE (adaptive|busy, microseg and the bare
+# forwarder), FEW (flows in "few flows", default 16), MANY (default
+# 1048576), ONLY (regex over configuration names), NO_BUILD=1.
+#
+# ---------------------------------------------------------------------------
+# Topology (built fresh for every configuration, torn down after it):
+#
+#   ns PFX-gen                 ns PFX-sw                      ns PFX-sink
+#   PFXg 10.203.1.1  <-veth->  PFXgh   [device under test]   PFXsh <-veth-> PFXs 10.203.2.1
+#   (generator)                                                             (sink: XDP drop)
+#
+# PFX is "mb" + 4 hex digits of this script's PID, so several copies (or
+# other testbeds) do not collide. Only these three namespaces and two veth
+# pairs are created; addresses are 10.203.1.1 and 10.203.2.1 (/24 and a
+# router PFX-sw for kernel forwarding; /16, one L2 segment, through the
+# switches) inside the namespaces only; no port of the testbed is in the host's namespace, so no
+# frame can leave it. IPv6 is off on every testbed interface.
+#
+# Pinning (2 cores): the generator runs on CPU 0 (GEN_CPU), the device under
+# test on CPU 1 (DUT_CPU). The sink's XDP program runs in the NAPI of PFXs,
+# which veth schedules on the CPU that transmitted to it: CPU 1 in every
+# configuration. The sink's reader process (reads the counters every 200
+# ms) is on CPU 0.
+#
+# Generator: `testbed-xdp gen` (benches/bin/testbed_xdp.rs) runs the XDP
+# program benches/testbed/bpf/gen.bpf.c with BPF_PROG_RUN and
+# BPF_F_TEST_XDP_LIVE_FRAMES in PFX-gen, pinned to CPU 0: the kernel runs
+# the program on frames built from a template and transmits them out of
+# PFXg (XDP_TX), ~5 Mpps from one core, far above any device under test
+# here. Frames are 60 bytes (a 64-byte Ethernet frame less its FCS, which
+# veth does not carry): Ethernet, IPv4 10.203.1.1 -> 10.203.2.1, UDP, UDP
+# checksum 0. Live-frames mode recycles its pages, and a forwarding path
+# may edit frames in place (kernel forwarding: TTL, MACs), so the program
+# rewrites all headers from its template on every frame, then sets the UDP
+# ports of the next flow, round robin: flow i has source port 10000 +
+# i % 50000 and destination port 5000 + i / 50000. "few" = 16 flows,
+# "many" = 1,048,576 distinct 5-tuples. The generator floods: the device
+# under test is always overloaded, so a rate is the forwarding rate under
+# overload (excess frames are dropped where the DUT cannot take them).
+#
+# Sink: `testbed-xdp sink` attaches benches/testbed/bpf/sink.bpf.c to PFXs
+# (the sink's own veth end): it counts IPv4/UDP frames in a per-CPU map and
+# drops everything (XDP_DROP; ~6 Mpps on this machine). A run's rate is
+# (counter after - counter before) / (time between the two readings), both
+# readings taken by the sink process, over DURATION seconds that start
+# WARMUP seconds after the generator (so flows are set up and queues
+# filled before measuring). Median over RUNS runs (default 3 x 10 s).
+# The device under test and its tables are fresh for each configuration
+# and kept across its RUNS runs (a slow flow setup shows in run 1).
+#
+# Configurations (every one with FEW and with MANY flows):
+#   bare-afxdp      `bare-forward` (benches/bin/bare_forward.rs): microseg's
+#                   XskPort on PFXgh and PFXsh, every frame copied to the
+#                   other port; no parsing, classification, conntrack or
+#                   MAC learning. The in-run ceiling of the AF_XDP design.
+#   microseg-*      `microseg run` in PFX-sw, one worker pinned to CPU 1 by
+#                   its config (its idle API threads are not pinned:
+#                   microseg refuses `cpus: [1]` under taskset), POLL_MODE,
+#                   state_dir and a viewer token in a temporary directory,
+#                   4096 frames per port, conntrack max 2,097,152 entries
+#                   (per-source limit as high). The generator sends to the
+#                   sink's MAC; the sink pings once first so that the
+#                   switch learns its MAC (else frames are flooded).
+#                   Rules: "0rules" = no rules, default allow; "acl1_1k",
+#                   "acl1_10k" = the ClassBench set converted by
+#                   classbench_rules.py (see its header: every rule allow,
+#                   the set's final catch-all replaced by a rule allowing
+#                   the benchmark traffic, which matches no other rule, so
+#                   every new flow walks all rules before it is admitted).
+#   kernel-norules  Linux IP forwarding in PFX-sw (PFXgh 10.203.1.254,
+#                   PFXsh 10.203.2.254, static neighbour entry for the
+#                   sink, which answers nothing), no nftables table, so no
+#                   conntrack either. The generator sends to PFXgh's MAC.
+#   kernel-nft-linear-*, kernel-nft-vmap-*
+#                   the same forwarding with the same rule set in nftables
+#                   (forward hook, policy drop, conntrack on: a flow's first
+#                   packet walks the rules and an admitting rule sets the
+#                   conntrack mark; later packets match `ct mark 1 accept`;
+#                   see classbench_rules.py). "linear": one rule per
+#                   ClassBench rule. "vmap": the same rules as elements of
+#                   interval verdict maps on concatenations (addresses .
+#                   protocol . port, and shorter shapes), several maps
+#                   where elements overlap.
+#   Kernel forwarding runs in PFXgh's NAPI, which is made threaded
+#   (/sys/class/net/PFXgh/threaded) and its kthread pinned to CPU 1, so
+#   that the forwarding work is on the DUT core, not on the generator's.
+#   (With microseg the XDP program on PFXgh, which copies each frame into
+#   the worker's UMEM, runs in softirq on the generator's core, CPU 0, as
+#   in TESTBED-NOTES; putting it on the worker's core collapses AF_XDP
+#   throughput to 0.17-0.39 Mpps there. This favours the AF_XDP rows by
+#   that receive copy; the report says so.)
+#   GRO is switched on on PFXgh and PFXsh in every configuration: veth
+#   delivers XDP_TX'd frames only to a peer with NAPI (an XDP program or
+#   GRO); frames are single 60-byte UDP packets, so GRO merges nothing.
+#
+# Idle CPU: in adaptive mode, microseg with acl1_10k is left without
+# traffic for IDLE seconds twice, right after it starts (empty tables) and
+# after the many-flows runs (1M conntrack entries waiting to expire), and
+# its process CPU time (utime + stime in /proc/PID/stat, all threads; clock-tick resolution,
+# 0.1% over 10 s) is reported as
+# % of one core.
+#
+# Host state touched: net.netfilter.nf_conntrack_max and
+# nf_conntrack_buckets are global (not per namespace); for the kernel's
+# 1M-flow runs they are raised to 2,097,152 / 1,048,576 and restored on
+# exit. Nothing else outside the testbed namespaces is changed.
+#
+# Teardown: a trap on EXIT, INT and TERM stops the processes this script
+# started (by PID), deletes the namespaces (which deletes the veths),
+# restores the sysctls, and checks with `ip netns list` and `ip link` that
+# nothing with the prefix is left.
+# ---------------------------------------------------------------------------
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE="$ROOT/benches/testbed"
+QUICK=${QUICK:-0}
+if [[ $QUICK == 1 ]]; then
+    RUNS=${RUNS:-1}; DURATION=${DURATION:-3}; WARMUP=${WARMUP:-1}; IDLE=${IDLE:-3}
+else
+    RUNS=${RUNS:-3}; DURATION=${DURATION:-10}; WARMUP=${WARMUP:-3}; IDLE=${IDLE:-10}
+fi
+POLL_MODE=${POLL_MODE:-adaptive}
+FEW=${FEW:-16}
+MANY=${MANY:-1048576}
+ONLY=${ONLY:-.}
+GEN_CPU=0
+DUT_CPU=1
+SPORT_BASE=10000
+SPORT_SPAN=50000
+DPORT_BASE=5000
+CLASSBENCH=${MICROSEG_CLASSBENCH:-$ROOT/../shared/classbench}
+CSV="$ROOT/docs/bench/testbed.csv"
+MD="$ROOT/docs/bench/testbed.md"
+LOGS="$ROOT/target/testbed-bench"
+BIN="$ROOT/target/release"
+
+P=$(printf 'mb%04x' $(($$ & 0xffff)))
+NS_GEN=$P-gen NS_SW=$P-sw NS_SINK=$P-sink
+IF_G=${P}g IF_GH=${P}gh IF_S=${P}s IF_SH=${P}sh
+WORK=$(mktemp -d "/tmp/microseg-bench-$P.XXXX")
+PIDS=()
+SYSCTL_SAVED=()
+
+log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "run as root (namespaces, XDP)"
+
+# --- teardown ---------------------------------------------------------------
+stop_pids() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+    PIDS=()
+}
+
+topology_down() {
+    stop_pids
+    local ns pid
+    # Safety net: anything still running inside the testbed's namespaces
+    # was started by this script; stop it by PID before deleting them.
+    for ns in "$NS_GEN" "$NS_SW" "$NS_SINK"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do
+            log "stopping leftover PID $pid in $ns"; kill -TERM "$pid" 2>/dev/null || true
+        done
+    done
+    sleep 0.2
+    for ns in "$NS_GEN" "$NS_SW" "$NS_SINK"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    # Veths die with their namespace; these only exist if setup failed
+    # before moving them.
+    for ifc in "$IF_G" "$IF_S"; do ip link del "$ifc" 2>/dev/null || true; done
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    topology_down
+    local entry
+    for entry in "${SYSCTL_SAVED[@]}"; do sysctl -qw "$entry" >/dev/null || true; done
+    rm -rf "$WORK"
+    if ip netns list | grep -q "^$P-" || ip -o link | grep -q ": $P"; then
+        log "WARNING: leftovers with prefix $P:"; ip netns list | grep "^$P-" >&2 || true
+        ip -o link | grep ": $P" >&2 || true
+    else
+        log "teardown: no namespace or link with prefix $P left"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'log interrupted; exit 130' INT TERM
+
+raise_sysctl() { # key value: raise a global sysctl, restored on exit
+    local old
+    old=$(sysctl -n "$1")
+    if ((old < $2)); then
+        SYSCTL_SAVED+=("$1=$old")
+        sysctl -qw "$1=$2"
+    fi
+}
+
+# --- build ------------------------------------------------------------------
+if [[ ${NO_BUILD:-0} != 1 ]]; then
+    log "building (release)"
+    (cd "$ROOT" && cargo build --release -q -p microseg-control --bin microseg \
+        && cargo build --release -q -p microseg-benches --bin testbed-xdp --bin bare-forward)
+fi
+for b in microseg testbed-xdp bare-forward; do [[ -x $BIN/$b ]] || die "$BIN/$b missing"; done
+mkdir -p "$LOGS" "$ROOT/docs/bench"
+
+# --- rule sets ----------------------------------------------------------------
+# Converted once, cached in target/testbed-bench/rules/SET (redone when the
+# converter or the ClassBench file is newer).
+for set in acl1_1k acl1_10k; do
+    cache="$LOGS/rules/$set"
+    if [[ ! -s $cache/summary || $HERE/classbench_rules.py -nt $cache/summary \
+        || $CLASSBENCH/$set -nt $cache/summary ]]; then
+        log "converting $set (microseg YAML, nft linear chain, nft verdict maps)"
+        rm -rf "$cache"; mkdir -p "$cache"
+        python3 "$HERE/classbench_rules.py" "$CLASSBENCH/$set" "$cache" \
+            10.203.1.0/24 10.203.2.0/24 "$SPORT_BASE" $((SPORT_BASE + SPORT_SPAN - 1)) \
+            "$DPORT_BASE" $((DPORT_BASE + MANY / SPORT_SPAN + 1)) 2>"$cache/summary.tmp" \
+            || die "$(cat "$cache/summary.tmp")"
+        mv "$cache/summary.tmp" "$cache/summary"
+    fi
+    cp -r "$cache" "$WORK/$set"
+    log "$set: $(cat "$WORK/$set/summary")"
+done
+mkdir -p "$WORK/0rules"
+printf 'default_action: allow\nrules: []\n' >"$WORK/0rules/rules.yaml"
+
+# --- topology ---------------------------------------------------------------
+# (Foreground only: a function run with & is a subshell, and $! would be
+# its PID, not the program's; background programs use ip netns exec directly,
+# which execs, so $! is the program itself.)
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+mac_of() { ip -n "$1" -j link show "$2" | jq -r '.[0].address'; }
+
+topology_up() { # kind: bare | microseg | kernel
+    local kind=$1
+    ip netns add "$NS_GEN"; ip netns add "$NS_SW"; ip netns add "$NS_SINK"
+    ip link add "$IF_G" type veth peer name "$IF_GH"
+    ip link add "$IF_S" type veth peer name "$IF_SH"
+    ip link set "$IF_G" netns "$NS_GEN"; ip link set "$IF_GH" netns "$NS_SW"
+    ip link set "$IF_S" netns "$NS_SINK"; ip link set "$IF_SH" netns "$NS_SW"
+    local ns
+    for ns in "$NS_GEN" "$NS_SW" "$NS_SINK"; do
+        in_ns "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+        ip -n "$ns" link set lo up
+    done
+    if [[ $kind == kernel* ]]; then
+        ip -n "$NS_GEN" addr add 10.203.1.1/24 dev "$IF_G"
+        ip -n "$NS_SINK" addr add 10.203.2.1/24 dev "$IF_S"
+        ip -n "$NS_SW" addr add 10.203.1.254/24 dev "$IF_GH"
+        ip -n "$NS_SW" addr add 10.203.2.254/24 dev "$IF_SH"
+    else
+        # One L2 segment through the switch.
+        ip -n "$NS_GEN" addr add 10.203.1.1/16 dev "$IF_G"
+        ip -n "$NS_SINK" addr add 10.203.2.1/16 dev "$IF_S"
+    fi
+    ip -n "$NS_GEN" link set "$IF_G" up; ip -n "$NS_SINK" link set "$IF_S" up
+    ip -n "$NS_SW" link set "$IF_GH" up; ip -n "$NS_SW" link set "$IF_SH" up
+    in_ns "$NS_SW" ethtool -K "$IF_GH" gro on >/dev/null
+    in_ns "$NS_SW" ethtool -K "$IF_SH" gro on >/dev/null
+    if [[ $kind == kernel* ]]; then
+        in_ns "$NS_SW" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
+            net.ipv4.conf.default.rp_filter=0 "net.ipv4.conf.$IF_GH.rp_filter=0"
+        ip -n "$NS_SW" neigh replace 10.203.2.1 lladdr "$(mac_of "$NS_SINK" "$IF_S")" \
+            dev "$IF_SH" nud permanent
+        ip -n "$NS_GEN" route add 10.203.2.0/24 via 10.203.1.254
+        # Forwarding runs in PFXgh's NAPI: make it a kthread on the DUT core.
+        in_ns "$NS_SW" sh -c "echo 1 > /sys/class/net/$IF_GH/threaded"
+        local kt
+        kt=$(pgrep -x "napi/$IF_GH-.*" | head -n1 || true)
+        [[ -n $kt ]] || kt=$(ps -e -o pid=,comm= | awk -v p="napi/$IF_GH" 'index($2, p) == 1 {print $1; exit}')
+        [[ -n $kt ]] || die "no NAPI kthread for $IF_GH"
+        taskset -pc "$DUT_CPU" "$kt" >/dev/null
+    fi
+    # The sink: XDP counter and drop on PFXs.
+    rm -f "$WORK/sink.log" "$WORK/sink.err"
+    ip netns exec "$NS_SINK" taskset -c "$GEN_CPU" "$BIN/testbed-xdp" sink --ifname "$IF_S" \
+        --interval-ms 200 >"$WORK/sink.log" 2>"$WORK/sink.err" &
+    PIDS+=($!)
+    for _ in $(seq 50); do [[ -s $WORK/sink.log ]] && break; sleep 0.1; done
+    [[ -s $WORK/sink.log ]] || die "sink did not start: $(cat "$WORK/sink.err")"
+    sleep 0.3
+    kill -0 "${PIDS[-1]}" 2>/dev/null || die "sink exited: $(cat "$WORK/sink.err")"
+}
+
+# Reads "seconds udp_frames" of the sink's latest sample.
+sink_sample() { tail -n1 "$WORK/sink.log" | awk '{print $1, $2}'; }
+
+# --- devices under test ---------------------------------------------------------
+DUT_PID=
+start_microseg() { # rules-dir
+    cat >"$WORK/config.yaml" <<EOF
+ports: [$IF_GH, $IF_SH]
+workers: 1
+cpus: [$DUT_CPU]
+poll_mode: $POLL_MODE
+frames_per_port: 4096
+rules: $1/rules.yaml
+conntrack: {max_entries: 2097152, per_source_limit: 2097152}
+state_dir: $WORK/state
+api: {listen: "127.0.0.1:9870", tokens_file: $WORK/tokens}
+EOF
+    mkdir -p "$WORK/state"
+    echo "viewer bench $TOKEN" >"$WORK/tokens"
+    chmod 600 "$WORK/tokens"
+    ip netns exec "$NS_SW" "$BIN/microseg" run -c "$WORK/config.yaml" \
+        >"$WORK/dut.log" 2>&1 &
+    DUT_PID=$!
+    PIDS+=("$DUT_PID")
+    for _ in $(seq 100); do
+        status >/dev/null 2>&1 && break
+        kill -0 "$DUT_PID" 2>/dev/null || die "microseg exited: $(cat "$WORK/dut.log")"
+        sleep 0.2
+    done
+    status >/dev/null || die "microseg API not answering: $(cat "$WORK/dut.log")"
+    # Let the switch learn the sink's MAC (ARP from the sink through the
+    # switch; the generator's stack answers).
+    in_ns "$NS_SINK" ping -c 1 -W 1 10.203.1.1 >/dev/null 2>&1 || true
+}
+status() {
+    in_ns "$NS_SW" curl -sf --max-time 2 -H "Authorization: Bearer $TOKEN" \
+        http://127.0.0.1:9870/v1/status
+}
+TOKEN=bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+
+start_bare() {
+    rm -f "$WORK/stop"
+    ip netns exec "$NS_SW" taskset -c "$DUT_CPU" "$BIN/bare-forward" --ports "$IF_GH" "$IF_SH" \
+        --mode "$POLL_MODE" --stop-file "$WORK/stop" >"$WORK/dut.log" 2>&1 &
+    DUT_PID=$!
+    PIDS+=("$DUT_PID")
+    for _ in $(seq 50); do grep -q "bare-forward:" "$WORK/dut.log" && break; sleep 0.1; done
+    kill -0 "$DUT_PID" 2>/dev/null || die "bare-forward exited: $(cat "$WORK/dut.log")"
+}
+
+start_nft() { # rules-dir linear|vmap
+    in_ns "$NS_SW" nft -f "$1/$2.nft"
+    if [[ $2 == vmap ]]; then
+        local f
+        for f in "$1"/vmap-elements-*.nft; do in_ns "$NS_SW" nft -f "$f"; done
+    fi
+}
+
+# CPU time of a process (utime + stime of all its threads, exited ones
+# included), in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+idle_cpu() { # label: measure the DUT's CPU use with no traffic
+    local c0 c1 s0 s1 pct hz
+    hz=$(getconf CLK_TCK)
+    sleep 1
+    c0=$(cpu_ticks "$DUT_PID"); s0=$(date +%s%N)
+    sleep "$IDLE"
+    c1=$(cpu_ticks "$DUT_PID"); s1=$(date +%s%N)
+    pct=$(awk -v a="$c0" -v b="$c1" -v x="$s0" -v y="$s1" -v hz="$hz" \
+        'BEGIN {printf "%.2f", (b - a) / hz / ((y - x) / 1e9) * 100}')
+    log "  idle CPU ($1): $pct% of a core over ${IDLE}s ($((c1 - c0)) ticks of 1/$hz s)"
+    echo "$STAMP,$CONFIG,idle-cpu,$RULESET,$1,,,,$IDLE,$(cut -d' ' -f1 /proc/loadavg),$pct" \
+        >>"$WORK/idle.csv"
+}
+
+# --- one run ------------------------------------------------------------------
+# gen_run flows dst_mac run# : one measured run, appends a CSV row.
+gen_run() {
+    local flows=$1 dmac=$2 run=$3 gmac before after mpps load
+    gmac=$(mac_of "$NS_GEN" "$IF_G")
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    ip netns exec "$NS_GEN" taskset -c "$GEN_CPU" "$BIN/testbed-xdp" gen --ifname "$IF_G" \
+        --src-mac "$gmac" --dst-mac "$dmac" --src-ip 10.203.1.1 --dst-ip 10.203.2.1 \
+        --flows "$flows" --sport-base "$SPORT_BASE" --sport-span "$SPORT_SPAN" \
+        --dport-base "$DPORT_BASE" --seconds $((WARMUP + DURATION + 1)) \
+        >"$WORK/gen.log" 2>&1 &
+    local gen=$!
+    PIDS+=("$gen")
+    sleep "$WARMUP"
+    before=$(sink_sample)
+    sleep "$DURATION"
+    after=$(sink_sample)
+    wait "$gen" || die "generator failed: $(cat "$WORK/gen.log")"
+    cat "$WORK/gen.log" >>"$LOGS/$CONFIG.log"
+    mpps=$(awk -v b="$before" -v a="$after" 'BEGIN {
+        split(b, x, " "); split(a, y, " ");
+        printf "%.4f", (y[2] - x[2]) / (y[1] - x[1]) / 1e6 }')
+    local offered
+    offered=$(sed -n 's/.*(\([0-9.]*\) Mpps offered).*/\1/p' "$WORK/gen.log")
+    log "  run $run: $mpps Mpps at the sink (offered $offered Mpps, load $load)"
+    if awk -v m="$mpps" 'BEGIN {exit !(m < 0.001)}'; then
+        log "  WARNING: nothing reached the sink; see $LOGS/$CONFIG.log"
+    fi
+    echo "$STAMP,$CONFIG,$KIND,$RULESET,$flows,$run,$mpps,$offered,$DURATION,$load," >>"$CSV"
+}
+
+# run_config name kind ruleset flows
+run_config() {
+    CONFIG=$1 KIND=$2 RULESET=$3
+    local flows=$4
+    [[ $CONFIG =~ $ONLY ]] || return 0
+    log "== $CONFIG ($flows flows)"
+    : >"$LOGS/$CONFIG.log"
+    rm -f "$WORK/dut.log"
+    topology_up "$KIND"
+    local dmac
+    case $KIND in
+        bare)
+            start_bare
+            dmac=$(mac_of "$NS_SINK" "$IF_S") ;;
+        microseg)
+            start_microseg "$WORK/$RULESET"
+            dmac=$(mac_of "$NS_SINK" "$IF_S")
+            if [[ $POLL_MODE == adaptive && $RULESET == acl1_10k ]]; then idle_cpu before-traffic; fi
+            ;;
+        kernel-*)
+            dmac=$(mac_of "$NS_SW" "$IF_GH")
+            [[ $KIND == kernel-norules ]] || start_nft "$WORK/$RULESET" "${KIND#kernel-nft-}" ;;
+    esac
+    local run
+    for run in $(seq "$RUNS"); do gen_run "$flows" "$dmac" "$run"; done
+    case $KIND in
+        microseg)
+            status >"$LOGS/$CONFIG.status.json" || true
+            if [[ $POLL_MODE == adaptive && $RULESET == acl1_10k ]]; then idle_cpu after-traffic; fi ;;
+        bare) touch "$WORK/stop" ;;
+        kernel-nft-*)
+            in_ns "$NS_SW" sh -c 'cat /proc/sys/net/netfilter/nf_conntrack_count' \
+                >"$LOGS/$CONFIG.conntrack_count" 2>/dev/null || true ;;
+    esac
+    sleep 0.3
+    stop_pids
+    {
+        cat "$WORK/dut.log" "$WORK/sink.err" 2>/dev/null || true
+        echo "--- sink, last sample: $(tail -n1 "$WORK/sink.log")"
+        local ifc
+        for ifc in "$IF_GH" "$IF_SH"; do
+            echo "--- ethtool -S $ifc"; in_ns "$NS_SW" ethtool -S "$ifc" | grep -v ': 0$' || true
+        done
+        echo "--- ethtool -S $IF_G"; in_ns "$NS_GEN" ethtool -S "$IF_G" | grep -v ': 0$' || true
+        echo "--- nstat in $NS_SW"; in_ns "$NS_SW" nstat -as 2>/dev/null | grep -v ' 0 ' || true
+    } >>"$LOGS/$CONFIG.log" 2>&1
+    topology_down
+    # Namespaces are dismantled asynchronously: let it finish.
+    sleep 1
+}
+
+# --- main -----------------------------------------------------------------------
+STAMP=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+log "prefix $P, runs $RUNS x ${DURATION}s (+${WARMUP}s warm-up), load $LOAD_START"
+raise_sysctl net.netfilter.nf_conntrack_max 2097152
+raise_sysctl net.netfilter.nf_conntrack_buckets 1048576
+echo "date,config,kind,rules,flows,run,mpps,offered_mpps,seconds,load1,idle_cpu_pct" >"$CSV"
+: >"$WORK/idle.csv"
+
+for flows_name in few many; do
+    if [[ $flows_name == few ]]; then flows=$FEW; else flows=$MANY; fi
+    run_config "bare-afxdp-$flows_name" bare - "$flows"
+    run_config "kernel-norules-$flows_name" kernel-norules - "$flows"
+    for set in 0rules acl1_1k acl1_10k; do
+        run_config "microseg-$set-$flows_name" microseg "$set" "$flows"
+    done
+    for set in acl1_1k acl1_10k; do
+        run_config "kernel-nft-linear-$set-$flows_name" kernel-nft-linear "$set" "$flows"
+        run_config "kernel-nft-vmap-$set-$flows_name" kernel-nft-vmap "$set" "$flows"
+    done
+done
+cat "$WORK/idle.csv" >>"$CSV"
+
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+python3 "$HERE/summarize.py" "$CSV" "$MD" \
+    --load-start "$LOAD_START" --load-end "$LOAD_END" --runs "$RUNS" --duration "$DURATION" \
+    --warmup "$WARMUP" --poll-mode "$POLL_MODE" --few "$FEW" --many "$MANY" \
+    --rules-summary "acl1_1k: $(cat "$WORK/acl1_1k/summary")" \
+    --rules-summary "acl1_10k: $(cat "$WORK/acl1_10k/summary")"
+log "wrote $CSV and $MD"
