@@ -138,6 +138,11 @@ impl std::fmt::Debug for XskPort {
 /// Frames the rx and tx batches handle at once.
 pub const BATCH: usize = 64;
 
+/// Most wakeups one flush makes to drain the tx ring (each transmits up
+/// to 32 frames in copy mode; a full batch needs 2, and some slack covers
+/// frames left from an earlier flush).
+const MAX_WAKEUPS: usize = 4;
+
 /// The shortest frame worth sending: an Ethernet header.
 const MIN_FRAME: usize = 14;
 
@@ -370,7 +375,14 @@ impl XskPort {
         self.staged.clear();
         self.stats.tx += sent as u64;
         self.stats.tx_dropped += unsent as u64;
-        if sent > 0 && self.tx.needs_wakeup() {
+        // In copy mode one wakeup transmits at most 32 frames (the
+        // kernel's TX_BATCH_SIZE), so wake it until the ring is drained:
+        // otherwise the ring, then the free list, fills up and frames are
+        // refused (measured: half of them, under overload).
+        for _ in 0..MAX_WAKEUPS {
+            if self.tx_in_ring() == 0 || !self.tx.needs_wakeup() {
+                break;
+            }
             self.stats.tx_wakeups += 1;
             self.tx.wakeup().map_err(|source| XskError::Io {
                 ifname: self.ifname.clone(),
@@ -378,6 +390,11 @@ impl XskPort {
             })?;
         }
         Ok(sent)
+    }
+
+    /// Frames handed to the kernel that it has not taken off the tx ring.
+    fn tx_in_ring(&mut self) -> u32 {
+        self.ring_sizes.tx - self.tx.nb_free_exact()
     }
 
     /// Transmits one frame at once (`stage` and `flush`).
