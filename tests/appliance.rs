@@ -55,6 +55,9 @@ fn two_workers_enforce_the_rules_file_and_reload_it_on_sighup() {
         format!("microseg_xdp_frames_total{{outcome=\"redirected\",port=\"{out_port}\"}}"),
         "microseg_conntrack_created_total".to_string(),
         "microseg_worker_rounds_total{busy=\"true\",worker=\"1\"}".to_string(),
+        "microseg_rule_hits_total{policy=\"rules-file\",rule=\"web-to-app\"}".to_string(),
+        "microseg_rule_hits_total{policy=\"default\",rule=\"default_action\"}".to_string(),
+        format!("microseg_port_received_bytes_total{{port=\"{out_port}\"}}"),
     ] {
         assert!(metrics.contains(&needle), "no {needle} in\n{metrics}");
     }
@@ -352,10 +355,24 @@ fn policies_pushed_with_curl_take_effect_lose_no_allowed_frame_and_survive_resta
     );
     let status = appliance.status();
     assert_eq!(status["generation"], 11, "{status}");
+    let metrics = common::appliance::http_get(bed.api, "/metrics", None).expect("metrics");
+    assert!(
+        metrics.contains("microseg_policy_generation 11"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("microseg_policy_swap_duration_seconds_count 10"),
+        "{metrics}"
+    );
     // The last push removed the outsider's rule; push it back, and keep it.
     let (code, reply) = appliance.curl_put("/v1/policy", "application/yaml", &with);
     assert_eq!(code, 200, "{reply}");
     assert!(out_ping_app(), "the pushed rule is in force");
+    let metrics = common::appliance::http_get(bed.api, "/metrics", None).expect("metrics");
+    assert!(
+        metrics.contains("microseg_rule_hits_total{policy=\"shop\",rule=\"outsider-ping\"} 1"),
+        "{metrics}"
+    );
     let (code, reply) = appliance.curl_put("/v1/policy", "text/plain", &with);
     assert_eq!(code, 415, "{reply}");
 

@@ -177,6 +177,12 @@ impl Appliance {
         &self.pipeline
     }
 
+    /// Decisions per rule of the policy in force: (rule id, count); the
+    /// default action as `DEFAULT_RULE_ID`.
+    pub fn rule_hits(&self) -> Vec<(u32, u64)> {
+        self.policy.load().rule_hits()
+    }
+
     /// Are the workers running (not stopped)?
     pub fn is_running(&self) -> bool {
         !self.stop.load(Ordering::Relaxed) && !self.lock_workers().is_empty()
@@ -234,6 +240,8 @@ impl Appliance {
                     },
                     rx: stats.rx,
                     tx: stats.tx,
+                    rx_bytes: stats.rx_bytes,
+                    tx_bytes: stats.tx_bytes,
                     tx_failed: stats.tx_failed,
                     drops: stats.drops.into_iter().collect(),
                     xdp_rx: xdp.rx,
@@ -316,6 +324,8 @@ pub struct PortStatus {
     pub xdp_mode: &'static str,
     pub rx: u64,
     pub tx: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
     pub tx_failed: u64,
     pub drops: BTreeMap<String, u64>,
     pub xdp_rx: u64,

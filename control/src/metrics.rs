@@ -73,11 +73,16 @@ impl Metrics {
         self.classifier_rules.set(classifier_rules as i64);
     }
 
-    /// The text exposition, with the appliance's counters if it runs.
-    pub fn render(&self, appliance: Option<&Appliance>) -> String {
+    /// The text exposition, with the appliance's counters if it runs;
+    /// `rule_name` names a rule id as (policy, rule) for the hit counters.
+    pub fn render(
+        &self,
+        appliance: Option<&Appliance>,
+        rule_name: &dyn Fn(u32) -> (String, String),
+    ) -> String {
         let mut families = self.registry.gather();
         if let Some(appliance) = appliance {
-            families.extend(dataplane_families(appliance));
+            families.extend(dataplane_families(appliance, rule_name));
         }
         families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::new();
@@ -112,10 +117,40 @@ fn counter_family<'a>(
     }
 }
 
-fn dataplane_families(appliance: &Appliance) -> Vec<prometheus::proto::MetricFamily> {
+fn dataplane_families(
+    appliance: &Appliance,
+    rule_name: &dyn Fn(u32) -> (String, String),
+) -> Vec<prometheus::proto::MetricFamily> {
     let status = appliance.status();
     let registry = Registry::new();
     let ports = &status.ports;
+    counter_family(
+        &registry,
+        "microseg_port_received_bytes_total",
+        "Bytes received by the switch on a port.",
+        &["port"],
+        ports.iter().map(|p| (vec![p.name.as_str()], p.rx_bytes)),
+    );
+    counter_family(
+        &registry,
+        "microseg_port_transmitted_bytes_total",
+        "Bytes transmitted out of a port.",
+        &["port"],
+        ports.iter().map(|p| (vec![p.name.as_str()], p.tx_bytes)),
+    );
+    let hits: Vec<((String, String), u64)> = appliance
+        .rule_hits()
+        .into_iter()
+        .map(|(id, count)| (rule_name(id), count))
+        .collect();
+    counter_family(
+        &registry,
+        "microseg_rule_hits_total",
+        "New flows (and re-checks after a policy change) each rule decided, since the policy in force was published.",
+        &["policy", "rule"],
+        hits.iter()
+            .map(|((policy, rule), count)| (vec![policy.as_str(), rule.as_str()], *count)),
+    );
     counter_family(
         &registry,
         "microseg_port_received_frames_total",

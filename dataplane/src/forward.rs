@@ -149,6 +149,7 @@ impl Forwarder {
     ) {
         if let Some(ingress) = counters.port(frame.port) {
             ingress.rx.add(1);
+            ingress.rx_bytes.add(frame.data.len() as u64);
             if let FrameAction::Drop(cause) = action {
                 ingress.drops[cause.index()].add(1);
                 stats.dropped += 1;
@@ -182,6 +183,7 @@ impl Forwarder {
             let (sent, failed) = (now.tx - before.tx, now.tx_dropped - before.tx_dropped);
             if let Some(counters) = self.counters.port(index as u16) {
                 counters.tx.add(sent);
+                counters.tx_bytes.add(now.tx_bytes - before.tx_bytes);
                 counters.tx_failed.add(failed);
             }
             self.stats.transmitted += sent;

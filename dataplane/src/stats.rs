@@ -34,6 +34,8 @@ impl Counter {
 pub struct PortCounters {
     pub rx: Counter,
     pub tx: Counter,
+    pub rx_bytes: Counter,
+    pub tx_bytes: Counter,
     /// Frames the egress port could not take (no free UMEM frame, tx ring
     /// full).
     pub tx_failed: Counter,
@@ -46,6 +48,8 @@ impl Default for PortCounters {
         Self {
             rx: Counter::default(),
             tx: Counter::default(),
+            rx_bytes: Counter::default(),
+            tx_bytes: Counter::default(),
             tx_failed: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
         }
@@ -57,6 +61,8 @@ impl Default for PortCounters {
 pub struct PortStats {
     pub rx: u64,
     pub tx: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
     pub tx_failed: u64,
     /// Non-zero drop counts by cause name (`parse:truncated`, ...).
     pub drops: Vec<(String, u64)>,
@@ -80,6 +86,8 @@ impl PortStats {
     pub fn merge(&mut self, other: &PortStats) {
         self.rx += other.rx;
         self.tx += other.tx;
+        self.rx_bytes += other.rx_bytes;
+        self.tx_bytes += other.tx_bytes;
         self.tx_failed += other.tx_failed;
         for (name, count) in &other.drops {
             match self.drops.iter_mut().find(|(n, _)| n == name) {
@@ -95,6 +103,8 @@ impl PortCounters {
         PortStats {
             rx: self.rx.get(),
             tx: self.tx.get(),
+            rx_bytes: self.rx_bytes.get(),
+            tx_bytes: self.tx_bytes.get(),
             tx_failed: self.tx_failed.get(),
             drops: DropCause::all()
                 .filter_map(|cause| {

@@ -61,6 +61,8 @@ pub enum XskError {
 pub struct XskStats {
     pub rx: u64,
     pub tx: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
     /// Frames not sent: no free UMEM frame, or longer than a frame.
     pub tx_dropped: u64,
     /// Wakeup syscalls made for transmission.
@@ -311,6 +313,7 @@ impl XskPort {
             // SAFETY: the frame came off our rx ring, so it is ours until we
             // lend it back below; nothing writes it meanwhile.
             let data = unsafe { self.umem.data(desc) };
+            self.stats.rx_bytes += data.contents().len() as u64;
             visit(data.contents());
         }
         // SAFETY: the frames were ours (just received) and are no longer
@@ -371,6 +374,10 @@ impl XskPort {
         // them until the completion ring returns them (`reclaim`).
         let sent = unsafe { self.tx.produce(&self.staged) };
         let unsent = self.staged.len() - sent;
+        self.stats.tx_bytes += self.staged[..sent]
+            .iter()
+            .map(|desc| desc.lengths().data() as u64)
+            .sum::<u64>();
         self.free.extend_from_slice(&self.staged[sent..]);
         self.staged.clear();
         self.stats.tx += sent as u64;

@@ -40,10 +40,28 @@ pub async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
 }
 
 pub async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
-    let appliance = state.appliance.clone();
-    let metrics = Arc::clone(&state.metrics);
-    let text = tokio::task::spawn_blocking(move || metrics.render(appliance.as_deref()))
-        .await
-        .unwrap_or_default();
+    let state = Arc::clone(&state);
+    let text = tokio::task::spawn_blocking(move || {
+        let engine_rules = state.engine.as_ref().map(|e| e.rules());
+        let file_rules = state.appliance.as_ref().and_then(|a| a.rules());
+        let name = |id: u32| -> (String, String) {
+            if id == microseg_dataplane::pipeline::DEFAULT_RULE_ID {
+                return ("default".into(), "default_action".into());
+            }
+            if let Some(rule) = engine_rules
+                .as_ref()
+                .and_then(|rules| rules.get((id as usize).checked_sub(1)?))
+            {
+                return (rule.policy.clone(), rule.rule.clone());
+            }
+            match &file_rules {
+                Some(rules) => ("rules-file".into(), rules.rule_name(id).to_string()),
+                None => ("unknown".into(), id.to_string()),
+            }
+        };
+        state.metrics.render(state.appliance.as_deref(), &name)
+    })
+    .await
+    .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

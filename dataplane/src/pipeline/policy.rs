@@ -5,6 +5,8 @@
 //! generation (RCU through `arc_swap`), and each packet is judged by
 //! exactly one snapshot.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::classifier::{BuildError, Classifier, Rule};
 use crate::packet::FlowKey;
 
@@ -32,6 +34,10 @@ pub struct RuleVerdict {
     /// The policy rule this came from (explain, flow records).
     pub rule_id: u32,
 }
+
+/// Rule ids above this are not counted in `rule_hits` (bounds the
+/// counter array whatever ids a caller chooses).
+pub const MAX_COUNTED_RULE_ID: usize = 1 << 20;
 
 /// The rule id reported when the default action decided.
 pub const DEFAULT_RULE_ID: u32 = u32::MAX;
@@ -65,6 +71,11 @@ pub struct PolicySnapshot {
     /// Applied, in enforce mode, when no rule matches.
     pub default_action: Action,
     pub l2: L2Policy,
+    /// Decisions per rule id (index), the default's in the last slot: how
+    /// many new flows (and re-checks) each rule decided. Counted on the
+    /// conntrack-miss path only, so the shared counter is touched once
+    /// per flow, not per packet.
+    hits: Box<[AtomicU64]>,
 }
 
 /// The decision for a new flow.
@@ -85,12 +96,55 @@ impl PolicySnapshot {
         default_action: Action,
         l2: L2Policy,
     ) -> Result<Self, BuildError> {
+        // One slot per id up to the largest (ids are small and dense in
+        // practice; beyond MAX_COUNTED_RULE_ID they are not counted), and
+        // one for the default.
+        let slots = rules
+            .iter()
+            .map(|r| (r.id as usize).min(MAX_COUNTED_RULE_ID) + 1)
+            .max()
+            .unwrap_or(0)
+            + 1;
         Ok(Self {
             generation,
             classifier: Classifier::build(rules)?,
             default_action,
             l2,
+            hits: (0..slots).map(|_| AtomicU64::new(0)).collect(),
         })
+    }
+
+    fn count_hit(&self, rule_id: u32) {
+        let last = self.hits.len() - 1;
+        let slot = if rule_id == DEFAULT_RULE_ID {
+            last
+        } else if (rule_id as usize) < last {
+            rule_id as usize
+        } else {
+            return;
+        };
+        if let Some(counter) = self.hits.get(slot) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// (rule id, decisions) for every rule that decided at least once;
+    /// the default action as `DEFAULT_RULE_ID`.
+    pub fn rule_hits(&self) -> Vec<(u32, u64)> {
+        let last = self.hits.len() - 1;
+        self.hits
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, counter)| {
+                let count = counter.load(Ordering::Relaxed);
+                let id = if slot == last {
+                    DEFAULT_RULE_ID
+                } else {
+                    slot as u32
+                };
+                (count > 0).then_some((id, count))
+            })
+            .collect()
     }
 
     /// Decides a flow in its original direction.
@@ -100,6 +154,7 @@ impl PolicySnapshot {
             Some(v) => (v.action, v.mode, v.rule_id),
             None => (self.default_action, Mode::Enforce, DEFAULT_RULE_ID),
         };
+        self.count_hit(rule_id);
         match (action, mode) {
             (Action::Allow, _) => Decision {
                 pass: true,

@@ -409,3 +409,44 @@ fn drop_causes_have_unique_indexes_and_names() {
     names.dedup();
     assert_eq!(names.len(), DropCause::COUNT);
 }
+
+#[test]
+fn rule_hits_count_decisions_per_rule_and_for_the_default() {
+    let policy = snapshot(
+        1,
+        vec![
+            rule(443, proto::TCP, Action::Allow, Mode::Enforce, 7),
+            rule(22, proto::TCP, Action::Deny, Mode::Enforce, 9),
+        ],
+        L2Policy::default(),
+    );
+    let flow = |port| FlowKey {
+        family: AddrFamily::V4,
+        src: 0x0a00_0001,
+        dst: 0x0a00_0002,
+        proto: proto::TCP,
+        src_port: 40000,
+        dst_port: port,
+        ..FlowKey::default()
+    };
+    assert!(policy.rule_hits().is_empty());
+    for port in [443, 443, 22, 80] {
+        policy.decide(&flow(port));
+    }
+    assert_eq!(policy.rule_hits(), [(7, 2), (9, 1), (DEFAULT_RULE_ID, 1)]);
+    // Huge caller-chosen ids are not counted (and allocate nothing).
+    let odd = snapshot(
+        1,
+        vec![rule(
+            443,
+            proto::TCP,
+            Action::Allow,
+            Mode::Enforce,
+            u32::MAX - 1,
+        )],
+        L2Policy::default(),
+    );
+    odd.decide(&flow(443));
+    odd.decide(&flow(80));
+    assert_eq!(odd.rule_hits(), [(DEFAULT_RULE_ID, 1)]);
+}
