@@ -53,7 +53,7 @@ pub enum Command {
     },
     /// Manage the policy of a running appliance through its API.
     Policy {
-        /// The API (`http://HOST:PORT`).
+        /// The API (`http://HOST:PORT` or `https://HOST:PORT`).
         #[arg(long, global = true, default_value = "http://127.0.0.1:9870")]
         api: String,
         /// A file holding the token (a bare token, or a tokens-file line);
@@ -63,6 +63,10 @@ pub enum Command {
         /// Print the API's JSON instead of text.
         #[arg(long, global = true)]
         json: bool,
+        /// For an https API: the CA certificate(s) to trust (PEM; default:
+        /// the system bundle).
+        #[arg(long, global = true)]
+        cacert: Option<PathBuf>,
         #[command(subcommand)]
         action: PolicyAction,
     },

@@ -6,10 +6,14 @@
 //! request per connection, `Content-Length` or chunked replies): the API
 //! listens on loopback by default, and the client pulls in no HTTP stack.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use serde_json::Value;
 
@@ -19,8 +23,10 @@ use crate::policy::PolicyDocument;
 /// Why a client command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("--api {0}: use http://HOST:PORT")]
+    #[error("--api {0}: use http://HOST:PORT or https://HOST:PORT")]
     BadUrl(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("cannot reach the API at {url}: {source}")]
     Connect { url: String, source: std::io::Error },
     #[error("a malformed reply from the API: {0}")]
@@ -68,7 +74,44 @@ pub fn read_token(path: &Path) -> Result<String, ClientError> {
 pub struct Client {
     host: String,
     token: String,
+    /// Set for `https://` endpoints.
+    tls: Option<Arc<ClientConfig>>,
 }
+
+/// Where trusted CA certificates come from when `--cacert` is not given.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// A TLS client configuration trusting the CA certificates in `ca_file`.
+fn tls_config(ca_file: &Path) -> Result<Arc<ClientConfig>, ClientError> {
+    let bytes = std::fs::read(ca_file).map_err(|source| ClientError::Read {
+        path: ca_file.display().to_string(),
+        source,
+    })?;
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut bytes.as_slice()) {
+        let cert = cert.map_err(|e| ClientError::Tls(format!("{}: {e}", ca_file.display())))?;
+        roots
+            .add(cert)
+            .map_err(|e| ClientError::Tls(format!("{}: {e}", ca_file.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(ClientError::Tls(format!(
+            "{}: no CA certificate in it",
+            ca_file.display()
+        )));
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// A connection, plain or TLS.
+trait Connection: Read + Write {}
+impl<T: Read + Write> Connection for T {}
 
 /// A reply: status and body.
 #[derive(Debug)]
@@ -79,18 +122,30 @@ pub struct Reply {
 }
 
 impl Client {
-    pub fn new(url: &str, token: String) -> Result<Self, ClientError> {
-        let host = url
-            .strip_prefix("http://")
-            .map(|rest| rest.trim_end_matches('/'))
+    /// `url` is `http://HOST:PORT` or `https://HOST:PORT`; for https the
+    /// server's certificate must chain to a CA in `ca_file` (default: the
+    /// system bundle).
+    pub fn new(url: &str, token: String, ca_file: Option<&Path>) -> Result<Self, ClientError> {
+        let (secure, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err(ClientError::BadUrl(url.to_string())),
+        };
+        let host = Some(rest.trim_end_matches('/'))
             .filter(|h| !h.is_empty() && !h.contains('/'))
             .ok_or_else(|| ClientError::BadUrl(url.to_string()))?;
+        let tls = if secure {
+            Some(tls_config(ca_file.unwrap_or(Path::new(SYSTEM_CA_BUNDLE)))?)
+        } else {
+            None
+        };
         if token.is_empty() || token.contains(['\r', '\n', ' ']) {
             return Err(ClientError::NoToken);
         }
         Ok(Self {
             host: host.to_string(),
             token,
+            tls,
         })
     }
 
@@ -102,14 +157,28 @@ impl Client {
         body: Option<(&str, &[u8])>,
         extra_headers: &[(&str, String)],
     ) -> Result<Reply, ClientError> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let connect = |source| ClientError::Connect {
-            url: format!("http://{}", self.host),
+            url: format!("{scheme}://{}", self.host),
             source,
         };
-        let mut stream = TcpStream::connect(&self.host).map_err(connect)?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
+        let tcp = TcpStream::connect(&self.host).map_err(connect)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(60)))
             .map_err(connect)?;
+        let mut stream: Box<dyn Connection> = match &self.tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let name = self
+                    .host
+                    .rsplit_once(':')
+                    .map_or(self.host.as_str(), |(h, _)| h);
+                let name = ServerName::try_from(name.trim_matches(['[', ']']).to_string())
+                    .map_err(|e| ClientError::Tls(format!("{}: {e}", self.host)))?;
+                let session = ClientConnection::new(Arc::clone(config), name)
+                    .map_err(|e| ClientError::Tls(e.to_string()))?;
+                Box::new(StreamOwned::new(session, tcp))
+            }
+        };
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n",
             self.host, self.token
@@ -476,10 +545,10 @@ mod tests {
 
     #[test]
     fn urls_and_tokens() {
-        assert!(Client::new("http://127.0.0.1:9870", "t".into()).is_ok());
-        assert!(Client::new("http://127.0.0.1:9870/", "t".into()).is_ok());
-        for bad in ["127.0.0.1:9870", "https://x:1", "http://", "http://h:1/v1"] {
-            assert!(Client::new(bad, "t".into()).is_err(), "{bad}");
+        assert!(Client::new("http://127.0.0.1:9870", "t".into(), None).is_ok());
+        assert!(Client::new("http://127.0.0.1:9870/", "t".into(), None).is_ok());
+        for bad in ["127.0.0.1:9870", "ftp://x:1", "http://", "http://h:1/v1"] {
+            assert!(Client::new(bad, "t".into(), None).is_err(), "{bad}");
         }
         let dir = std::env::temp_dir().join(format!("microseg-token-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");

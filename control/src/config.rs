@@ -17,6 +17,7 @@
 //!   listen: 127.0.0.1:9870   # the API; loopback by default
 //!   tokens_file: tokens      # `ROLE NAME TOKEN` lines; absent: an admin token is generated
 //!   body_limit: 4194304      # largest request body, bytes
+//!   tls: {cert: cert.pem, key: key.pem}   # optional: serve HTTPS (PEM files)
 //! ```
 //!
 //! Every problem is reported at once with the field it is about
@@ -126,8 +127,16 @@ struct ApiText {
     #[serde(default = "default_listen")]
     listen: String,
     tokens_file: Option<PathBuf>,
+    tls: Option<TlsText>,
     #[serde(default = "default_body_limit")]
     body_limit: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsText {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 fn default_body_limit() -> usize {
@@ -139,6 +148,7 @@ impl Default for ApiText {
         Self {
             listen: default_listen(),
             tokens_file: None,
+            tls: None,
             body_limit: default_body_limit(),
         }
     }
@@ -165,6 +175,8 @@ pub struct Config {
     pub api_listen: SocketAddr,
     pub api_tokens: Option<PathBuf>,
     pub api_body_limit: usize,
+    /// (certificate chain, private key), PEM: serve the API over TLS.
+    pub api_tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The policy's source.
@@ -352,6 +364,15 @@ impl Config {
             (None, None) => PolicySource::Policy(None),
         };
         let api_tokens = file.api.tokens_file.as_ref().map(anchored);
+        let api_tls = file
+            .api
+            .tls
+            .as_ref()
+            .map(|t| (anchored(&t.cert), anchored(&t.key)));
+        if let Some((cert, key)) = &api_tls {
+            readable(&mut problems, "api.tls.cert", cert);
+            readable(&mut problems, "api.tls.key", key);
+        }
         if let Some(tokens) = &api_tokens {
             readable(&mut problems, "api.tokens_file", tokens);
         }
@@ -383,6 +404,7 @@ impl Config {
             api_listen,
             api_tokens,
             api_body_limit: file.api.body_limit,
+            api_tls,
         })
     }
 }

@@ -225,6 +225,7 @@ pub fn run(out: &mut impl Write, once: bool) -> Result<bool, DemoError> {
         state_dir: scratch.0.clone(),
         api_tokens: None,
         api_body_limit: crate::api::DEFAULT_BODY_LIMIT,
+        api_tls: None,
         conntrack: ConntrackConfig {
             max_entries: 65_536,
             ..ConntrackConfig::default()

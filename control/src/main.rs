@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use microseg_control::api::tls::{self, TlsListener};
 use microseg_control::api::{random_token, ApiState, Tokens};
 use microseg_control::appliance::{Appliance, PolicyFeed};
 use microseg_control::classify::{self, Engine};
@@ -56,6 +57,10 @@ fn run_appliance(path: &Path) -> anyhow::Result<()> {
             (PolicyFeed::Engine(Arc::clone(engine.cell())), Some(engine))
         }
     };
+    let tls = match &config.api_tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -76,7 +81,7 @@ fn run_appliance(path: &Path) -> anyhow::Result<()> {
         metrics.set_generation(appliance.generation(), appliance.status().rules);
         let config = appliance.config();
         eprintln!(
-            "microseg: running: ports {}, {} {:?} worker(s) on CPUs {:?}, policy generation {} ({}), API on http://{}",
+            "microseg: running: ports {}, {} {:?} worker(s) on CPUs {:?}, policy generation {} ({}), API on {}://{}",
             config.ports.join(" "),
             config.workers,
             config.poll_mode,
@@ -86,6 +91,7 @@ fn run_appliance(path: &Path) -> anyhow::Result<()> {
                 PolicySource::Rules(path) => format!("rules file {}", path.display()),
                 PolicySource::Policy(_) => format!("policy engine, state in {}", config.state_dir.display()),
             },
+            if config.api_tls.is_some() { "https" } else { "http" },
             config.api_listen,
         );
         let state = Arc::new(ApiState {
@@ -97,13 +103,17 @@ fn run_appliance(path: &Path) -> anyhow::Result<()> {
             metrics,
         });
         let (shutdown, on_shutdown) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(microseg_control::api::serve(
-            listener,
-            state,
-            async move {
-                let _ = on_shutdown.await;
-            },
-        ));
+        let shutdown_signal = async move {
+            let _ = on_shutdown.await;
+        };
+        let server = match tls {
+            Some(acceptor) => tokio::spawn(microseg_control::api::serve(
+                TlsListener::new(listener, acceptor).context("api.tls: listening")?,
+                state,
+                shutdown_signal,
+            )),
+            None => tokio::spawn(microseg_control::api::serve(listener, state, shutdown_signal)),
+        };
         loop {
             tokio::select! {
                 _ = hangup.recv() => {
@@ -199,6 +209,7 @@ fn main() -> anyhow::Result<()> {
             api,
             token_file,
             json,
+            cacert,
             action,
         } => {
             let token = match &token_file {
@@ -207,7 +218,7 @@ fn main() -> anyhow::Result<()> {
                     std::env::var("MICROSEG_TOKEN").map_err(|_| client::ClientError::NoToken)?
                 }
             };
-            let client = client::Client::new(&api, token)?;
+            let client = client::Client::new(&api, token, cacert.as_deref())?;
             let success = match action {
                 PolicyAction::Validate { file } => {
                     client::validate(&client, &file, json, &mut out)?

@@ -16,6 +16,14 @@ pub const TOKEN: &str = "cli-test-token-0123456789";
 /// Serves the API over a store in `state_dir`; the server lives as long as
 /// the test process. Returns its address.
 pub fn serve(state_dir: &Path) -> SocketAddr {
+    serve_with(state_dir, None)
+}
+
+/// As `serve`, over TLS with a PEM certificate chain and key if given.
+pub fn serve_with(state_dir: &Path, tls: Option<(&Path, &Path)>) -> SocketAddr {
+    let acceptor = tls.map(|(cert, key)| {
+        microseg_control::api::tls::acceptor(cert, key).expect("certificate and key load")
+    });
     let store = Store::open(state_dir).expect("store");
     let metrics = Arc::new(Metrics::new());
     let observer: Arc<dyn SwapObserver> = Arc::clone(&metrics) as Arc<dyn SwapObserver>;
@@ -41,7 +49,14 @@ pub fn serve(state_dir: &Path) -> SocketAddr {
             .expect("runtime");
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let _ = microseg_control::api::serve(listener, state, std::future::pending()).await;
+            let _ = match acceptor {
+                Some(acceptor) => {
+                    let tls = microseg_control::api::tls::TlsListener::new(listener, acceptor)
+                        .expect("TLS listener");
+                    microseg_control::api::serve(tls, state, std::future::pending()).await
+                }
+                None => microseg_control::api::serve(listener, state, std::future::pending()).await,
+            };
         });
     });
     addr

@@ -23,6 +23,7 @@ mod auth;
 mod errors;
 mod policy;
 mod status;
+pub mod tls;
 
 pub use auth::{random_token, Caller, Role, Tokens, TokensError};
 pub use errors::ApiError;
@@ -96,12 +97,17 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Serves the API on `listener` (plain TCP, or `tls::TlsListener`) until
+/// `shutdown` resolves.
+pub async fn serve<L>(
+    listener: L,
     state: Arc<ApiState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
