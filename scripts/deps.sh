@@ -32,6 +32,7 @@ PACKAGES=(
   gnuplot-nox      # benchmark figures
   jq               # JSON in scripts
   prometheus       # a real Prometheus scrapes /metrics in a test
+  openssl          # a test CA and server certificate for the TLS test
 )
 
 missing=()
