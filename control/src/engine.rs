@@ -93,7 +93,7 @@ impl PolicyEngine {
             Some(stored) => (stored, true),
             None => {
                 let document = initial.unwrap_or_default();
-                let report = document.validate();
+                let report = document.check();
                 if !report.is_valid() {
                     return Err(PolicyError::Invalid(report).into());
                 }
@@ -260,7 +260,9 @@ impl PolicyEngine {
         action: String,
         started: Instant,
     ) -> Result<Applied, EngineError> {
-        let report = document.validate();
+        // Check, then compile once: the compilation also finds shadowed
+        // rules (validating in full would compile twice).
+        let mut report = document.check();
         if !report.is_valid() {
             return Err(PolicyError::Invalid(report).into());
         }
@@ -269,8 +271,9 @@ impl PolicyEngine {
             snapshot,
             rules,
             classifier_rules,
-            ..
+            shadowed,
         } = compile(&document, generation)?;
+        report.warnings.extend(shadowed);
         let detail = summary_of(&current.document, &document);
         let stored = self.store.commit(&document, who, &action)?;
         let rules = Arc::new(rules);

@@ -205,8 +205,24 @@ impl PolicyDocument {
         serde_json::from_slice(text).map_err(|e| PolicyError::Syntax(e.to_string()))
     }
 
-    /// Checks the whole document; see `Report`.
+    /// Checks the whole document, shadowed rules included (which compiles
+    /// it); see `Report`.
     pub fn validate(&self) -> Report {
+        let mut report = self.check();
+        if report.is_valid() {
+            // Shadowing needs the compiled form (addresses resolved).
+            match compile::compile(self, 0) {
+                Ok(compiled) => report.warnings.extend(compiled.shadowed),
+                Err(e) => report.error("policies", e.to_string()),
+            }
+        }
+        report
+    }
+
+    /// Every check that does not need the compiled form: all errors, and
+    /// the empty-selector warnings. `compile` reports shadowed rules, so a
+    /// caller that compiles anyway (the engine) checks, then compiles once.
+    pub fn check(&self) -> Report {
         let mut report = Report::default();
         let mut names = HashSet::new();
         let mut owners: HashMap<IpAddr, &str> = HashMap::new();
@@ -310,13 +326,6 @@ impl PolicyDocument {
                         report.error(format!("{at}.services[{k}]"), e);
                     }
                 }
-            }
-        }
-        if report.is_valid() {
-            // Shadowing needs the compiled form (addresses resolved).
-            match compile::compile(self, 0) {
-                Ok(compiled) => report.warnings.extend(compiled.shadowed),
-                Err(e) => report.error("policies", e.to_string()),
             }
         }
         report
