@@ -9,7 +9,7 @@
 //! running policy stays in force and the error says why.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -72,7 +72,6 @@ pub struct Appliance {
     policy: Arc<ArcSwap<PolicySnapshot>>,
     /// The rules file and its last good contents (rules-file mode only).
     rules: Option<(std::path::PathBuf, ArcSwap<RuleSet>)>,
-    generation: AtomicU32,
     /// Serializes reloads (control plane only; workers never take it).
     reloading: Mutex<()>,
     workers: Mutex<Vec<WorkerHandle>>,
@@ -93,7 +92,6 @@ impl Appliance {
             }
             PolicyFeed::Engine(cell) => (cell, None),
         };
-        let generation = policy.load().generation;
         let pipeline = Arc::new(Pipeline::new(
             Arc::clone(&policy),
             Arc::new(ConntrackTable::new(config.conntrack)),
@@ -135,7 +133,6 @@ impl Appliance {
             pipeline,
             policy,
             rules,
-            generation: AtomicU32::new(generation),
             reloading: Mutex::new(()),
             workers: Mutex::new(Vec::new()),
             stop: Arc::new(AtomicBool::new(false)),
@@ -207,11 +204,11 @@ impl Appliance {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let (path, in_force) = self.rules.as_ref().ok_or(ApplianceError::NoRulesFile)?;
         let rules = RuleSet::load(path)?;
-        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        // The reload lock makes this read-then-publish the only writer.
+        let generation = self.generation().wrapping_add(1);
         let snapshot = rules.compile(generation)?;
         in_force.store(Arc::new(rules));
         self.policy.store(Arc::new(snapshot));
-        self.generation.store(generation, Ordering::Relaxed);
         Ok(generation)
     }
 

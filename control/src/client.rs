@@ -39,6 +39,8 @@ pub enum ClientError {
         /// Every problem, `path: message`.
         problems: Vec<String>,
     },
+    #[error("writing the output: {0}")]
+    Output(#[from] std::io::Error),
     #[error("no token: set MICROSEG_TOKEN or pass --token-file")]
     NoToken,
     #[error("cannot read {path}: {source}")]
@@ -241,10 +243,9 @@ impl Client {
 
 fn read_reply(mut reader: impl BufRead) -> Result<Reply, ClientError> {
     let bad = |what: &str| ClientError::Reply(what.to_string());
+    let broken = |e: std::io::Error| ClientError::Reply(e.to_string());
     let mut line = String::new();
-    reader
-        .read_line(&mut line)
-        .map_err(|e| ClientError::Reply(e.to_string()))?;
+    reader.read_line(&mut line).map_err(broken)?;
     let status: u16 = line
         .split_whitespace()
         .nth(1)
@@ -253,9 +254,7 @@ fn read_reply(mut reader: impl BufRead) -> Result<Reply, ClientError> {
     let (mut length, mut chunked, mut etag) = (None, false, None);
     loop {
         line.clear();
-        reader
-            .read_line(&mut line)
-            .map_err(|e| ClientError::Reply(e.to_string()))?;
+        reader.read_line(&mut line).map_err(broken)?;
         let header = line.trim_end();
         if header.is_empty() {
             break;
@@ -274,32 +273,22 @@ fn read_reply(mut reader: impl BufRead) -> Result<Reply, ClientError> {
     if chunked {
         loop {
             line.clear();
-            reader
-                .read_line(&mut line)
-                .map_err(|e| ClientError::Reply(e.to_string()))?;
+            reader.read_line(&mut line).map_err(broken)?;
             let size = usize::from_str_radix(line.trim(), 16).map_err(|_| bad("bad chunk size"))?;
             if size == 0 {
                 break;
             }
             let start = body.len();
             body.resize(start + size, 0);
-            reader
-                .read_exact(&mut body[start..])
-                .map_err(|e| ClientError::Reply(e.to_string()))?;
+            reader.read_exact(&mut body[start..]).map_err(broken)?;
             line.clear();
-            reader
-                .read_line(&mut line)
-                .map_err(|e| ClientError::Reply(e.to_string()))?;
+            reader.read_line(&mut line).map_err(broken)?;
         }
     } else if let Some(length) = length {
         body.resize(length, 0);
-        reader
-            .read_exact(&mut body)
-            .map_err(|e| ClientError::Reply(e.to_string()))?;
+        reader.read_exact(&mut body).map_err(broken)?;
     } else {
-        reader
-            .read_to_end(&mut body)
-            .map_err(|e| ClientError::Reply(e.to_string()))?;
+        reader.read_to_end(&mut body).map_err(broken)?;
     }
     Ok(Reply { status, etag, body })
 }
@@ -361,29 +350,26 @@ pub fn validate(
     let (kind, bytes, _) = read_policy_file(file)?;
     let (report, _) = client.json("POST", "/v1/policy/validate", Some((kind, &bytes)), &[])?;
     let valid = report["valid"].as_bool().unwrap_or(false);
-    let io = |e: std::io::Error| ClientError::Reply(e.to_string());
     if json {
-        writeln!(out, "{report}").map_err(io)?;
+        writeln!(out, "{report}")?;
     } else {
-        write_problems(out, &report).map_err(io)?;
+        write_problems(out, &report)?;
         writeln!(
             out,
             "{}: {}",
             file.display(),
             if valid { "valid" } else { "INVALID" }
-        )
-        .map_err(io)?;
+        )?;
     }
     Ok(valid)
 }
 
 /// Writes what an apply or rollback produced.
 fn write_applied(out: &mut impl Write, applied: &Value, json: bool) -> Result<(), ClientError> {
-    let io = |e: std::io::Error| ClientError::Reply(e.to_string());
     if json {
-        return writeln!(out, "{applied}").map_err(io);
+        return Ok(writeln!(out, "{applied}")?);
     }
-    write_problems(out, applied).map_err(io)?;
+    write_problems(out, applied)?;
     writeln!(
         out,
         "version {} in force: generation {}, {} classifier rules, swapped in {:.1} ms",
@@ -391,8 +377,8 @@ fn write_applied(out: &mut impl Write, applied: &Value, json: bool) -> Result<()
         applied["generation"],
         applied["classifier_rules"],
         applied["swap_seconds"].as_f64().unwrap_or(0.0) * 1000.0
-    )
-    .map_err(io)
+    )?;
+    Ok(())
 }
 
 /// `policy apply FILE [--if-match VERSION]`.
@@ -415,13 +401,13 @@ pub fn apply(
 /// `policy get`: the document in force (YAML, or JSON with `--json`).
 pub fn get(client: &Client, json: bool, out: &mut impl Write) -> Result<(), ClientError> {
     let (document, etag) = client.json("GET", "/v1/policy", None, &[])?;
-    let io = |e: std::io::Error| ClientError::Reply(e.to_string());
     if json {
-        return writeln!(out, "{document}").map_err(io);
+        return Ok(writeln!(out, "{document}")?);
     }
     let yaml = serde_yaml::to_string(&document).map_err(|e| ClientError::Reply(e.to_string()))?;
-    writeln!(out, "# version {}", etag.unwrap_or_default()).map_err(io)?;
-    write!(out, "{yaml}").map_err(io)
+    writeln!(out, "# version {}", etag.unwrap_or_default())?;
+    write!(out, "{yaml}")?;
+    Ok(())
 }
 
 /// `policy diff FILE`: what applying FILE would change. True if anything.
@@ -430,7 +416,6 @@ pub fn diff(client: &Client, file: &Path, out: &mut impl Write) -> Result<bool, 
     let (current, etag) = client.json("GET", "/v1/policy", None, &[])?;
     let current: PolicyDocument =
         serde_json::from_value(current).map_err(|e| ClientError::Reply(e.to_string()))?;
-    let io = |e: std::io::Error| ClientError::Reply(e.to_string());
     let render = |d: &PolicyDocument| serde_yaml::to_string(d).unwrap_or_default();
     let (before, after) = (render(&current), render(&proposed));
     writeln!(
@@ -439,10 +424,9 @@ pub fn diff(client: &Client, file: &Path, out: &mut impl Write) -> Result<bool, 
         etag.unwrap_or_default(),
         file.display(),
         summary_of(&current, &proposed)
-    )
-    .map_err(io)?;
+    )?;
     for line in line_diff(&before, &after) {
-        writeln!(out, "{line}").map_err(io)?;
+        writeln!(out, "{line}")?;
     }
     Ok(before != after)
 }
@@ -483,16 +467,14 @@ fn line_diff(before: &str, after: &str) -> Vec<String> {
 /// `policy history`.
 pub fn history(client: &Client, json: bool, out: &mut impl Write) -> Result<(), ClientError> {
     let (versions, _) = client.json("GET", "/v1/policy/history", None, &[])?;
-    let io = |e: std::io::Error| ClientError::Reply(e.to_string());
     if json {
-        return writeln!(out, "{versions}").map_err(io);
+        return Ok(writeln!(out, "{versions}")?);
     }
     writeln!(
         out,
         "{:>7}  {:>12}  {:<12}  summary",
         "version", "unix time", "author"
-    )
-    .map_err(io)?;
+    )?;
     for v in versions.as_array().into_iter().flatten() {
         writeln!(
             out,
@@ -501,8 +483,7 @@ pub fn history(client: &Client, json: bool, out: &mut impl Write) -> Result<(), 
             v["created_at"],
             v["author"].as_str().unwrap_or(""),
             v["summary"].as_str().unwrap_or("")
-        )
-        .map_err(io)?;
+        )?;
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ use microseg_dataplane::worker::PollMode;
 
 use crate::appliance::{Appliance, ApplianceError, PolicyFeed};
 use crate::config::{Config, PolicySource};
-use crate::testbed::{is_root, ChildGuard, Testbed, TestbedError};
+use crate::testbed::{is_root, ping_from, tcp_connect_from, ChildGuard, Testbed, TestbedError};
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
@@ -417,18 +417,8 @@ impl Drop for Scratch {
 /// Runs one check from namespace `ns`; true if the traffic got through.
 fn attempt(ns: &str, check: &Check) -> bool {
     let to = address(WORKLOADS[check.to].1);
-    let port = match check.what {
-        Traffic::Tcp(port) => port.to_string(),
-        Traffic::Ping => String::new(),
-    };
-    let args: Vec<&str> = match check.what {
-        Traffic::Ping => vec!["ping", "-q", "-c", "2", "-i", "0.2", "-W", "1", &to],
-        Traffic::Tcp(_) => vec!["nc", "-z", "-w", "2", &to, &port],
-    };
-    std::process::Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(&args)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    match check.what {
+        Traffic::Ping => ping_from(ns, &to, 2, &[]),
+        Traffic::Tcp(port) => tcp_connect_from(ns, &to, port),
+    }
 }

@@ -14,4 +14,6 @@ pub mod policy;
 pub mod rules;
 pub mod store;
 pub mod syntax;
+#[cfg(test)]
+mod test_support;
 pub mod testbed;

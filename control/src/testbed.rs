@@ -43,6 +43,47 @@ pub fn run(cmd: &str, args: &[&str]) -> Result<String, TestbedError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs a command inside a network namespace; its stdout.
+pub fn run_in(namespace: &str, args: &[&str]) -> Result<String, TestbedError> {
+    let mut full = vec!["netns", "exec", namespace];
+    full.extend_from_slice(args);
+    run("ip", &full)
+}
+
+/// Starts a long-running command inside a namespace (a server, a shell
+/// pipeline) in a process group of its own; the whole group is ended when
+/// the returned guard drops, so no grandchild outlives it.
+pub fn spawn_in(namespace: &str, args: &[&str]) -> Result<ChildGuard, TestbedError> {
+    Command::new("ip")
+        .args(["netns", "exec", namespace])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map(ChildGuard)
+        .map_err(|source| TestbedError::Spawn {
+            command: args.join(" "),
+            source,
+        })
+}
+
+/// Pings `addr` `count` times (200 ms apart, 1 s wait) from a namespace,
+/// with `extra` ping options; true if every echo came back.
+pub fn ping_from(namespace: &str, addr: &str, count: u32, extra: &[&str]) -> bool {
+    let count = count.to_string();
+    let mut args = vec!["ping", "-q", "-c", &count, "-i", "0.2", "-W", "1"];
+    args.extend_from_slice(extra);
+    args.push(addr);
+    run_in(namespace, &args).is_ok()
+}
+
+/// Opens a TCP connection to `addr:port` from a namespace; true if it was
+/// accepted within 2 s.
+pub fn tcp_connect_from(namespace: &str, addr: &str, port: u16) -> bool {
+    run_in(namespace, &["nc", "-z", "-w", "2", addr, &port.to_string()]).is_ok()
+}
+
 /// Is this process root? (Testbeds need it.)
 pub fn is_root() -> bool {
     run("id", &["-u"]).is_ok_and(|uid| uid.trim() == "0")
@@ -148,43 +189,18 @@ impl Testbed {
 
     /// Runs a command inside the namespace.
     pub fn ns(&self, args: &[&str]) -> Result<String, TestbedError> {
-        let mut full = vec!["netns", "exec", &self.namespace];
-        full.extend_from_slice(args);
-        run("ip", &full)
+        run_in(&self.namespace, args)
     }
 
-    /// Starts a long-running command inside the namespace (a server, a
-    /// shell pipeline) in a process group of its own; the whole group is
-    /// ended when the returned guard drops, so no grandchild outlives it.
+    /// Starts a long-running command inside the namespace (see
+    /// `spawn_in`).
     pub fn spawn(&self, args: &[&str]) -> Result<ChildGuard, TestbedError> {
-        Command::new("ip")
-            .args(["netns", "exec", &self.namespace])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map(ChildGuard)
-            .map_err(|source| TestbedError::Spawn {
-                command: args.join(" "),
-                source,
-            })
+        spawn_in(&self.namespace, args)
     }
 
     /// Pings `addr` `count` times from the namespace; true if all replied.
     pub fn ping(&self, addr: &str, count: u32) -> bool {
-        self.ns(&[
-            "ping",
-            "-q",
-            "-c",
-            &count.to_string(),
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            addr,
-        ])
-        .is_ok()
+        ping_from(&self.namespace, addr, count, &[])
     }
 
     /// Pings the ghost address (no replies come; the result is ignored).
@@ -195,8 +211,7 @@ impl Testbed {
     /// Opens a TCP connection to `addr:port` from the namespace; true if
     /// it was accepted within 2 s.
     pub fn tcp_connect(&self, addr: &str, port: u16) -> bool {
-        self.ns(&["nc", "-z", "-w", "2", addr, &port.to_string()])
-            .is_ok()
+        tcp_connect_from(&self.namespace, addr, port)
     }
 
     /// The host end's interface index.

@@ -10,6 +10,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub use microseg_control::testbed::ChildGuard;
+use microseg_control::testbed::{ping_from, spawn_in, tcp_connect_from};
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -106,16 +107,7 @@ impl ScriptTestbed {
     /// Starts a long-running command in a workload's namespace, in a
     /// process group of its own, ended when the guard drops.
     pub fn spawn(&self, workload: &str, args: &[&str]) -> ChildGuard {
-        use std::os::unix::process::CommandExt;
-        Command::new("ip")
-            .args(["netns", "exec", &self.namespace(workload)])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map(ChildGuard)
-            .expect("spawn in namespace")
+        spawn_in(&self.namespace(workload), args).expect("spawn in namespace")
     }
 
     /// A TCP server accepting (and discarding) connections on `port`.
@@ -130,18 +122,12 @@ impl ScriptTestbed {
 
     /// Opens a TCP connection; true if accepted within 2 s.
     pub fn tcp_connect(&self, from: &str, addr: &str, port: u16) -> bool {
-        self.exec(from, &["nc", "-z", "-w", "2", addr, &port.to_string()])
-            .status
-            .success()
+        tcp_connect_from(&self.namespace(from), addr, port)
     }
 
     /// Pings from one workload to an address; true if every echo came back.
     pub fn ping(&self, from: &str, to: &str, count: u32, extra: &[&str]) -> bool {
-        let count = count.to_string();
-        let mut args = vec!["ping", "-q", "-c", &count, "-i", "0.2", "-W", "1"];
-        args.extend_from_slice(extra);
-        args.push(to);
-        self.exec(from, &args).status.success()
+        ping_from(&self.namespace(from), to, count, extra)
     }
 
     /// A workload's MAC address (its eth0).

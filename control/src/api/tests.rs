@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use microseg_dataplane::packet::{proto, FlowKey};
+use microseg_dataplane::packet::proto;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -116,22 +116,9 @@ async fn call(
     }
 }
 
-fn flow(src: &str, dst: &str, port: u16) -> FlowKey {
-    let (family, src) = microseg_dataplane::packet::ip_to_u128(src.parse().expect("ip"));
-    let (_, dst) = microseg_dataplane::packet::ip_to_u128(dst.parse().expect("ip"));
-    FlowKey {
-        family,
-        src,
-        dst,
-        proto: proto::TCP,
-        src_port: 40000,
-        dst_port: port,
-        ..FlowKey::default()
-    }
-}
-
 fn passes(bed: &Bed, src: &str, dst: &str, port: u16) -> bool {
-    bed.engine.cell().load().decide(&flow(src, dst, port)).pass
+    let tcp = crate::test_support::flow(src, dst, proto::TCP, port);
+    bed.engine.cell().load().decide(&tcp).pass
 }
 
 /// An error reply: the status, JSON with `error` and `detail`.

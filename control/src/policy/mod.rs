@@ -158,6 +158,24 @@ impl Report {
         });
     }
 
+    /// A valid name, not used before by another of its kind (`seen`).
+    fn check_unique_name<'a>(
+        &mut self,
+        at: &str,
+        kind: &str,
+        name: &'a str,
+        seen: &mut HashSet<&'a str>,
+    ) {
+        if let Err(e) = check_name(name) {
+            self.error(format!("{at}.name"), e);
+        } else if !seen.insert(name) {
+            self.error(
+                format!("{at}.name"),
+                format!("{kind} `{name}` is defined twice"),
+            );
+        }
+    }
+
     fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.warnings.push(Problem {
             path: path.into(),
@@ -228,14 +246,7 @@ impl PolicyDocument {
         let mut owners: HashMap<IpAddr, &str> = HashMap::new();
         for (i, workload) in self.workloads.iter().enumerate() {
             let at = format!("workloads[{i}]");
-            if let Err(e) = check_name(&workload.name) {
-                report.error(format!("{at}.name"), e);
-            } else if !names.insert(workload.name.as_str()) {
-                report.error(
-                    format!("{at}.name"),
-                    format!("workload `{}` is defined twice", workload.name),
-                );
-            }
+            report.check_unique_name(&at, "workload", &workload.name, &mut names);
             for (j, address) in workload.addresses.iter().enumerate() {
                 match address.trim().parse::<IpAddr>() {
                     Ok(ip) => {
@@ -264,14 +275,7 @@ impl PolicyDocument {
         let mut lists = HashSet::new();
         for (i, list) in self.ip_lists.iter().enumerate() {
             let at = format!("ip_lists[{i}]");
-            if let Err(e) = check_name(&list.name) {
-                report.error(format!("{at}.name"), e);
-            } else if !lists.insert(list.name.as_str()) {
-                report.error(
-                    format!("{at}.name"),
-                    format!("ip_list `{}` is defined twice", list.name),
-                );
-            }
+            report.check_unique_name(&at, "ip_list", &list.name, &mut lists);
             for (j, cidr) in list.cidrs.iter().enumerate() {
                 if let Err(e) = parse_cidr(cidr) {
                     report.error(format!("{at}.cidrs[{j}]"), e);
@@ -281,14 +285,7 @@ impl PolicyDocument {
         let mut policy_names = HashSet::new();
         for (i, policy) in self.policies.iter().enumerate() {
             let at = format!("policies[{i}]");
-            if let Err(e) = check_name(&policy.name) {
-                report.error(format!("{at}.name"), e);
-            } else if !policy_names.insert(policy.name.as_str()) {
-                report.error(
-                    format!("{at}.name"),
-                    format!("policy `{}` is defined twice", policy.name),
-                );
-            }
+            report.check_unique_name(&at, "policy", &policy.name, &mut policy_names);
             for (j, rule) in policy.rules.iter().enumerate() {
                 let at = format!("{at}.rules[{j}]");
                 if let Some(name) = &rule.name {
