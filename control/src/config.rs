@@ -32,18 +32,7 @@ use microseg_dataplane::worker::{default_worker_count, PollMode};
 use serde::Deserialize;
 
 /// Why a configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Syntax { path: String, message: String },
-    #[error("{path}: {}", .problems.join("; "))]
-    Invalid { path: String, problems: Vec<String> },
-}
+pub use crate::file_error::FileError as ConfigError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -233,23 +222,8 @@ impl Config {
     /// Reads and validates a configuration file; a relative rules path is
     /// taken from the file's folder.
     pub fn load(path: &Path, machine: &impl Machine) -> Result<Self, ConfigError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: shown.clone(),
-            source,
-        })?;
         let folder = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, folder, machine).map_err(|e| match e {
-            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
-                path: shown,
-                message,
-            },
-            ConfigError::Invalid { problems, .. } => ConfigError::Invalid {
-                path: shown,
-                problems,
-            },
-            other => other,
-        })
+        crate::file_error::load(path, |text| Self::parse(text, folder, machine))
     }
 
     /// Validates configuration text; `folder` anchors a relative rules path.

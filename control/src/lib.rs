@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod engine;
+mod file_error;
 pub mod metrics;
 pub mod policy;
 pub mod rules;
@@ -17,3 +18,4 @@ pub mod syntax;
 #[cfg(test)]
 mod test_support;
 pub mod testbed;
+pub use file_error::FileError;

@@ -28,20 +28,14 @@ use microseg_dataplane::packet::AddrFamily;
 use microseg_dataplane::pipeline::{Action, L2Policy, Mode, PolicySnapshot, RuleVerdict};
 use serde::Deserialize;
 
+use crate::file_error::FileError;
 use crate::syntax::{parse_cidr, parse_service, AddressMatch, Service};
 
 /// Why a rules file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Syntax { path: String, message: String },
-    #[error("{path}: {}", .problems.join("; "))]
-    Invalid { path: String, problems: Vec<String> },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{path}: compiling the rules: {message}")]
     Compile { path: String, message: String },
 }
@@ -130,27 +124,16 @@ pub struct RuleSet {
 impl RuleSet {
     /// Reads and validates a rules file.
     pub fn load(path: &Path) -> Result<Self, RulesError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|e| match e {
-            RulesError::Syntax { message, .. } => RulesError::Syntax {
-                path: shown,
-                message,
-            },
-            RulesError::Invalid { problems, .. } => RulesError::Invalid {
-                path: shown,
-                problems,
-            },
-            other => other,
-        })
+        Ok(crate::file_error::load(path, Self::parse_text)?)
     }
 
     /// Validates rules-file text.
     pub fn parse(text: &str) -> Result<Self, RulesError> {
-        let file: RulesFile = serde_yaml::from_str(text).map_err(|e| RulesError::Syntax {
+        Ok(Self::parse_text(text)?)
+    }
+
+    fn parse_text(text: &str) -> Result<Self, FileError> {
+        let file: RulesFile = serde_yaml::from_str(text).map_err(|e| FileError::Syntax {
             path: "rules file".into(),
             message: e.to_string(),
         })?;
@@ -209,7 +192,7 @@ impl RuleSet {
             }
         }
         if !problems.is_empty() {
-            return Err(RulesError::Invalid {
+            return Err(FileError::Invalid {
                 path: "rules file".into(),
                 problems,
             });
@@ -383,7 +366,9 @@ rules:
     services: [icmpv6/128]
     action: allow
 ";
-        let RulesError::Invalid { problems, .. } = RuleSet::parse(bad).expect_err("invalid") else {
+        let RulesError::File(FileError::Invalid { problems, .. }) =
+            RuleSet::parse(bad).expect_err("invalid")
+        else {
             panic!("a validation error")
         };
         assert_problems(
