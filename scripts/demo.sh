@@ -12,4 +12,4 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 cargo build -q -p microseg-control --bin microseg
-exec ./target/debug/microseg demo "$@"
+exec "${CARGO_TARGET_DIR:-target}/debug/microseg" demo "$@"
