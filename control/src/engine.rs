@@ -12,11 +12,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use microseg_dataplane::classifier::BuildConfig;
 use microseg_dataplane::pipeline::PolicySnapshot;
 use serde::Serialize;
 
 use crate::policy::{
-    compile, CompiledPolicy, PolicyDocument, PolicyError, Report, RuleRef, Workload,
+    compile_from, CompiledPolicy, PolicyDocument, PolicyError, Report, RuleRef, Workload,
 };
 use crate::store::{unix_now, AuditEntry, PolicyVersion, Store, StoreError, VersionInfo};
 
@@ -67,6 +68,9 @@ pub struct PolicyEngine {
     /// Rule references of the snapshot in force (for explain, names).
     rules: ArcSwap<Vec<RuleRef>>,
     observer: Option<Arc<dyn SwapObserver>>,
+    /// How classifiers are built: on every core the machine has (a build
+    /// is short, and the sooner the new policy is in force the better).
+    build_config: BuildConfig,
 }
 
 /// The snapshot to start the dataplane with, and the engine to manage it.
@@ -108,7 +112,11 @@ impl PolicyEngine {
                 (stored, false)
             }
         };
-        let compiled = compile(&stored.document, 1)?;
+        let build_config = BuildConfig {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ..BuildConfig::default()
+        };
+        let compiled = compile_from(&stored.document, 1, &build_config, None)?;
         let rules = Arc::new(compiled.rules);
         let engine = PolicyEngine {
             store,
@@ -119,6 +127,7 @@ impl PolicyEngine {
             }),
             rules: ArcSwap::new(rules),
             observer,
+            build_config,
         };
         Ok(Restored {
             engine,
@@ -272,7 +281,12 @@ impl PolicyEngine {
             rules,
             classifier_rules,
             shadowed,
-        } = compile(&document, generation)?;
+        } = compile_from(
+            &document,
+            generation,
+            &self.build_config,
+            Some(&self.cell.load_full()),
+        )?;
         report.warnings.extend(shadowed);
         let detail = summary_of(&current.document, &document);
         let stored = self.store.commit(&document, who, &action)?;

@@ -47,6 +47,9 @@ pub struct BuildConfig {
     /// A cut's children may hold, with one per child added, at most this
     /// many rule copies per rule of the node (HiCuts' space factor).
     pub space_factor: usize,
+    /// Threads that build independent trees at once (1: the calling
+    /// thread only). The trees are the same whatever the count.
+    pub threads: usize,
 }
 
 impl Default for BuildConfig {
@@ -60,6 +63,7 @@ impl Default for BuildConfig {
             merge_samples: 2000,
             max_cut_bits: 8,
             space_factor: 4,
+            threads: 1,
         }
     }
 }

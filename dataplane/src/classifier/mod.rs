@@ -24,6 +24,7 @@ pub use build::BuildConfig;
 pub use rule::{family_bits, IpPrefix, PortRange, Rule, RuleError};
 
 use build::{universe, BuildRule};
+use partition::ForestPlan;
 use tree::{AddrWord, Tree, TreeKey, NO_MATCH};
 
 use crate::packet::{AddrFamily, FlowKey};
@@ -114,10 +115,14 @@ struct Forest<A> {
 const LANES: usize = 8;
 
 impl<A: AddrWord> Forest<A> {
-    fn build(family: AddrFamily, rules: &[BuildRule], config: &BuildConfig) -> Self {
-        Self {
-            trees: partition::build_forest(rules, universe(family), config),
-        }
+    fn build(
+        family: AddrFamily,
+        rules: &[BuildRule],
+        config: &BuildConfig,
+        previous: Option<&ForestPlan>,
+    ) -> (Self, ForestPlan) {
+        let (trees, plan) = partition::build_forest(rules, universe(family), config, previous);
+        (Self { trees }, plan)
     }
 
     #[inline]
@@ -178,6 +183,16 @@ impl<A: AddrWord> Forest<A> {
     }
 }
 
+/// How a classifier grouped its rules into trees. Passing it to the next
+/// build of a similar rule set ([`Classifier::build_from`]) skips the
+/// search for a grouping, which is most of the build time; a plan that no
+/// longer fits is ignored, so it only ever costs speed, never correctness.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BuildPlan {
+    v4: ForestPlan,
+    v6: ForestPlan,
+}
+
 /// Rules compiled into decision trees. Immutable once built: publish a new
 /// one to change policy.
 #[derive(Clone, Debug)]
@@ -185,6 +200,7 @@ pub struct Classifier<T> {
     rules: Vec<Rule<T>>,
     v4: Forest<u32>,
     v6: Forest<u128>,
+    plan: BuildPlan,
 }
 
 impl<T> Classifier<T> {
@@ -195,6 +211,16 @@ impl<T> Classifier<T> {
 
     /// Compiles `rules` with an explicit tuning.
     pub fn build_with(rules: Vec<Rule<T>>, config: &BuildConfig) -> Result<Self, BuildError> {
+        Self::build_from(rules, config, None)
+    }
+
+    /// Compiles `rules` starting from the plan of an earlier build (see
+    /// [`BuildPlan`]).
+    pub fn build_from(
+        rules: Vec<Rule<T>>,
+        config: &BuildConfig,
+        previous: Option<&BuildPlan>,
+    ) -> Result<Self, BuildError> {
         if rules.len() > MAX_RULES {
             return Err(BuildError::TooManyRules {
                 count: rules.len(),
@@ -218,11 +244,22 @@ impl<T> Classifier<T> {
                 AddrFamily::V6 => v6.push(entry),
             }
         }
+        let (v4, v4_plan) = Forest::build(AddrFamily::V4, &v4, config, previous.map(|p| &p.v4));
+        let (v6, v6_plan) = Forest::build(AddrFamily::V6, &v6, config, previous.map(|p| &p.v6));
         Ok(Self {
-            v4: Forest::build(AddrFamily::V4, &v4, config),
-            v6: Forest::build(AddrFamily::V6, &v6, config),
+            v4,
+            v6,
             rules,
+            plan: BuildPlan {
+                v4: v4_plan,
+                v6: v6_plan,
+            },
         })
+    }
+
+    /// How this classifier grouped its rules, for the next build.
+    pub fn plan(&self) -> &BuildPlan {
+        &self.plan
     }
 
     /// Position of the first rule matching `key`.

@@ -20,8 +20,16 @@
 //! rule. One that would is split in two by position and each half built
 //! alone, recursively (a half of at most `leaf_size` rules is one leaf), so
 //! memory stays bounded for any rule set, at the price of more trees.
+//!
+//! The search is most of a build's time (on acl1_10k, three of its four
+//! big tree builds are candidate merges), so two things cut it short: the
+//! builds of one search round are independent and run on
+//! `BuildConfig::threads` threads; and the grouping found (a
+//! [`ForestPlan`]) is handed to the next build, which builds the planned
+//! groups directly while the class sizes stay close (a policy edit).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::build::{build_tree, BuildConfig, BuildRule};
 use super::rng::SplitMix64;
@@ -42,48 +50,166 @@ const TREE_COST: usize = 3;
 /// A merge must cut the sampled work by at least 1/this to be taken.
 const MIN_GAIN_DIVISOR: usize = 32;
 
+/// How one build grouped a family's shape classes into trees. The search
+/// for it costs most of a build (each candidate merge builds a tree), and a
+/// policy edit rarely changes which grouping is best, so the next build of
+/// a similar rule set starts from it (see `build_forest`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ForestPlan {
+    /// Rules per shape class when the plan was made.
+    pub(super) class_sizes: [usize; CLASSES],
+    /// The groups built as one tree each; a non-empty class in none of them
+    /// was built in halves.
+    pub(super) groups: Vec<Group>,
+}
+
+/// A plan is reused while every class keeps its size within 1/this, plus
+/// `PLAN_SLACK_RULES` (small classes cost little however they are grouped),
+/// and empty classes stay empty.
+const PLAN_TOLERANCE_DIVISOR: usize = 8;
+const PLAN_SLACK_RULES: usize = 64;
+
+impl ForestPlan {
+    fn fits(&self, classes: &[Vec<BuildRule>; CLASSES]) -> bool {
+        self.class_sizes
+            .iter()
+            .zip(classes)
+            .all(|(&planned, class)| {
+                (planned == 0) == class.is_empty()
+                    && class.len().abs_diff(planned)
+                        <= planned / PLAN_TOLERANCE_DIVISOR + PLAN_SLACK_RULES
+            })
+    }
+}
+
 /// Builds the trees for `rules` (one family, sorted by position), ordered
-/// by the best position each holds.
+/// by the best position each holds, and the plan they follow. With a
+/// `previous` plan that still fits the classes' sizes, its groups are built
+/// directly; otherwise (or if a planned tree outgrows its budget) the
+/// grouping is searched anew.
 pub fn build_forest<A: AddrWord>(
     rules: &[BuildRule],
     bbox: [(u128, u128); DIMS],
     config: &BuildConfig,
-) -> Vec<Tree<A>> {
+    previous: Option<&ForestPlan>,
+) -> (Vec<Tree<A>>, ForestPlan) {
     let classes = shape_classes(rules, config);
+    let class_sizes = std::array::from_fn(|c| classes[c].len());
+    if let Some(plan) = previous.filter(|p| p.fits(&classes)) {
+        if let Some(trees) = build_planned(&classes, &plan.groups, bbox, config) {
+            let plan = ForestPlan {
+                class_sizes,
+                groups: plan.groups.clone(),
+            };
+            return (trees, plan);
+        }
+    }
+    let (trees, groups) = search_forest(rules, &classes, bbox, config);
+    (
+        trees,
+        ForestPlan {
+            class_sizes,
+            groups,
+        },
+    )
+}
+
+/// Builds `groups` as planned, and every class in none of them in halves;
+/// `None` if a planned tree outgrows its budget.
+fn build_planned<A: AddrWord>(
+    classes: &[Vec<BuildRule>; CLASSES],
+    groups: &[Group],
+    bbox: [(u128, u128); DIMS],
+    config: &BuildConfig,
+) -> Option<Vec<Tree<A>>> {
+    let jobs = groups
+        .iter()
+        .map(|&g| {
+            let members = union(classes, g);
+            let budget = copy_budget(members.len(), config);
+            (members, Some(budget))
+        })
+        .collect();
+    let mut trees = build_jobs(jobs, bbox, config)
+        .into_iter()
+        .collect::<Option<Vec<Tree<A>>>>()?;
+    let grouped = groups.iter().fold(0, |all, g| all | g);
+    for (c, class) in classes.iter().enumerate() {
+        if grouped & (1 << c) == 0 {
+            build_halves(class, bbox, config, &mut trees);
+        }
+    }
+    trees.sort_by_key(|t| t.min_position);
+    Some(trees)
+}
+
+/// Searches for the grouping of classes that minimises lookup work on a
+/// sample of keys (see the module header), and returns its trees and groups.
+fn search_forest<A: AddrWord>(
+    rules: &[BuildRule],
+    classes: &[Vec<BuildRule>; CLASSES],
+    bbox: [(u128, u128); DIMS],
+    config: &BuildConfig,
+) -> (Vec<Tree<A>>, Vec<Group>) {
     let mut groups: Vec<Group> = (0..CLASSES)
         .filter(|&c| !classes[c].is_empty())
         .map(|c| 1 << c)
         .collect();
     let mut built: HashMap<Group, Option<Tree<A>>> = HashMap::new();
     let mut fallback: Vec<Tree<A>> = Vec::new();
-    groups.retain(|&g| {
-        let class = &classes[g.trailing_zeros() as usize];
-        match build_tree(class, bbox, config, Some(copy_budget(class.len(), config))) {
+    let singles = groups
+        .iter()
+        .map(|&g| {
+            let class = &classes[g.trailing_zeros() as usize];
+            (class.clone(), Some(copy_budget(class.len(), config)))
+        })
+        .collect();
+    for (g, tree) in groups
+        .clone()
+        .into_iter()
+        .zip(build_jobs(singles, bbox, config))
+    {
+        match tree {
             Some(tree) => {
                 built.insert(g, Some(tree));
-                true
             }
             None => {
-                build_halves(class, bbox, config, &mut fallback);
-                false
+                build_halves(
+                    &classes[g.trailing_zeros() as usize],
+                    bbox,
+                    config,
+                    &mut fallback,
+                );
+                groups.retain(|&kept| kept != g);
             }
         }
-    });
+    }
 
     if config.merge_samples > 0 && groups.len() > 1 {
         let sample = sample_keys::<A>(rules, config.merge_samples);
         let mut current = forest_work(&groups, &built, &sample);
         loop {
-            let mut best: Option<(usize, usize, usize)> = None;
+            // Every merge this round may take, built at once.
+            let mut untried: Vec<Group> = Vec::new();
+            let mut jobs = Vec::new();
             for i in 0..groups.len() {
                 for j in i + 1..groups.len() {
                     let merged = groups[i] | groups[j];
-                    if !built.contains_key(&merged) {
+                    if !built.contains_key(&merged) && !untried.contains(&merged) {
                         let budget = merge_budget(groups[i], groups[j], &built);
-                        let members = union(&classes, merged);
-                        built.insert(merged, build_tree(&members, bbox, config, Some(budget)));
+                        untried.push(merged);
+                        jobs.push((union(classes, merged), Some(budget)));
                     }
-                    if built.get(&merged).is_some_and(Option::is_some) {
+                }
+            }
+            built.extend(untried.into_iter().zip(build_jobs(jobs, bbox, config)));
+            let mut best: Option<(usize, usize, usize)> = None;
+            for i in 0..groups.len() {
+                for j in i + 1..groups.len() {
+                    if built
+                        .get(&(groups[i] | groups[j]))
+                        .is_some_and(Option::is_some)
+                    {
                         let candidate = with_merge(&groups, i, j);
                         let work = forest_work(&candidate, &built, &sample);
                         if best.is_none_or(|(w, _, _)| work < w) {
@@ -108,7 +234,52 @@ pub fn build_forest<A: AddrWord>(
         .chain(fallback)
         .collect();
     trees.sort_by_key(|t| t.min_position);
-    trees
+    (trees, groups)
+}
+
+/// Builds one tree per job (rules, copy budget), on up to
+/// `config.threads` threads, largest jobs first; results in job order.
+/// The trees do not depend on the thread count.
+fn build_jobs<A: AddrWord>(
+    jobs: Vec<(Vec<BuildRule>, Option<usize>)>,
+    bbox: [(u128, u128); DIMS],
+    config: &BuildConfig,
+) -> Vec<Option<Tree<A>>> {
+    let threads = config.threads.clamp(1, jobs.len().max(1));
+    if threads == 1 {
+        return jobs
+            .iter()
+            .map(|(rules, budget)| build_tree(rules, bbox, config, *budget))
+            .collect();
+    }
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].0.len()));
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<Option<Tree<A>>> = (0..jobs.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let (rules, budget) = &jobs[i];
+                        done.push((i, build_tree(rules, bbox, config, *budget)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        for worker in workers {
+            // A build that panicked is a bug in the builder; surface it.
+            let done = worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            for (i, tree) in done {
+                results[i] = tree;
+            }
+        }
+    });
+    results
 }
 
 /// The most rule copies a tree of `rules` rules may hold.

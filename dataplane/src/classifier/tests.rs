@@ -406,3 +406,115 @@ fn derived_ipv6_rules_keep_structure() {
     assert_eq!(v6[0].dst.bounds().0 >> 96, 0x0a02_0304);
     assert_eq!(v6[0].dst_ports, v4[0].dst_ports);
 }
+
+/// Rules of all four shape classes (narrow or wide source and destination)
+/// in both families, so a build searches how to group them.
+fn every_shape_rules(n: u32) -> Vec<Rule<()>> {
+    (0..n)
+        .map(|i| {
+            let family = if i % 5 == 4 {
+                AddrFamily::V6
+            } else {
+                AddrFamily::V4
+            };
+            let bits = family_bits(family);
+            let prefix = |narrow: bool, salt: u32| {
+                let len = if narrow { bits - 8 } else { (i % 6) as u8 };
+                let addr = u128::from(i.wrapping_mul(2_654_435_761) ^ salt) << (bits - 32);
+                IpPrefix::new(family, addr, len).expect("valid length")
+            };
+            Rule {
+                id: i,
+                src: prefix(i % 4 >= 2, 0x5a5a),
+                dst: prefix(i % 2 == 1, 0xa5a5),
+                src_ports: PortRange::ANY,
+                dst_ports: PortRange::new((i % 900) as u16, (i % 900) as u16 + 50)
+                    .expect("ordered"),
+                proto: Some(if i % 3 == 0 { 17 } else { 6 }),
+                action: (),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn threads_build_the_same_trees() {
+    let rules = every_shape_rules(3000);
+    let one = Classifier::build_with(rules.clone(), &BuildConfig::default()).expect("builds");
+    let config = BuildConfig {
+        threads: 4,
+        ..BuildConfig::default()
+    };
+    let four = Classifier::build_with(rules.clone(), &config).expect("builds");
+    assert_eq!(one.tree_stats(), four.tree_stats());
+    assert_eq!(one.plan(), four.plan());
+    assert!(one.stats().trees > 1, "{:?}", one.stats());
+    assert_agrees(&rules, &[], &config);
+}
+
+#[test]
+fn a_plan_that_still_fits_is_reused_and_stays_exact() {
+    let rules = every_shape_rules(3000);
+    // A plan the search would not make: every class a tree of its own.
+    let unmerged = BuildConfig {
+        merge_samples: 0,
+        ..BuildConfig::default()
+    };
+    let before = Classifier::build_with(rules.clone(), &unmerged).expect("builds");
+    // An edit: a few rules out, one changed.
+    let mut edited: Vec<Rule<()>> = rules.iter().filter(|r| r.id % 97 != 5).cloned().collect();
+    edited[10].dst_ports = PortRange::new(7000, 7001).expect("ordered");
+    let searched = Classifier::build(edited.clone()).expect("builds");
+    assert_ne!(searched.plan().v4.groups, before.plan().v4.groups);
+    let after =
+        Classifier::build_from(edited.clone(), &BuildConfig::default(), Some(before.plan()))
+            .expect("builds");
+    assert_eq!(after.plan().v4.groups, before.plan().v4.groups);
+    assert_eq!(after.plan().v6.groups, before.plan().v6.groups);
+    assert_ne!(after.plan().v4.class_sizes, before.plan().v4.class_sizes);
+    let linear = LinearClassifier::new(edited.clone());
+    for key in generate_trace(&edited, 4000, 3) {
+        assert_eq!(after.classify(&key), linear.classify(&key), "{key:?}");
+    }
+}
+
+#[test]
+fn a_plan_that_no_longer_fits_is_searched_anew() {
+    let rules = every_shape_rules(3000);
+    let before = Classifier::build(rules.clone()).expect("builds");
+    // Only rules with a narrow destination are left: other classes emptied.
+    let narrow_only: Vec<Rule<()>> = rules.into_iter().filter(|r| r.id % 2 == 1).collect();
+    let fresh = Classifier::build(narrow_only.clone()).expect("builds");
+    let from_plan =
+        Classifier::build_from(narrow_only, &BuildConfig::default(), Some(before.plan()))
+            .expect("builds");
+    assert_ne!(before.plan(), fresh.plan());
+    assert_eq!(from_plan.plan(), fresh.plan());
+    assert_eq!(from_plan.tree_stats(), fresh.tree_stats());
+}
+
+#[test]
+fn a_planned_tree_over_its_budget_falls_back_to_the_search() {
+    let rules = crossing_rules(20_000);
+    let config = BuildConfig {
+        small_prefix_bits: 0,
+        max_copies_per_rule: 0,
+        merge_samples: 0,
+        ..BuildConfig::default()
+    };
+    // Every rule is in class 3 ("both small"); the plan says: one tree.
+    let plan = BuildPlan {
+        v4: ForestPlan {
+            class_sizes: [0, 0, 0, 20_000],
+            groups: vec![0b1000],
+        },
+        v6: ForestPlan::default(),
+    };
+    let tree = Classifier::build_from(rules.clone(), &config, Some(&plan)).expect("builds");
+    assert!(tree.stats().trees > 1, "{:?}", tree.stats());
+    assert!(tree.plan().v4.groups.is_empty(), "{:?}", tree.plan());
+    let linear = LinearClassifier::new(rules.clone());
+    for key in generate_trace(&rules, 3000, 5) {
+        assert_eq!(tree.classify(&key), linear.classify(&key), "{key:?}");
+    }
+}

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::classifier::{BuildError, Classifier, Rule};
+use crate::classifier::{BuildConfig, BuildError, Classifier, Rule};
 use crate::packet::FlowKey;
 
 /// What a rule (or the default) does.
@@ -96,6 +96,27 @@ impl PolicySnapshot {
         default_action: Action,
         l2: L2Policy,
     ) -> Result<Self, BuildError> {
+        Self::build_from(
+            generation,
+            rules,
+            default_action,
+            l2,
+            &BuildConfig::default(),
+            None,
+        )
+    }
+
+    /// Compiles rules into the snapshot that will replace `previous`,
+    /// reusing its classifier's plan where it still fits (see
+    /// [`BuildPlan`](crate::classifier::BuildPlan)).
+    pub fn build_from(
+        generation: u32,
+        rules: Vec<Rule<RuleVerdict>>,
+        default_action: Action,
+        l2: L2Policy,
+        config: &BuildConfig,
+        previous: Option<&PolicySnapshot>,
+    ) -> Result<Self, BuildError> {
         // One slot per id up to the largest (ids are small and dense in
         // practice; beyond MAX_COUNTED_RULE_ID they are not counted), and
         // one for the default.
@@ -107,7 +128,11 @@ impl PolicySnapshot {
             + 1;
         Ok(Self {
             generation,
-            classifier: Classifier::build(rules)?,
+            classifier: Classifier::build_from(
+                rules,
+                config,
+                previous.map(|p| p.classifier.plan()),
+            )?,
             default_action,
             l2,
             hits: (0..slots).map(|_| AtomicU64::new(0)).collect(),
