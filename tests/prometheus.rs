@@ -1,6 +1,7 @@
 //! A real Prometheus server (Debian's package) scrapes `/metrics`, and its
 //! query API returns what the control plane exported: the policy
-//! generation after a change, and the swap-duration histogram. Prometheus
+//! generation after a change, and the swap-duration histogram; and it
+//! evaluates every query of the shipped Grafana dashboard. Prometheus
 //! runs on loopback with its own scratch storage and is ended by PID.
 
 mod common;
@@ -108,5 +109,16 @@ fn a_real_prometheus_scrapes_the_metrics() {
         Some("1"),
         "the scrape target is up"
     );
+    // Every query of the shipped Grafana dashboard is valid PromQL that
+    // this Prometheus evaluates (the appliance test checks that the
+    // metrics it names are exported).
+    let (exprs, _) = common::grafana_queries();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    for expr in &exprs {
+        let path = format!("/api/v1/query?query={}", common::url_encode(expr));
+        let body = http_get(listen, &path, None).unwrap_or_default();
+        let reply: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(reply["status"], "success", "{expr}: {body}");
+    }
     drop(server);
 }

@@ -57,3 +57,47 @@ impl Drop for ScratchDir {
 }
 pub mod api;
 pub mod appliance;
+
+/// The PromQL expressions of the shipped Grafana dashboard
+/// (`docs/grafana-dashboard.json`), and the metric names they query.
+pub fn grafana_queries() -> (Vec<String>, std::collections::BTreeSet<String>) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/grafana-dashboard.json");
+    let text = std::fs::read_to_string(&path).expect("the Grafana dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|target| target["expr"].as_str().map(str::to_string))
+        .collect();
+    let mut names = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        let mut rest = expr.as_str();
+        while let Some(start) = rest.find("microseg_") {
+            let name: String = rest[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[start + name.len()..];
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            names.insert(family.to_string());
+        }
+    }
+    (exprs, names)
+}
+
+/// `text` percent-encoded for a URL query value.
+pub fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
