@@ -1,6 +1,7 @@
 //! microseg's control plane: the command line and its commands today;
 //! policy engine, API and telemetry as they land.
 
+pub mod alerts;
 pub mod api;
 pub mod appliance;
 pub mod classify;

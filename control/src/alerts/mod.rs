@@ -1,0 +1,65 @@
+//! Alerts: what the appliance tells a security team as it happens (denied
+//! and would-deny new flows, cut connections, quarantine actions,
+//! conntrack pressure, anomalies), rate-limited and delivered to sinks
+//! (syslog, CEF, JSON lines, webhook) without ever blocking the caller.
+
+use serde::Serialize;
+
+/// What an alert is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A new flow the policy denied.
+    Denied,
+    /// A new flow a monitor-mode rule would have denied; it passed.
+    WouldDeny,
+    /// An established connection a policy change cut.
+    Cut,
+    /// A workload or address put in quarantine.
+    Quarantine,
+    /// A quarantine lifted (by request or by its TTL).
+    QuarantineLifted,
+    /// The connection table is near or at capacity.
+    ConntrackPressure,
+    /// A flow between endpoints never seen talking during the learning window.
+    Anomaly,
+}
+
+impl AlertKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            AlertKind::Denied => "denied",
+            AlertKind::WouldDeny => "would_deny",
+            AlertKind::Cut => "cut",
+            AlertKind::Quarantine => "quarantine",
+            AlertKind::QuarantineLifted => "quarantine_lifted",
+            AlertKind::ConntrackPressure => "conntrack_pressure",
+            AlertKind::Anomaly => "anomaly",
+        }
+    }
+}
+
+/// One alert.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Alert {
+    /// Unix time in milliseconds.
+    pub time_ms: u64,
+    pub kind: AlertKind,
+    /// Syslog severity, 0 (emergency) to 7 (debug).
+    pub severity: u8,
+    /// The deciding policy and rule (`shop/web-to-app`), when one did.
+    pub rule: Option<String>,
+    /// Endpoints: the workload's name when known, else the address.
+    pub src: Option<String>,
+    pub dst: Option<String>,
+    pub src_addr: Option<String>,
+    pub dst_addr: Option<String>,
+    /// `tcp`, `udp`, `icmp`, `icmpv6` or the protocol number.
+    pub proto: Option<String>,
+    pub dport: Option<u16>,
+    /// One line for humans.
+    pub message: String,
+    /// Alerts with the same key held back by the rate limit since the
+    /// last one of that key went out.
+    pub suppressed: u64,
+}
