@@ -170,6 +170,12 @@ impl Appliance {
         &self.config
     }
 
+    /// When the workers' clock started (their nanosecond timestamps count
+    /// from here).
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     pub fn pipeline(&self) -> &Arc<Pipeline> {
         &self.pipeline
     }

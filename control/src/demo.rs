@@ -380,6 +380,7 @@ impl ApiThread {
                     anonymous_reads: true,
                     body_limit: crate::api::DEFAULT_BODY_LIMIT,
                     metrics: Arc::new(crate::metrics::Metrics::new()),
+                    visibility: None,
                 });
                 let _ = crate::api::serve(listener, state, stop).await;
             });

@@ -17,7 +17,7 @@ use microseg_dataplane::pipeline::PolicySnapshot;
 use serde::Serialize;
 
 use crate::policy::{
-    compile_from, CompiledPolicy, PolicyDocument, PolicyError, Report, RuleRef, Workload,
+    compile_from, CompiledPolicy, PolicyDocument, PolicyError, Report, RuleBook, Workload,
 };
 use crate::store::{unix_now, AuditEntry, PolicyVersion, Store, StoreError, VersionInfo};
 
@@ -66,7 +66,7 @@ pub struct PolicyEngine {
     cell: Arc<ArcSwap<PolicySnapshot>>,
     current: Mutex<Current>,
     /// Rule references of the snapshot in force (for explain, names).
-    rules: ArcSwap<Vec<RuleRef>>,
+    rules: ArcSwap<RuleBook>,
     observer: Option<Arc<dyn SwapObserver>>,
     /// How classifiers are built: on every core the machine has (a build
     /// is short, and the sooner the new policy is in force the better).
@@ -117,7 +117,10 @@ impl PolicyEngine {
             ..BuildConfig::default()
         };
         let compiled = compile_from(&stored.document, 1, &build_config, None)?;
-        let rules = Arc::new(compiled.rules);
+        let rules = Arc::new(RuleBook {
+            generation: 1,
+            rules: compiled.rules,
+        });
         let engine = PolicyEngine {
             store,
             cell: Arc::new(ArcSwap::from_pointee(compiled.snapshot)),
@@ -155,13 +158,18 @@ impl PolicyEngine {
         (current.version, current.document.clone())
     }
 
+    /// The version in force.
+    pub fn version(&self) -> u64 {
+        self.lock().version
+    }
+
     /// The generation in force.
     pub fn generation(&self) -> u32 {
         self.cell.load().generation
     }
 
     /// Rule references of the policy in force (rule id n is index n - 1).
-    pub fn rules(&self) -> Arc<Vec<RuleRef>> {
+    pub fn rules(&self) -> Arc<RuleBook> {
         self.rules.load_full()
     }
 
@@ -290,7 +298,7 @@ impl PolicyEngine {
         report.warnings.extend(shadowed);
         let detail = summary_of(&current.document, &document);
         let stored = self.store.commit(&document, who, &action)?;
-        let rules = Arc::new(rules);
+        let rules = Arc::new(RuleBook { generation, rules });
         self.cell.store(Arc::new(snapshot));
         self.rules.store(rules);
         let swap_seconds = started.elapsed().as_secs_f64();

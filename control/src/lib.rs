@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 mod file_error;
+pub mod flows;
 pub mod metrics;
 pub mod policy;
 pub mod rules;
@@ -19,4 +20,5 @@ pub mod syntax;
 #[cfg(test)]
 mod test_support;
 pub mod testbed;
+pub mod visibility;
 pub use file_error::FileError;

@@ -16,6 +16,7 @@ use microseg_control::engine::{PolicyEngine, SwapObserver};
 use microseg_control::metrics::Metrics;
 use microseg_control::policy::PolicyDocument;
 use microseg_control::store::Store;
+use microseg_control::visibility::{Visibility, VisibilityConfig};
 
 fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
@@ -94,6 +95,10 @@ fn run_appliance(path: &Path) -> anyhow::Result<()> {
             if config.api_tls.is_some() { "https" } else { "http" },
             config.api_listen,
         );
+        let visibility = Arc::new(
+            Visibility::for_appliance(&appliance, engine.clone(), VisibilityConfig::default())
+                .context("starting the flow collector")?,
+        );
         let state = Arc::new(ApiState {
             engine,
             appliance: Some(Arc::clone(&appliance)),
@@ -101,6 +106,7 @@ fn run_appliance(path: &Path) -> anyhow::Result<()> {
             anonymous_reads: false,
             body_limit,
             metrics,
+            visibility: Some(Arc::clone(&visibility)),
         });
         let (shutdown, on_shutdown) = tokio::sync::oneshot::channel::<()>();
         let shutdown_signal = async move {
@@ -138,6 +144,9 @@ fn run_appliance(path: &Path) -> anyhow::Result<()> {
             }
         }
         eprintln!("microseg: stopping");
+        // Live flow streams end here, so the API server can finish.
+        visibility.stop();
+        drop(visibility);
         let _ = shutdown.send(());
         server
             .await

@@ -26,3 +26,34 @@ pub fn assert_problems(problems: &[String], expected: &[&str]) {
     }
     assert_eq!(problems.len(), expected.len(), "{all}");
 }
+
+/// An Ethernet + IPv4 + TCP SYN frame (MACs derived from the last octet).
+pub fn tcp_syn(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let builder =
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, src[3]], [2, 0, 0, 0, 0, dst[3]])
+            .ipv4(src, dst, 64)
+            .tcp(sport, dport, 1000, 64240)
+            .syn();
+    let mut frame = Vec::with_capacity(builder.size(0));
+    builder.write(&mut frame, &[]).expect("frame");
+    frame
+}
+
+/// Runs one frame through `pipeline` (port 0) and returns its action.
+pub fn send(
+    pipeline: &microseg_dataplane::pipeline::Pipeline,
+    frame: &[u8],
+    now: u64,
+) -> microseg_dataplane::pipeline::FrameAction {
+    use microseg_dataplane::pipeline::{DropCause, Frame, FrameAction};
+    let mut out = [FrameAction::Drop(DropCause::Policy)];
+    pipeline.process(
+        &[Frame {
+            data: frame,
+            port: 0,
+        }],
+        now,
+        &mut out,
+    );
+    out[0]
+}

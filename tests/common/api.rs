@@ -38,6 +38,7 @@ pub fn serve_with(state_dir: &Path, tls: Option<(&Path, &Path)>) -> SocketAddr {
         anonymous_reads: false,
         body_limit: microseg_control::api::DEFAULT_BODY_LIMIT,
         metrics,
+        visibility: None,
     });
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
     listener.set_nonblocking(true).expect("nonblocking");

@@ -11,6 +11,8 @@
 //! | `GET /v1/policy/history` | viewer | every stored version |
 //! | `POST /v1/policy/rollback/{version}` | admin | re-apply a stored version |
 //! | `GET`/`PUT`/`DELETE /v1/workloads/{name}` | viewer / admin | one workload |
+//! | `GET /v1/flows` | viewer | flow records: `src`, `dst`, `verdict`, `since`, `limit` |
+//! | `GET /v1/flows/stream` | viewer | new flow records as server-sent events |
 //!
 //! Errors are JSON `{error, detail, path?}` with a fitting status: 400
 //! invalid, 401 no or unknown token, 403 role too weak, 404, 409 conflict,
@@ -21,6 +23,7 @@
 
 mod auth;
 mod errors;
+mod flows;
 mod policy;
 mod status;
 pub mod tls;
@@ -52,10 +55,12 @@ pub struct ApiState {
     pub anonymous_reads: bool,
     pub body_limit: usize,
     pub metrics: Arc<Metrics>,
+    /// Flow records and the rest of visibility; None without a dataplane.
+    pub visibility: Option<Arc<crate::visibility::Visibility>>,
 }
 
 /// Every route, for the OpenAPI check: (method, path).
-pub const ROUTES: [(&str, &str); 13] = [
+pub const ROUTES: [(&str, &str); 15] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -69,6 +74,8 @@ pub const ROUTES: [(&str, &str); 13] = [
     ("put", "/v1/workloads/{name}"),
     ("delete", "/v1/workloads/{name}"),
     ("get", "/v1/workloads"),
+    ("get", "/v1/flows"),
+    ("get", "/v1/flows/stream"),
 ];
 
 /// The router.
@@ -92,6 +99,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 .put(policy::put_workload)
                 .delete(policy::delete_workload),
         )
+        .route("/v1/flows", get(flows::list))
+        .route("/v1/flows/stream", get(flows::stream))
         .fallback(errors::not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .with_state(state)

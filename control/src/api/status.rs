@@ -48,10 +48,7 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
             if id == microseg_dataplane::pipeline::DEFAULT_RULE_ID {
                 return ("default".into(), "default_action".into());
             }
-            if let Some(rule) = engine_rules
-                .as_ref()
-                .and_then(|rules| rules.get((id as usize).checked_sub(1)?))
-            {
+            if let Some(rule) = engine_rules.as_ref().and_then(|book| book.rule(id)) {
                 return (rule.policy.clone(), rule.rule.clone());
             }
             match &file_rules {

@@ -10,6 +10,8 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use super::*;
+
+mod visibility;
 use crate::engine::PolicyEngine;
 use crate::store::Store;
 
@@ -62,6 +64,7 @@ fn bed(name: &str) -> Bed {
         anonymous_reads: false,
         body_limit: LIMIT,
         metrics,
+        visibility: None,
     });
     Bed { state, engine, dir }
 }

@@ -38,6 +38,22 @@ pub struct RuleRef {
     pub mode: ModeName,
 }
 
+/// The rules of one policy generation, by id: what flow records, explain
+/// and metrics name rule ids with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RuleBook {
+    pub generation: u32,
+    /// Rule id n is `rules[n - 1]`.
+    pub rules: Vec<RuleRef>,
+}
+
+impl RuleBook {
+    /// The rule behind an id (None for the default action or an unknown id).
+    pub fn rule(&self, rule_id: u32) -> Option<&RuleRef> {
+        self.rules.get((rule_id as usize).checked_sub(1)?)
+    }
+}
+
 /// A compiled policy, ready to publish.
 #[derive(Debug)]
 pub struct CompiledPolicy {

@@ -29,7 +29,7 @@
 mod compile;
 pub mod selector;
 
-pub use compile::{compile, compile_from, CompiledPolicy, RuleRef, SHADOW_CHECK_LIMIT};
+pub use compile::{compile, compile_from, CompiledPolicy, RuleBook, RuleRef, SHADOW_CHECK_LIMIT};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;

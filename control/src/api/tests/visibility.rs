@@ -1,0 +1,247 @@
+//! The visibility routes in process: a pipeline judges synthetic frames
+//! under the engine's policy, the collector records them, the API serves
+//! them (list, filters, errors, the live stream).
+
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use microseg_dataplane::conntrack::{ConntrackConfig, ConntrackTable};
+use microseg_dataplane::pipeline::Pipeline;
+use microseg_dataplane::switch::{MacTable, SwitchConfig};
+
+use super::*;
+use crate::flows::{Clock, CollectorConfig, Names};
+use crate::test_support::{send, tcp_syn};
+use crate::visibility::{Visibility, VisibilityConfig};
+
+const WEB: [u8; 4] = [10, 1, 0, 1];
+const APP: [u8; 4] = [10, 1, 0, 2];
+
+/// The API bed with a dataplane pipeline and visibility behind it.
+struct Seen {
+    bed: Bed,
+    pipeline: Arc<Pipeline>,
+    visibility: Arc<Visibility>,
+    started: Instant,
+}
+
+async fn seen(name: &str) -> Seen {
+    let mut bed = bed(name);
+    let reply = call(
+        &bed,
+        Method::PUT,
+        "/v1/policy",
+        Some(ADMIN),
+        JSON,
+        POLICY,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let pipeline = Arc::new(Pipeline::new(
+        Arc::clone(bed.engine.cell()),
+        Arc::new(ConntrackTable::new(ConntrackConfig::default())),
+        Arc::new(MacTable::new(SwitchConfig::default())),
+        1024,
+    ));
+    let started = Instant::now();
+    let config = VisibilityConfig {
+        flow_capacity: 1000,
+        collector: CollectorConfig {
+            interval: Duration::from_millis(5),
+            ..CollectorConfig::default()
+        },
+    };
+    let visibility = Arc::new(
+        Visibility::start(
+            Arc::clone(&pipeline),
+            Clock::new(started),
+            Names::Engine(Arc::clone(&bed.engine)),
+            config,
+        )
+        .expect("collector"),
+    );
+    let state = Arc::new(ApiState {
+        engine: Some(Arc::clone(&bed.engine)),
+        appliance: None,
+        tokens: Tokens::parse(
+            &format!("admin alice {ADMIN}\nviewer grafana {VIEWER}\n"),
+            "test",
+        )
+        .expect("tokens"),
+        anonymous_reads: false,
+        body_limit: LIMIT,
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+        visibility: Some(Arc::clone(&visibility)),
+    });
+    bed.state = state;
+    Seen {
+        bed,
+        pipeline,
+        visibility,
+        started,
+    }
+}
+
+impl Seen {
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    /// GETs `path` until `ready` holds for its JSON (the collector runs
+    /// on its own thread), or fails after two seconds.
+    async fn poll(&self, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let reply = call(&self.bed, Method::GET, path, Some(VIEWER), None, "", &[]).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+            if ready(&reply.json) {
+                return reply.json;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path}: never ready: {}",
+                reply.text
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn flows_of(json: &Value) -> Vec<Value> {
+    json["flows"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn flows_are_listed_and_filtered() {
+    let seen = seen("flows-list").await;
+    send(&seen.pipeline, &tcp_syn(WEB, APP, 40000, 8080), seen.now());
+    send(&seen.pipeline, &tcp_syn(APP, WEB, 40001, 22), seen.now());
+    let all = seen.poll("/v1/flows", |j| flows_of(j).len() == 2).await;
+    let flows = flows_of(&all);
+    let denied = flows
+        .iter()
+        .find(|f| f["verdict"] == "denied")
+        .expect("a denied flow");
+    assert_eq!(denied["src"]["workload"], "app-1");
+    assert_eq!(denied["dst"]["workload"], "web-1");
+    assert_eq!(denied["dport"], 22);
+    assert_eq!(denied["default"], true);
+    let allowed = flows
+        .iter()
+        .find(|f| f["verdict"] == "allowed")
+        .expect("an allowed flow");
+    assert_eq!(allowed["kind"], "start");
+    assert_eq!(allowed["policy"], "shop");
+    assert_eq!(allowed["rule"], "web-to-app");
+    assert_eq!(allowed["src"]["labels"]["role"], "web");
+    assert_eq!(all["store"]["recorded"], 2);
+    assert_eq!(all["lost"]["verdict_queue"], 0);
+
+    let only_denied = seen.poll("/v1/flows?verdict=denied", |_| true).await;
+    assert_eq!(flows_of(&only_denied).len(), 1);
+    let from_web = seen
+        .poll("/v1/flows?src=web-1&dst=10.1.0.0/24", |_| true)
+        .await;
+    assert_eq!(flows_of(&from_web).len(), 1);
+    assert_eq!(flows_of(&from_web)[0]["rule"], "web-to-app");
+    let limited = seen.poll("/v1/flows?limit=1", |_| true).await;
+    assert_eq!(flows_of(&limited).len(), 1);
+}
+
+#[tokio::test]
+async fn flow_queries_refuse_bad_parameters_and_callers() {
+    let seen = seen("flows-errors").await;
+    for (path, parameter) in [
+        ("/v1/flows?verdict=perhaps", "verdict"),
+        ("/v1/flows?limit=0", "limit"),
+        ("/v1/flows?limit=100000", "limit"),
+        ("/v1/flows?since=yesterday", "since"),
+        ("/v1/flows?colour=red", "colour"),
+        ("/v1/flows/stream?verdict=x", "verdict"),
+    ] {
+        let reply = call(&seen.bed, Method::GET, path, Some(VIEWER), None, "", &[]).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            reply.text
+        );
+        assert_eq!(reply.json["path"], parameter, "{path}: {}", reply.text);
+        assert_eq!(reply.json["error"], "bad_request");
+    }
+    let reply = call(&seen.bed, Method::GET, "/v1/flows", None, None, "", &[]).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let reply = call(
+        &seen.bed,
+        Method::POST,
+        "/v1/flows",
+        Some(ADMIN),
+        JSON,
+        "{}",
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    // Without a dataplane there is nothing to show.
+    let plain = bed("flows-none");
+    let reply = call(
+        &plain,
+        Method::GET,
+        "/v1/flows",
+        Some(VIEWER),
+        None,
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text);
+}
+
+#[tokio::test]
+async fn the_stream_sends_new_flows_and_ends_when_visibility_stops() {
+    let seen = seen("flows-stream").await;
+    let request = Request::builder()
+        .uri("/v1/flows/stream?verdict=denied")
+        .header(header::AUTHORIZATION, format!("Bearer {VIEWER}"))
+        .body(Body::empty())
+        .expect("request");
+    let response = router(Arc::clone(&seen.bed.state))
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut body = response.into_body();
+    // One allowed flow (filtered out), then one denied.
+    send(&seen.pipeline, &tcp_syn(WEB, APP, 40000, 8080), seen.now());
+    send(&seen.pipeline, &tcp_syn(APP, WEB, 40001, 22), seen.now());
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let frame = tokio::time::timeout(Duration::from_secs(2), body.frame())
+            .await
+            .expect("an event within 2 s")
+            .expect("the stream goes on")
+            .expect("a frame");
+        if let Some(data) = frame.data_ref() {
+            text.push_str(&String::from_utf8_lossy(data));
+        }
+    }
+    assert!(text.starts_with("event: flow\n"), "{text}");
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("data");
+    let record: Value = serde_json::from_str(data).expect("JSON");
+    assert_eq!(record["verdict"], "denied");
+    assert_eq!(record["dport"], 22);
+    assert!(text.contains(&format!("id: {}", record["id"])), "{text}");
+    seen.visibility.stop();
+    let end = tokio::time::timeout(Duration::from_secs(2), body.frame())
+        .await
+        .expect("the stream ends when visibility stops");
+    assert!(end.is_none(), "no more events");
+}

@@ -1,0 +1,142 @@
+//! The visibility side of a running appliance: the flow collector and its
+//! store, started beside the dataplane and stopped before it, and the
+//! count of events lost anywhere on the way from a worker to a client.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use microseg_dataplane::pipeline::Pipeline;
+use serde::Serialize;
+
+use crate::appliance::Appliance;
+use crate::engine::PolicyEngine;
+use crate::flows::{Clock, Collector, CollectorConfig, FlowStore, Names, RulesInForce};
+
+/// Default number of flow records kept.
+pub const DEFAULT_FLOW_CAPACITY: usize = 100_000;
+
+/// Tuning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VisibilityConfig {
+    pub flow_capacity: usize,
+    pub collector: CollectorConfig,
+}
+
+impl Default for VisibilityConfig {
+    fn default() -> Self {
+        Self {
+            flow_capacity: DEFAULT_FLOW_CAPACITY,
+            collector: CollectorConfig::default(),
+        }
+    }
+}
+
+/// Events lost, by where.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EventsLost {
+    /// The dataplane's verdict queue was full.
+    pub verdict_queue: u64,
+    /// The dataplane's connection event queue was full.
+    pub flow_queue: u64,
+    /// Records evicted from the store by newer ones.
+    pub store_evicted: u64,
+    /// Records live subscribers missed.
+    pub stream: u64,
+}
+
+/// The running visibility services.
+#[derive(Debug)]
+pub struct Visibility {
+    flows: Arc<FlowStore>,
+    pipeline: Arc<Pipeline>,
+    stop: Arc<AtomicBool>,
+    collector: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Visibility {
+    /// Starts collecting from `appliance`'s pipeline; names come from
+    /// `engine` when the policy engine runs, else from the rules file.
+    pub fn for_appliance(
+        appliance: &Arc<Appliance>,
+        engine: Option<Arc<PolicyEngine>>,
+        config: VisibilityConfig,
+    ) -> std::io::Result<Self> {
+        let names = match engine {
+            Some(engine) => Names::Engine(engine),
+            None => {
+                let appliance = Arc::clone(appliance);
+                let rules: RulesInForce =
+                    Arc::new(move || appliance.rules().map(|r| (appliance.generation(), r)));
+                Names::RulesFile(rules)
+            }
+        };
+        Self::start(
+            Arc::clone(appliance.pipeline()),
+            Clock::new(appliance.started()),
+            names,
+            config,
+        )
+    }
+
+    /// Starts collecting from `pipeline`, whose timestamps count from
+    /// `clock`'s start.
+    pub fn start(
+        pipeline: Arc<Pipeline>,
+        clock: Clock,
+        names: Names,
+        config: VisibilityConfig,
+    ) -> std::io::Result<Self> {
+        let flows = Arc::new(FlowStore::new(config.flow_capacity));
+        let stop = Arc::new(AtomicBool::new(false));
+        let collector = Collector::new(
+            Arc::clone(&pipeline),
+            clock,
+            names,
+            Arc::clone(&flows),
+            config.collector,
+        )
+        .spawn(Arc::clone(&stop))?;
+        Ok(Self {
+            flows,
+            pipeline,
+            stop,
+            collector: Mutex::new(Some(collector)),
+        })
+    }
+
+    pub fn flows(&self) -> &Arc<FlowStore> {
+        &self.flows
+    }
+
+    pub fn lost(&self) -> EventsLost {
+        let store = self.flows.stats();
+        EventsLost {
+            verdict_queue: self.pipeline.stats().events_dropped,
+            flow_queue: self.pipeline.conntrack().stats().events_dropped,
+            store_evicted: store.evicted,
+            stream: store.stream_lost,
+        }
+    }
+
+    /// Stops the collector (after a last drain) and ends live streams.
+    /// Its references to the appliance go with it.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let handle = self
+            .collector
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+        self.flows.close();
+    }
+}
+
+impl Drop for Visibility {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
