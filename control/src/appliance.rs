@@ -191,6 +191,11 @@ impl Appliance {
         !self.stop.load(Ordering::Relaxed) && !self.lock_workers().is_empty()
     }
 
+    /// The policy snapshot in force.
+    pub fn policy(&self) -> Arc<PolicySnapshot> {
+        self.policy.load_full()
+    }
+
     /// The policy generation in force.
     pub fn generation(&self) -> u32 {
         self.policy.load().generation

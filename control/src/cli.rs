@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// microseg: a microsegmentation firewall on an AF_XDP software switch.
 #[derive(Debug, Parser)]
@@ -11,6 +11,25 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How to reach a running appliance's API.
+#[derive(Debug, Args)]
+pub struct ApiOptions {
+    /// The API (`http://HOST:PORT` or `https://HOST:PORT`).
+    #[arg(long, global = true, default_value = "http://127.0.0.1:9870")]
+    pub api: String,
+    /// A file holding the token (a bare token, or a tokens-file line);
+    /// else `$MICROSEG_TOKEN`.
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Print the API's JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// For an https API: the CA certificate(s) to trust (PEM; default:
+    /// the system bundle).
+    #[arg(long, global = true)]
+    pub cacert: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,22 +72,45 @@ pub enum Command {
     },
     /// Manage the policy of a running appliance through its API.
     Policy {
-        /// The API (`http://HOST:PORT` or `https://HOST:PORT`).
-        #[arg(long, global = true, default_value = "http://127.0.0.1:9870")]
-        api: String,
-        /// A file holding the token (a bare token, or a tokens-file line);
-        /// else `$MICROSEG_TOKEN`.
-        #[arg(long, global = true)]
-        token_file: Option<PathBuf>,
-        /// Print the API's JSON instead of text.
-        #[arg(long, global = true)]
-        json: bool,
-        /// For an https API: the CA certificate(s) to trust (PEM; default:
-        /// the system bundle).
-        #[arg(long, global = true)]
-        cacert: Option<PathBuf>,
+        #[command(flatten)]
+        api: ApiOptions,
         #[command(subcommand)]
         action: PolicyAction,
+    },
+    /// Why a flow is (or would be) allowed or denied: the deciding rule,
+    /// the rules it shadows, the connection's state.
+    Explain {
+        #[command(flatten)]
+        api: ApiOptions,
+        /// The opener: a workload name or an address.
+        src: Option<String>,
+        /// The other end: a workload name or an address.
+        dst: Option<String>,
+        /// `tcp/PORT`, `udp/PORT`, `icmp`, `icmp/TYPE`, `icmpv6`.
+        service: Option<String>,
+        /// The source port (default 49152).
+        #[arg(long)]
+        sport: Option<u16>,
+        /// Explain a recorded flow (its id in `microseg flows`) instead.
+        #[arg(long, conflicts_with_all = ["src", "dst", "service", "sport"])]
+        flow: Option<u64>,
+    },
+    /// Recorded flows, newest last.
+    Flows {
+        #[command(flatten)]
+        api: ApiOptions,
+        /// Opener: workload name, address or CIDR.
+        #[arg(long)]
+        src: Option<String>,
+        /// Other end: workload name, address or CIDR.
+        #[arg(long)]
+        dst: Option<String>,
+        /// allowed, denied, would_deny or cut.
+        #[arg(long)]
+        verdict: Option<String>,
+        /// Most flows shown.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
     },
     /// Classify a ClassBench trace: print, per trace line and in order, the
     /// 0-based index of the first matching rule, or -1.

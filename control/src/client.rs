@@ -124,6 +124,16 @@ pub struct Reply {
 }
 
 impl Client {
+    /// The client `--api`, `--token-file` (else `$MICROSEG_TOKEN`) and
+    /// `--cacert` ask for.
+    pub fn for_options(options: &crate::cli::ApiOptions) -> Result<Self, ClientError> {
+        let token = match &options.token_file {
+            Some(path) => read_token(path)?,
+            None => std::env::var("MICROSEG_TOKEN").map_err(|_| ClientError::NoToken)?,
+        };
+        Self::new(&options.api, token, options.cacert.as_deref())
+    }
+
     /// `url` is `http://HOST:PORT` or `https://HOST:PORT`; for https the
     /// server's certificate must chain to a CA in `ca_file` (default: the
     /// system bundle).
@@ -239,6 +249,25 @@ impl Client {
             serde_json::from_slice(&reply.body).map_err(|e| ClientError::Reply(e.to_string()))?;
         Ok((value, reply.etag))
     }
+}
+
+/// A query string from (name, value) pairs, values percent-encoded.
+pub fn query_string(pairs: &[(&str, String)]) -> String {
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    pairs
+        .iter()
+        .map(|(name, value)| format!("{name}={}", encode(value)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn read_reply(mut reader: impl BufRead) -> Result<Reply, ClientError> {

@@ -10,13 +10,13 @@ use microseg_control::api::{random_token, ApiState, Tokens};
 use microseg_control::appliance::{Appliance, PolicyFeed};
 use microseg_control::classify::{self, Engine};
 use microseg_control::cli::{Cli, Command, PolicyAction};
-use microseg_control::client;
 use microseg_control::config::{Config, LocalMachine, PolicySource};
 use microseg_control::engine::{PolicyEngine, SwapObserver};
 use microseg_control::metrics::Metrics;
 use microseg_control::policy::PolicyDocument;
 use microseg_control::store::Store;
 use microseg_control::visibility::{Visibility, VisibilityConfig};
+use microseg_control::{client, inspect};
 
 fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
@@ -214,20 +214,8 @@ fn main() -> anyhow::Result<()> {
                 bail!("some demo checks did not come out as the policy says");
             }
         }
-        Command::Policy {
-            api,
-            token_file,
-            json,
-            cacert,
-            action,
-        } => {
-            let token = match &token_file {
-                Some(path) => client::read_token(path)?,
-                None => {
-                    std::env::var("MICROSEG_TOKEN").map_err(|_| client::ClientError::NoToken)?
-                }
-            };
-            let client = client::Client::new(&api, token, cacert.as_deref())?;
+        Command::Policy { api, action } => {
+            let (client, json) = (client::Client::for_options(&api)?, api.json);
             let success = match action {
                 PolicyAction::Validate { file } => {
                     client::validate(&client, &file, json, &mut out)?
@@ -255,6 +243,42 @@ fn main() -> anyhow::Result<()> {
                 drop(out);
                 std::process::exit(1);
             }
+        }
+        Command::Explain {
+            api,
+            src,
+            dst,
+            service,
+            sport,
+            flow,
+        } => {
+            let client = client::Client::for_options(&api)?;
+            let question = match flow {
+                Some(id) => inspect::Question::Flow(id),
+                None => inspect::Question::Flow5 {
+                    src: src.context("give SRC and DST (or --flow ID)")?,
+                    dst: dst.context("give DST (or --flow ID)")?,
+                    service,
+                    sport,
+                },
+            };
+            inspect::explain(&client, &question, api.json, &mut out)?;
+        }
+        Command::Flows {
+            api,
+            src,
+            dst,
+            verdict,
+            limit,
+        } => {
+            let client = client::Client::for_options(&api)?;
+            let filter = inspect::FlowQuery {
+                src,
+                dst,
+                verdict,
+                limit,
+            };
+            inspect::flows(&client, &filter, api.json, &mut out)?;
         }
         Command::Classify {
             rules,

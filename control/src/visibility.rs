@@ -50,6 +50,7 @@ pub struct EventsLost {
 pub struct Visibility {
     flows: Arc<FlowStore>,
     pipeline: Arc<Pipeline>,
+    clock: Clock,
     stop: Arc<AtomicBool>,
     collector: Mutex<Option<JoinHandle<()>>>,
 }
@@ -100,6 +101,7 @@ impl Visibility {
         Ok(Self {
             flows,
             pipeline,
+            clock,
             stop,
             collector: Mutex::new(Some(collector)),
         })
@@ -107,6 +109,15 @@ impl Visibility {
 
     pub fn flows(&self) -> &Arc<FlowStore> {
         &self.flows
+    }
+
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    /// The dataplane's clock (its timestamps as Unix time).
+    pub fn clock(&self) -> Clock {
+        self.clock
     }
 
     pub fn lost(&self) -> EventsLost {

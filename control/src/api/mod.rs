@@ -13,6 +13,7 @@
 //! | `GET`/`PUT`/`DELETE /v1/workloads/{name}` | viewer / admin | one workload |
 //! | `GET /v1/flows` | viewer | flow records: `src`, `dst`, `verdict`, `since`, `limit` |
 //! | `GET /v1/flows/stream` | viewer | new flow records as server-sent events |
+//! | `GET /v1/explain` | viewer | why a flow (`src`, `dst`, `proto`, `dport`; or `flow=ID`) is allowed or denied |
 //!
 //! Errors are JSON `{error, detail, path?}` with a fitting status: 400
 //! invalid, 401 no or unknown token, 403 role too weak, 404, 409 conflict,
@@ -23,6 +24,7 @@
 
 mod auth;
 mod errors;
+mod explain;
 mod flows;
 mod policy;
 mod status;
@@ -38,7 +40,9 @@ use axum::Router;
 
 use crate::appliance::Appliance;
 use crate::engine::PolicyEngine;
+use crate::flows::Resolver;
 use crate::metrics::Metrics;
+use crate::policy::RuleBook;
 
 /// Largest request body accepted unless configured otherwise.
 pub const DEFAULT_BODY_LIMIT: usize = 4 << 20;
@@ -59,8 +63,16 @@ pub struct ApiState {
     pub visibility: Option<Arc<crate::visibility::Visibility>>,
 }
 
+/// The policy in force, with names (see `ApiState::in_force`).
+#[derive(Debug)]
+pub struct InForce {
+    pub snapshot: Arc<microseg_dataplane::pipeline::PolicySnapshot>,
+    pub book: Arc<RuleBook>,
+    pub resolver: Resolver,
+}
+
 /// Every route, for the OpenAPI check: (method, path).
-pub const ROUTES: [(&str, &str); 15] = [
+pub const ROUTES: [(&str, &str); 16] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -76,6 +88,7 @@ pub const ROUTES: [(&str, &str); 15] = [
     ("get", "/v1/workloads"),
     ("get", "/v1/flows"),
     ("get", "/v1/flows/stream"),
+    ("get", "/v1/explain"),
 ];
 
 /// The router.
@@ -101,6 +114,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/flows", get(flows::list))
         .route("/v1/flows/stream", get(flows::stream))
+        .route("/v1/explain", get(explain::explain))
         .fallback(errors::not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .with_state(state)
@@ -152,6 +166,47 @@ impl ApiState {
             )));
         }
         Ok(caller)
+    }
+
+    /// The policy in force: its snapshot, the names of its rules (of the
+    /// same generation) and its workloads; from the engine, or else the
+    /// appliance's rules file.
+    pub fn in_force(&self) -> Result<InForce, ApiError> {
+        if let Some(engine) = &self.engine {
+            // The snapshot and the rule book are published one after the
+            // other; read until both are of one generation.
+            loop {
+                let book = engine.rules();
+                let snapshot = engine.cell().load_full();
+                if snapshot.generation == book.generation {
+                    let mut resolver = Resolver::default();
+                    resolver.set_workloads(&engine.current().1);
+                    resolver.add_generation(Arc::clone(&book));
+                    return Ok(InForce {
+                        snapshot,
+                        book,
+                        resolver,
+                    });
+                }
+                std::thread::yield_now();
+            }
+        }
+        let appliance = self
+            .appliance
+            .as_ref()
+            .ok_or_else(|| ApiError::not_found("no policy is in force in this process"))?;
+        let snapshot = appliance.policy();
+        let book = Arc::new(match appliance.rules() {
+            Some(rules) => Resolver::rules_file_book(snapshot.generation, &rules),
+            None => RuleBook::default(),
+        });
+        let mut resolver = Resolver::default();
+        resolver.add_generation(Arc::clone(&book));
+        Ok(InForce {
+            snapshot,
+            book,
+            resolver,
+        })
     }
 
     /// The engine, or 404 when the appliance runs from a rules file.

@@ -88,6 +88,18 @@ impl Resolver {
         self.workloads.get(&(family, addr))
     }
 
+    /// The addresses of the workload named `name`.
+    pub fn addresses_of(&self, name: &str) -> Vec<IpAddr> {
+        let mut found: Vec<IpAddr> = self
+            .workloads
+            .iter()
+            .filter(|(_, w)| w.name == name)
+            .map(|(&(family, addr), _)| microseg_dataplane::packet::u128_to_ip(family, addr))
+            .collect();
+        found.sort();
+        found
+    }
+
     /// Every workload known, by name.
     pub fn workloads(&self) -> impl Iterator<Item = &Arc<WorkloadInfo>> {
         self.workloads.values()

@@ -226,6 +226,16 @@ impl FlowStore {
         found
     }
 
+    /// The record with id `id`, if still held.
+    pub fn find(&self, id: u64) -> Option<Arc<FlowRecord>> {
+        let held = self.lock();
+        let oldest = held.records.front()?.id;
+        let record = held
+            .records
+            .get(usize::try_from(id.checked_sub(oldest)?).ok()?)?;
+        (record.id == id).then(|| Arc::clone(record))
+    }
+
     /// Every record held, oldest first (map, impact, recommendations).
     pub fn all(&self) -> Vec<Arc<FlowRecord>> {
         self.lock().records.iter().cloned().collect()

@@ -172,14 +172,20 @@ impl PolicySnapshot {
             .collect()
     }
 
-    /// Decides a flow in its original direction.
+    /// Decides a flow in its original direction, and counts the hit.
     pub fn decide(&self, flow: &FlowKey) -> Decision {
+        let decision = self.judge(flow);
+        self.count_hit(decision.rule_id);
+        decision
+    }
+
+    /// What `decide` would decide, without counting it (explain, what-if).
+    pub fn judge(&self, flow: &FlowKey) -> Decision {
         let verdict = self.classifier.classify_rule(flow).map(|r| r.action);
         let (action, mode, rule_id) = match verdict {
             Some(v) => (v.action, v.mode, v.rule_id),
             None => (self.default_action, Mode::Enforce, DEFAULT_RULE_ID),
         };
-        self.count_hit(rule_id);
         match (action, mode) {
             (Action::Allow, _) => Decision {
                 pass: true,

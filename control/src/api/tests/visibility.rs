@@ -84,6 +84,11 @@ async fn seen(name: &str) -> Seen {
 }
 
 impl Seen {
+    /// A viewer's GET.
+    async fn ask(&self, path: &str) -> Reply {
+        call(&self.bed, Method::GET, path, Some(VIEWER), None, "", &[]).await
+    }
+
     fn now(&self) -> u64 {
         self.started.elapsed().as_nanos() as u64
     }
@@ -244,4 +249,130 @@ async fn the_stream_sends_new_flows_and_ends_when_visibility_stops() {
         .await
         .expect("the stream ends when visibility stops");
     assert!(end.is_none(), "no more events");
+}
+
+/// Two policies that overlap on app's ports: the later one matches too.
+const OVERLAPPING: &str = r#"{
+  "workloads": [
+    {"name": "web-1", "addresses": ["10.1.0.1", "fd00::1"], "labels": {"role": "web"}},
+    {"name": "app-1", "addresses": ["10.1.0.2", "fd00::2"], "labels": {"role": "app"}}
+  ],
+  "policies": [
+    {"name": "shop", "priority": 10, "rules": [
+      {"name": "web-to-app", "from": "role=web", "to": "role=app", "services": ["tcp/8080"], "action": "allow"}
+    ]},
+    {"name": "lockdown", "priority": 20, "rules": [
+      {"name": "app-ports", "from": "any", "to": "role=app", "services": ["tcp/8000-8100"], "action": "deny"}
+    ]}
+  ]
+}"#;
+
+#[tokio::test]
+async fn explain_names_the_deciding_rule_the_losers_and_the_connection() {
+    let seen = seen("explain").await;
+    let reply = call(
+        &seen.bed,
+        Method::PUT,
+        "/v1/policy",
+        Some(ADMIN),
+        JSON,
+        OVERLAPPING,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    send(&seen.pipeline, &tcp_syn(WEB, APP, 40000, 8080), seen.now());
+    let allowed = seen
+        .ask("/v1/explain?src=web-1&dst=app-1&proto=tcp&dport=8080&sport=40000")
+        .await;
+    assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.text);
+    let json = &allowed.json;
+    assert_eq!(json["verdict"], "allowed", "{json}");
+    assert_eq!(json["decided_by"]["policy"], "shop");
+    assert_eq!(json["decided_by"]["rule"], "web-to-app");
+    assert_eq!(json["also_matching"][0]["rule"], "app-ports", "{json}");
+    assert_eq!(json["src"]["workload"], "web-1");
+    assert_eq!(json["question"]["src"], "10.1.0.1");
+    assert_eq!(json["connection"]["state"], "SYN_SENT", "{json}");
+    assert_eq!(json["connection"]["admitted_by"]["rule"], "web-to-app");
+    assert_eq!(json["connection"]["packets"][0], 1);
+
+    // Another port in the range: the lockdown decides; no connection.
+    let denied = seen
+        .ask("/v1/explain?src=10.1.0.1&dst=app-1&dport=8081")
+        .await;
+    assert_eq!(denied.json["verdict"], "denied", "{}", denied.text);
+    assert_eq!(denied.json["decided_by"]["rule"], "app-ports");
+    assert_eq!(
+        denied.json["also_matching"].as_array().map(Vec::len),
+        Some(0)
+    );
+    assert_eq!(denied.json["connection"], Value::Null);
+    // Nothing matches: the default action, in IPv6 when both have it.
+    let default = seen
+        .ask("/v1/explain?src=app-1&dst=fd00::1&proto=icmpv6")
+        .await;
+    assert_eq!(default.json["verdict"], "denied", "{}", default.text);
+    assert_eq!(default.json["decided_by"], Value::Null);
+    assert_eq!(default.json["default_action"], "deny");
+    assert_eq!(default.json["question"]["src"], "fd00::2");
+    assert_eq!(default.json["question"]["dport"], 128);
+}
+
+#[tokio::test]
+async fn explain_answers_for_a_recorded_flow_and_refuses_bad_questions() {
+    let seen = seen("explain-flow").await;
+    send(&seen.pipeline, &tcp_syn(APP, WEB, 40001, 22), seen.now());
+    let flows = seen
+        .poll("/v1/flows?verdict=denied", |j| !flows_of(j).is_empty())
+        .await;
+    let id = flows_of(&flows)[0]["id"].as_u64().expect("id");
+    let path = format!("/v1/explain?flow={id}");
+    let reply = call(&seen.bed, Method::GET, &path, Some(VIEWER), None, "", &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["verdict"], "denied");
+    assert_eq!(reply.json["question"]["dport"], 22);
+    assert_eq!(reply.json["question"]["sport"], 40001);
+
+    for (path, status, parameter) in [
+        ("/v1/explain?dst=app-1&dport=80", 400, "src"),
+        ("/v1/explain?src=web-1&dst=nobody&dport=80", 400, "dst"),
+        ("/v1/explain?src=web-1&dst=app-1", 400, "dport"),
+        ("/v1/explain?src=web-1&dst=app-1&dport=70000", 400, "dport"),
+        ("/v1/explain?src=web-1&dst=app-1&proto=gre2", 400, "proto"),
+        ("/v1/explain?src=10.0.0.0/8&dst=app-1&dport=1", 400, "src"),
+        (
+            "/v1/explain?src=web-1&dst=app-1&dport=1&colour=red",
+            400,
+            "colour",
+        ),
+        ("/v1/explain?flow=1&src=web-1", 400, "flow"),
+        ("/v1/explain?flow=abc", 400, "flow"),
+    ] {
+        let reply = call(&seen.bed, Method::GET, path, Some(VIEWER), None, "", &[]).await;
+        assert_eq!(reply.status.as_u16(), status, "{path}: {}", reply.text);
+        assert_eq!(reply.json["path"], parameter, "{path}: {}", reply.text);
+    }
+    let reply = call(
+        &seen.bed,
+        Method::GET,
+        "/v1/explain?flow=99999",
+        Some(VIEWER),
+        None,
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text);
+    let reply = call(
+        &seen.bed,
+        Method::GET,
+        "/v1/explain?src=web-1&dst=app-1&dport=1",
+        None,
+        None,
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 }
