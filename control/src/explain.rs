@@ -237,11 +237,7 @@ pub struct Sources<'a> {
 pub fn explain(question: &Question, sources: Sources<'_>) -> Explanation {
     let flow = question.flow();
     let decision = sources.snapshot.judge(&flow);
-    let verdict = match (decision.pass, decision.would_deny) {
-        (true, false) => Verdict::Allowed,
-        (true, true) => Verdict::WouldDeny,
-        (false, _) => Verdict::Denied,
-    };
+    let verdict = Verdict::of(&decision);
     let name = |rule_id: u32| sources.book.rule(rule_id).cloned();
     // Every rule matching the flow, in match order, once per policy rule.
     let mut matching: Vec<u32> = Vec::new();

@@ -14,6 +14,7 @@ pub mod explain;
 mod file_error;
 pub mod flows;
 pub mod inspect;
+pub mod map;
 pub mod metrics;
 pub mod policy;
 pub mod rules;

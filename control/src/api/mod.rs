@@ -13,6 +13,7 @@
 //! | `GET`/`PUT`/`DELETE /v1/workloads/{name}` | viewer / admin | one workload |
 //! | `GET /v1/flows` | viewer | flow records: `src`, `dst`, `verdict`, `since`, `limit` |
 //! | `GET /v1/flows/stream` | viewer | new flow records as server-sent events |
+//! | `GET /v1/map` | viewer | the dependency map (`group_by`, `format=json|dot|svg`, `since`) |
 //! | `GET /v1/explain` | viewer | why a flow (`src`, `dst`, `proto`, `dport`; or `flow=ID`) is allowed or denied |
 //!
 //! Errors are JSON `{error, detail, path?}` with a fitting status: 400
@@ -26,6 +27,7 @@ mod auth;
 mod errors;
 mod explain;
 mod flows;
+mod map;
 mod policy;
 mod status;
 pub mod tls;
@@ -72,7 +74,7 @@ pub struct InForce {
 }
 
 /// Every route, for the OpenAPI check: (method, path).
-pub const ROUTES: [(&str, &str); 16] = [
+pub const ROUTES: [(&str, &str); 17] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -89,6 +91,7 @@ pub const ROUTES: [(&str, &str); 16] = [
     ("get", "/v1/flows"),
     ("get", "/v1/flows/stream"),
     ("get", "/v1/explain"),
+    ("get", "/v1/map"),
 ];
 
 /// The router.
@@ -115,6 +118,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/flows", get(flows::list))
         .route("/v1/flows/stream", get(flows::stream))
         .route("/v1/explain", get(explain::explain))
+        .route("/v1/map", get(map::map))
         .fallback(errors::not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .with_state(state)

@@ -17,7 +17,9 @@ mod store;
 pub use collector::{Clock, Collector, CollectorConfig, FlowObserver, Names, RulesInForce};
 pub use record::{Endpoint, FlowRecord, RecordKind, Verdict};
 pub use resolve::{Resolver, WorkloadInfo};
-pub use store::{EndpointFilter, FlowFilter, FlowStore, FlowStoreStats, QueryError, MAX_LIMIT};
+pub use store::{
+    parse_since, EndpointFilter, FlowFilter, FlowStore, FlowStoreStats, QueryError, MAX_LIMIT,
+};
 
 #[cfg(test)]
 mod tests;

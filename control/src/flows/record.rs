@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use microseg_dataplane::conntrack::{ConnEntry, ConnKey, EndReason};
 use microseg_dataplane::packet::{proto, u128_to_ip, AddrFamily, FlowKey};
-use microseg_dataplane::pipeline::{VerdictEvent, VerdictKind};
+use microseg_dataplane::pipeline::{Decision, VerdictEvent, VerdictKind};
 use serde::{Deserialize, Serialize};
 
 use super::resolve::Resolver;
@@ -30,6 +30,15 @@ impl Verdict {
             Verdict::Denied => "denied",
             Verdict::WouldDeny => "would_deny",
             Verdict::Cut => "cut",
+        }
+    }
+
+    /// The verdict of a policy decision.
+    pub fn of(decision: &Decision) -> Self {
+        match (decision.pass, decision.would_deny) {
+            (true, false) => Verdict::Allowed,
+            (true, true) => Verdict::WouldDeny,
+            (false, _) => Verdict::Denied,
         }
     }
 

@@ -40,6 +40,16 @@ fn bad(parameter: &str, message: impl Into<String>) -> QueryError {
     }
 }
 
+/// A `since` parameter: Unix seconds (fractions allowed), as milliseconds.
+pub fn parse_since(value: &str) -> Result<u64, QueryError> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|seconds| (seconds * 1000.0) as u64)
+        .ok_or_else(|| bad("since", format!("`{value}` is not a Unix time in seconds")))
+}
+
 /// Which endpoints a filter takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EndpointFilter {
@@ -102,16 +112,7 @@ impl FlowFilter {
                         )
                     })?)
                 }
-                "since" => {
-                    let seconds: f64 = value
-                        .parse()
-                        .ok()
-                        .filter(|s: &f64| s.is_finite() && *s >= 0.0)
-                        .ok_or_else(|| {
-                            bad("since", format!("`{value}` is not a Unix time in seconds"))
-                        })?;
-                    filter.since_ms = Some((seconds * 1000.0) as u64);
-                }
+                "since" => filter.since_ms = Some(parse_since(value)?),
                 "limit" => {
                     filter.limit = value
                         .parse()

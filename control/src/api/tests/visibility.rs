@@ -376,3 +376,85 @@ async fn explain_answers_for_a_recorded_flow_and_refuses_bad_questions() {
     .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_map_shows_observed_edges_marked_by_the_policy_in_force() {
+    let seen = seen("map").await;
+    send(&seen.pipeline, &tcp_syn(WEB, APP, 40000, 8080), seen.now());
+    send(&seen.pipeline, &tcp_syn(APP, WEB, 40001, 22), seen.now());
+    let json = seen
+        .poll("/v1/map", |j| {
+            j["edges"].as_array().is_some_and(|e| e.len() == 2)
+        })
+        .await;
+    let edge = |from: &str| {
+        json["edges"]
+            .as_array()
+            .and_then(|edges| edges.iter().find(|e| e["from"] == from).cloned())
+            .expect("edge")
+    };
+    assert_eq!(edge("web-1")["to"], "app-1");
+    assert_eq!(edge("web-1")["service"], "tcp/8080");
+    assert_eq!(edge("web-1")["policy_now"], "allowed");
+    assert_eq!(edge("app-1")["policy_now"], "denied");
+    assert_eq!(edge("app-1")["denied"], true);
+    let nodes: Vec<&str> = json["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    assert_eq!(nodes, vec!["app-1", "web-1"]);
+
+    // Grouped by role; then as DOT and SVG.
+    let grouped = seen.ask("/v1/map?group_by=role").await;
+    assert_eq!(grouped.json["group_by"][0], "role", "{}", grouped.text);
+    assert!(grouped.text.contains("\"role=web\""), "{}", grouped.text);
+    let dot = seen.ask("/v1/map?format=dot").await;
+    assert_eq!(dot.status, StatusCode::OK);
+    assert!(dot.text.contains("\"web-1\" -> \"app-1\""), "{}", dot.text);
+    let svg = seen.ask("/v1/map?format=svg&group_by=role").await;
+    assert!(svg.text.starts_with("<svg"), "{}", svg.text);
+    assert!(svg.text.contains("data-from=\"role=app\" data-to=\"role=web\" data-service=\"tcp/22\" data-verdict=\"denied\""), "{}", svg.text);
+    // A policy change that allows app -> web ssh: the edge is now allowed,
+    // though the flow seen was denied.
+    let allow_ssh = POLICY.replace(
+        r#"{"name": "web-to-app""#,
+        r#"{"name": "app-ssh", "from": "role=app", "to": "role=web", "services": ["tcp/22"], "action": "allow"},
+    {"name": "web-to-app""#,
+    );
+    let reply = call(
+        &seen.bed,
+        Method::PUT,
+        "/v1/policy",
+        Some(ADMIN),
+        JSON,
+        &allow_ssh,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let after = seen.ask("/v1/map").await;
+    let ssh = after.json["edges"]
+        .as_array()
+        .and_then(|edges| edges.iter().find(|e| e["service"] == "tcp/22").cloned())
+        .expect("ssh edge");
+    assert_eq!(ssh["policy_now"], "allowed", "{ssh}");
+    assert_eq!(ssh["denied"], true, "what was seen stays");
+
+    for (path, parameter) in [
+        ("/v1/map?format=png", "format"),
+        ("/v1/map?group_by=a;b", "group_by"),
+        ("/v1/map?since=soon", "since"),
+        ("/v1/map?zoom=2", "zoom"),
+    ] {
+        let reply = seen.ask(path).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            reply.text
+        );
+        assert_eq!(reply.json["path"], parameter, "{path}");
+    }
+}
