@@ -115,7 +115,10 @@ fn a_real_prometheus_scrapes_the_metrics() {
     let (exprs, _) = common::grafana_queries();
     assert!(exprs.len() >= 10, "{exprs:?}");
     for expr in &exprs {
-        let path = format!("/api/v1/query?query={}", common::url_encode(expr));
+        let path = format!(
+            "/api/v1/query?query={}",
+            microseg_control::client::percent_encode(expr)
+        );
         let body = http_get(listen, &path, None).unwrap_or_default();
         let reply: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         assert_eq!(reply["status"], "success", "{expr}: {body}");

@@ -350,3 +350,28 @@ pub struct WorkerStatus {
     pub busy_rounds: u64,
     pub sleeps: u64,
 }
+
+/// The appliance enforces quarantine in XDP on every port.
+impl crate::quarantine::Enforcer for Appliance {
+    fn block(&self, address: std::net::IpAddr) -> Result<(), String> {
+        for port in &self.ports {
+            port.xdp
+                .quarantine(address)
+                .map_err(|e| format!("port {}: {e}", port.name))?;
+        }
+        Ok(())
+    }
+
+    fn release(&self, address: std::net::IpAddr) -> Result<(), String> {
+        for port in &self.ports {
+            port.xdp
+                .release(address)
+                .map_err(|e| format!("port {}: {e}", port.name))?;
+        }
+        Ok(())
+    }
+
+    fn conntrack(&self) -> &ConntrackTable {
+        self.pipeline.conntrack()
+    }
+}

@@ -33,6 +33,28 @@ pub struct ApiOptions {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum QuarantineAction {
+    /// Quarantine a workload (by name) or an address.
+    Add {
+        target: String,
+        /// Lift it by itself after this many seconds.
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Why (kept with it, shown in alerts).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Break-glass traffic that stays allowed, `FROM=SERVICE[,SERVICE]`
+        /// (`role=jump=tcp/22` or `10.0.0.9/32=tcp/22`); repeatable.
+        #[arg(long = "allow")]
+        allow: Vec<String>,
+    },
+    /// The quarantines in force.
+    List,
+    /// Lift the quarantine of a target.
+    Lift { target: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum PolicyAction {
     /// Check a policy file (dry run); exit 1 if invalid.
     Validate { file: PathBuf },
@@ -94,6 +116,13 @@ pub enum Command {
         /// Explain a recorded flow (its id in `microseg flows`) instead.
         #[arg(long, conflicts_with_all = ["src", "dst", "service", "sport"])]
         flow: Option<u64>,
+    },
+    /// Isolate a workload or address, list quarantines, lift one.
+    Quarantine {
+        #[command(flatten)]
+        api: ApiOptions,
+        #[command(subcommand)]
+        action: QuarantineAction,
     },
     /// Recorded flows, newest last.
     Flows {

@@ -17,7 +17,8 @@ use microseg_dataplane::pipeline::PolicySnapshot;
 use serde::Serialize;
 
 use crate::policy::{
-    compile_from, CompiledPolicy, PolicyDocument, PolicyError, Report, RuleBook, Workload,
+    compile_from, CompiledPolicy, Policy, PolicyDocument, PolicyError, Report, RuleBook, RuleRef,
+    Workload,
 };
 use crate::store::{unix_now, AuditEntry, PolicyVersion, Store, StoreError, VersionInfo};
 
@@ -52,6 +53,8 @@ pub struct Applied {
 struct Current {
     version: u64,
     document: PolicyDocument,
+    /// Policies evaluated before the document (quarantine).
+    overlay: Vec<Policy>,
 }
 
 /// Where swap durations and generations are reported (metrics).
@@ -116,7 +119,7 @@ impl PolicyEngine {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             ..BuildConfig::default()
         };
-        let compiled = compile_from(&stored.document, 1, &build_config, None)?;
+        let compiled = compile_from(&stored.document, &[], 1, &build_config, None)?;
         let rules = Arc::new(RuleBook {
             generation: 1,
             rules: compiled.rules,
@@ -127,6 +130,7 @@ impl PolicyEngine {
             current: Mutex::new(Current {
                 version: stored.version,
                 document: stored.document,
+                overlay: Vec::new(),
             }),
             rules: ArcSwap::new(rules),
             observer,
@@ -283,40 +287,23 @@ impl PolicyEngine {
         if !report.is_valid() {
             return Err(PolicyError::Invalid(report).into());
         }
-        let generation = self.generation().wrapping_add(1).max(1);
-        let CompiledPolicy {
-            snapshot,
-            rules,
-            classifier_rules,
-            shadowed,
-        } = compile_from(
-            &document,
-            generation,
-            &self.build_config,
-            Some(&self.cell.load_full()),
-        )?;
-        report.warnings.extend(shadowed);
+        let (generation, compiled) = self.compile(&document, &current.overlay)?;
+        report.warnings.extend(compiled.shadowed);
         let detail = summary_of(&current.document, &document);
         let stored = self.store.commit(&document, who, &action)?;
-        let rules = Arc::new(RuleBook { generation, rules });
-        self.cell.store(Arc::new(snapshot));
-        self.rules.store(rules);
-        let swap_seconds = started.elapsed().as_secs_f64();
-        *current = Current {
-            version: stored.version,
-            document,
-        };
-        if let Some(observer) = &self.observer {
-            observer.swapped(generation, swap_seconds, classifier_rules);
-        }
-        // The change is in force; an audit failure is reported, not undone.
-        self.store.audit(&AuditEntry {
-            time: unix_now(),
-            who: who.to_string(),
+        let swap_seconds = self.publish(generation, compiled.snapshot, compiled.rules, started);
+        let classifier_rules = compiled.classifier_rules;
+        current.version = stored.version;
+        current.document = document;
+        self.after_swap(
+            generation,
+            swap_seconds,
+            classifier_rules,
+            who,
             action,
-            version: Some(stored.version),
+            stored.version,
             detail,
-        })?;
+        )?;
         Ok(Applied {
             version: stored.version,
             generation,
@@ -324,6 +311,102 @@ impl PolicyEngine {
             warnings: report.warnings,
             swap_seconds,
         })
+    }
+
+    /// Replaces the overlay: policies evaluated before the whole document
+    /// (quarantine), and publishes the result as a new generation. The
+    /// stored document and its version do not change; the audit trail
+    /// records `action`. A failure changes nothing.
+    pub fn set_overlay(
+        &self,
+        overlay: Vec<Policy>,
+        who: &str,
+        action: String,
+        started: Instant,
+    ) -> Result<Applied, EngineError> {
+        let mut current = self.lock();
+        let (generation, compiled) = self.compile(&current.document, &overlay)?;
+        let swap_seconds = self.publish(generation, compiled.snapshot, compiled.rules, started);
+        current.overlay = overlay;
+        let version = current.version;
+        self.after_swap(
+            generation,
+            swap_seconds,
+            compiled.classifier_rules,
+            who,
+            action.clone(),
+            version,
+            action,
+        )?;
+        Ok(Applied {
+            version,
+            generation,
+            classifier_rules: compiled.classifier_rules,
+            warnings: Vec::new(),
+            swap_seconds,
+        })
+    }
+
+    /// The overlay in force.
+    pub fn overlay(&self) -> Vec<Policy> {
+        self.lock().overlay.clone()
+    }
+
+    /// Compiles `document` under `overlay` as the next generation.
+    fn compile(
+        &self,
+        document: &PolicyDocument,
+        overlay: &[Policy],
+    ) -> Result<(u32, CompiledPolicy), EngineError> {
+        let generation = self.generation().wrapping_add(1).max(1);
+        let compiled = compile_from(
+            document,
+            overlay,
+            generation,
+            &self.build_config,
+            Some(&self.cell.load_full()),
+        )?;
+        Ok((generation, compiled))
+    }
+
+    /// Puts a snapshot in force; returns the seconds since `started`.
+    fn publish(
+        &self,
+        generation: u32,
+        snapshot: PolicySnapshot,
+        rules: Vec<RuleRef>,
+        started: Instant,
+    ) -> f64 {
+        self.cell.store(Arc::new(snapshot));
+        self.rules.store(Arc::new(RuleBook { generation, rules }));
+        started.elapsed().as_secs_f64()
+    }
+
+    /// Reports a swap to the observer and records it in the audit trail.
+    /// The change is in force by now; an audit failure is reported, not
+    /// undone.
+    #[allow(clippy::too_many_arguments)]
+    fn after_swap(
+        &self,
+        generation: u32,
+        swap_seconds: f64,
+        classifier_rules: usize,
+        who: &str,
+        action: String,
+        version: u64,
+        detail: String,
+    ) -> Result<(), EngineError> {
+        if let Some(observer) = &self.observer {
+            observer.swapped(generation, swap_seconds, classifier_rules);
+        }
+        self.store.audit(&AuditEntry {
+            time: unix_now(),
+            who: who.to_string(),
+            action,
+            version: Some(version),
+            detail,
+        })?;
+        Ok(())
     }
 }
 

@@ -1,12 +1,13 @@
-//! `microseg explain` and `microseg flows`: the CLI side of visibility,
-//! through the API. Text for people by default, the API's JSON with
-//! `--json`.
+//! `microseg explain`, `microseg flows` and `microseg quarantine`: the CLI
+//! side of visibility and response, through the API. Text for people by
+//! default, the API's JSON with `--json`.
 
 use std::io::Write;
 
 use serde_json::Value;
 
-use crate::client::{query_string, Client, ClientError};
+use crate::client::{percent_encode, query_string, Client, ClientError};
+use crate::quarantine::{BreakGlass, QuarantineRequest};
 
 /// What `explain` asks about.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,6 +225,139 @@ pub fn flows(
     Ok(())
 }
 
+/// A quarantine request from the command line; `allow` holds
+/// `FROM=SERVICE[,SERVICE]` break-glass entries.
+pub fn quarantine_request(
+    target: String,
+    ttl_seconds: Option<u64>,
+    reason: Option<String>,
+    allow: &[String],
+) -> Result<QuarantineRequest, ClientError> {
+    let break_glass = allow
+        .iter()
+        .map(|entry| {
+            let (from, services) = entry
+                .rsplit_once('=')
+                .ok_or_else(|| ClientError::Document {
+                    path: format!("--allow {entry}"),
+                    message: "write FROM=SERVICE[,SERVICE], e.g. role=jump=tcp/22".into(),
+                })?;
+            Ok(BreakGlass {
+                from: from.to_string(),
+                services: services.split(',').map(|s| s.trim().to_string()).collect(),
+            })
+        })
+        .collect::<Result<Vec<_>, ClientError>>()?;
+    Ok(QuarantineRequest {
+        target,
+        ttl_seconds,
+        reason,
+        break_glass,
+    })
+}
+
+fn write_quarantine(out: &mut impl Write, q: &Value) -> Result<(), ClientError> {
+    let addresses: Vec<String> = q["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
+    write!(
+        out,
+        "{} ({}) since {} by {}",
+        text(&q["target"]),
+        addresses.join(", "),
+        text(&q["since"]),
+        text(&q["who"])
+    )?;
+    if !q["expires"].is_null() {
+        write!(out, ", expires {}", text(&q["expires"]))?;
+    }
+    if !q["reason"].is_null() {
+        write!(out, ": {}", text(&q["reason"]))?;
+    }
+    for glass in q["break_glass"].as_array().into_iter().flatten() {
+        write!(
+            out,
+            "; still allowed from {} to {}",
+            text(&glass["from"]),
+            glass["services"]
+        )?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+/// `microseg quarantine add`.
+pub fn quarantine_add(
+    client: &Client,
+    request: &QuarantineRequest,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), ClientError> {
+    let body = serde_json::to_vec(request).map_err(|e| ClientError::Reply(e.to_string()))?;
+    let (done, _) = client.json(
+        "POST",
+        "/v1/quarantine",
+        Some(("application/json", &body)),
+        &[],
+    )?;
+    if json {
+        return Ok(writeln!(out, "{done}")?);
+    }
+    write!(out, "quarantined: ")?;
+    write_quarantine(out, &done["quarantine"])?;
+    writeln!(
+        out,
+        "in force: policy generation {}, {} connection(s) cut",
+        text(&done["generation"]),
+        text(&done["connections_cut"])
+    )?;
+    Ok(())
+}
+
+/// `microseg quarantine list`.
+pub fn quarantine_list(
+    client: &Client,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), ClientError> {
+    let (list, _) = client.json("GET", "/v1/quarantine", None, &[])?;
+    if json {
+        return Ok(writeln!(out, "{list}")?);
+    }
+    let entries = list.as_array().cloned().unwrap_or_default();
+    if entries.is_empty() {
+        writeln!(out, "nothing is quarantined")?;
+    }
+    for q in &entries {
+        write_quarantine(out, q)?;
+    }
+    Ok(())
+}
+
+/// `microseg quarantine lift`.
+pub fn quarantine_lift(
+    client: &Client,
+    target: &str,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), ClientError> {
+    let path = format!("/v1/quarantine/{}", percent_encode(target));
+    let (done, _) = client.json("DELETE", &path, None, &[])?;
+    if json {
+        return Ok(writeln!(out, "{done}")?);
+    }
+    writeln!(
+        out,
+        "lifted: {} (policy generation {})",
+        text(&done["quarantine"]["target"]),
+        text(&done["generation"])
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +382,26 @@ mod tests {
         };
         assert_eq!(icmp.query(), "src=a&dst=b&proto=icmp");
         assert_eq!(Question::Flow(7).query(), "flow=7");
+    }
+
+    #[test]
+    fn break_glass_flags_are_parsed_and_bad_ones_named() {
+        let request = quarantine_request(
+            "app-1".into(),
+            Some(60),
+            None,
+            &[
+                "role=jump=tcp/22,tcp/2222".into(),
+                "10.0.0.9/32=icmp".into(),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(request.break_glass[0].from, "role=jump");
+        assert_eq!(request.break_glass[0].services, vec!["tcp/22", "tcp/2222"]);
+        assert_eq!(request.break_glass[1].from, "10.0.0.9/32");
+        let error =
+            quarantine_request("x".into(), None, None, &["tcp/22".into()]).expect_err("no FROM");
+        assert!(error.to_string().contains("--allow tcp/22"), "{error}");
     }
 
     #[test]

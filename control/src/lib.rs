@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod map;
 pub mod metrics;
 pub mod policy;
+pub mod quarantine;
 pub mod rules;
 pub mod store;
 pub mod syntax;

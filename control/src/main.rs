@@ -9,11 +9,12 @@ use microseg_control::api::tls::{self, TlsListener};
 use microseg_control::api::{random_token, ApiState, Tokens};
 use microseg_control::appliance::{Appliance, PolicyFeed};
 use microseg_control::classify::{self, Engine};
-use microseg_control::cli::{Cli, Command, PolicyAction};
+use microseg_control::cli::{Cli, Command, PolicyAction, QuarantineAction};
 use microseg_control::config::{Config, LocalMachine, PolicySource};
 use microseg_control::engine::{PolicyEngine, SwapObserver};
 use microseg_control::metrics::Metrics;
 use microseg_control::policy::PolicyDocument;
+use microseg_control::quarantine::{Enforcer, Quarantines};
 use microseg_control::store::Store;
 use microseg_control::visibility::{Visibility, VisibilityConfig};
 use microseg_control::{client, inspect};
@@ -62,6 +63,11 @@ fn run_appliance(path: &Path) -> anyhow::Result<()> {
         Some((cert, key)) => Some(tls::acceptor(cert, key)?),
         None => None,
     };
+    // Quarantines are in the policy before the first frame is forwarded.
+    let quarantines = Arc::new(
+        Quarantines::open(Arc::new(Store::open(&config.state_dir)?), engine.clone())
+            .with_context(|| format!("quarantine state in {}", config.state_dir.display()))?,
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -95,10 +101,19 @@ fn run_appliance(path: &Path) -> anyhow::Result<()> {
             if config.api_tls.is_some() { "https" } else { "http" },
             config.api_listen,
         );
+        for problem in quarantines.attach(Arc::clone(&appliance) as Arc<dyn Enforcer>) {
+            eprintln!("microseg: quarantine in XDP: {problem}");
+        }
         let visibility = Arc::new(
-            Visibility::for_appliance(&appliance, engine.clone(), VisibilityConfig::default())
-                .context("starting the flow collector")?,
+            Visibility::for_appliance(
+                &appliance,
+                engine.clone(),
+                Some(Arc::clone(&quarantines)),
+                VisibilityConfig::default(),
+            )
+            .context("starting the flow collector")?,
         );
+        drop(quarantines);
         let state = Arc::new(ApiState {
             engine,
             appliance: Some(Arc::clone(&appliance)),
@@ -263,6 +278,24 @@ fn main() -> anyhow::Result<()> {
                 },
             };
             inspect::explain(&client, &question, api.json, &mut out)?;
+        }
+        Command::Quarantine { api, action } => {
+            let client = client::Client::for_options(&api)?;
+            match action {
+                QuarantineAction::Add {
+                    target,
+                    ttl,
+                    reason,
+                    allow,
+                } => {
+                    let request = inspect::quarantine_request(target, ttl, reason, &allow)?;
+                    inspect::quarantine_add(&client, &request, api.json, &mut out)?;
+                }
+                QuarantineAction::List => inspect::quarantine_list(&client, api.json, &mut out)?,
+                QuarantineAction::Lift { target } => {
+                    inspect::quarantine_lift(&client, &target, api.json, &mut out)?
+                }
+            }
         }
         Command::Flows {
             api,

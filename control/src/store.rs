@@ -123,6 +123,22 @@ impl Store {
         })
     }
 
+    /// Writes a state file of another component (quarantine) under the
+    /// state directory, as durably as a version.
+    pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        write_atomic(&self.dir.join(name), bytes)
+    }
+
+    /// Reads a state file written by `write_file`; None if there is none.
+    pub fn read_file(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.dir.join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

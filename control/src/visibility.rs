@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::appliance::Appliance;
 use crate::engine::PolicyEngine;
 use crate::flows::{Clock, Collector, CollectorConfig, FlowStore, Names, RulesInForce};
+use crate::quarantine::Quarantines;
 
 /// Default number of flow records kept.
 pub const DEFAULT_FLOW_CAPACITY: usize = 100_000;
@@ -51,8 +52,10 @@ pub struct Visibility {
     flows: Arc<FlowStore>,
     pipeline: Arc<Pipeline>,
     clock: Clock,
+    quarantines: Option<Arc<Quarantines>>,
     stop: Arc<AtomicBool>,
-    collector: Mutex<Option<JoinHandle<()>>>,
+    /// The flow collector and the housekeeping (quarantine TTLs) threads.
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Visibility {
@@ -61,6 +64,7 @@ impl Visibility {
     pub fn for_appliance(
         appliance: &Arc<Appliance>,
         engine: Option<Arc<PolicyEngine>>,
+        quarantines: Option<Arc<Quarantines>>,
         config: VisibilityConfig,
     ) -> std::io::Result<Self> {
         let names = match engine {
@@ -76,6 +80,7 @@ impl Visibility {
             Arc::clone(appliance.pipeline()),
             Clock::new(appliance.started()),
             names,
+            quarantines,
             config,
         )
     }
@@ -86,6 +91,7 @@ impl Visibility {
         pipeline: Arc<Pipeline>,
         clock: Clock,
         names: Names,
+        quarantines: Option<Arc<Quarantines>>,
         config: VisibilityConfig,
     ) -> std::io::Result<Self> {
         let flows = Arc::new(FlowStore::new(config.flow_capacity));
@@ -98,12 +104,20 @@ impl Visibility {
             config.collector,
         )
         .spawn(Arc::clone(&stop))?;
+        let mut threads = vec![collector];
+        if let Some(quarantines) = &quarantines {
+            threads.push(spawn_quarantine_timer(
+                Arc::clone(quarantines),
+                Arc::clone(&stop),
+            )?);
+        }
         Ok(Self {
             flows,
             pipeline,
             clock,
+            quarantines,
             stop,
-            collector: Mutex::new(Some(collector)),
+            threads: Mutex::new(threads),
         })
     }
 
@@ -130,20 +144,49 @@ impl Visibility {
         }
     }
 
-    /// Stops the collector (after a last drain) and ends live streams.
-    /// Its references to the appliance go with it.
+    /// Quarantine, when set up.
+    pub fn quarantines(&self) -> Option<&Arc<Quarantines>> {
+        self.quarantines.as_ref()
+    }
+
+    /// Stops the collector (after a last drain) and the quarantine timer,
+    /// ends live streams, and lets go of the dataplane: its references to
+    /// the appliance go with it.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
-        let handle = self
-            .collector
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(handle) = handle {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for handle in threads {
             let _ = handle.join();
         }
         self.flows.close();
+        if let Some(quarantines) = &self.quarantines {
+            quarantines.detach();
+        }
     }
+}
+
+/// How often quarantine TTLs are checked.
+const QUARANTINE_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A thread lifting quarantines whose TTL ran out, until `stop`.
+fn spawn_quarantine_timer(
+    quarantines: Arc<Quarantines>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("microseg-quarantine".into())
+        .spawn(move || {
+            let step = std::time::Duration::from_millis(100);
+            let mut waited = std::time::Duration::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(step);
+                waited += step;
+                if waited >= QUARANTINE_TICK {
+                    waited = std::time::Duration::ZERO;
+                    quarantines.expire(crate::store::unix_now());
+                }
+            }
+        })
 }
 
 impl Drop for Visibility {

@@ -89,15 +89,3 @@ pub fn grafana_queries() -> (Vec<String>, std::collections::BTreeSet<String>) {
     }
     (exprs, names)
 }
-
-/// `text` percent-encoded for a URL query value.
-pub fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}

@@ -47,6 +47,10 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
     }
 
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", detail)
+    }
+
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", detail)
     }
@@ -112,9 +116,7 @@ impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> Self {
         match error {
             EngineError::Policy(e) => e.into(),
-            EngineError::Conflict { .. } => {
-                Self::new(StatusCode::CONFLICT, "conflict", error.to_string())
-            }
+            EngineError::Conflict { .. } => Self::conflict(error.to_string()),
             EngineError::NoWorkload(_) => Self::not_found(error.to_string()),
             EngineError::NameMismatch { .. } => Self::bad_request(error.to_string()),
             EngineError::Store(StoreError::NoVersion(_)) => Self::not_found(error.to_string()),

@@ -14,6 +14,9 @@
 //! | `GET /v1/flows` | viewer | flow records: `src`, `dst`, `verdict`, `since`, `limit` |
 //! | `GET /v1/flows/stream` | viewer | new flow records as server-sent events |
 //! | `GET /v1/map` | viewer | the dependency map (`group_by`, `format=json|dot|svg`, `since`) |
+//! | `GET /v1/quarantine` | viewer | quarantines in force |
+//! | `POST /v1/quarantine` | admin | isolate a workload or address (`ttl_seconds`, `break_glass`) |
+//! | `DELETE /v1/quarantine/{target}` | admin | lift a quarantine |
 //! | `GET /v1/explain` | viewer | why a flow (`src`, `dst`, `proto`, `dport`; or `flow=ID`) is allowed or denied |
 //!
 //! Errors are JSON `{error, detail, path?}` with a fitting status: 400
@@ -29,6 +32,7 @@ mod explain;
 mod flows;
 mod map;
 mod policy;
+mod quarantine;
 mod status;
 pub mod tls;
 
@@ -37,7 +41,7 @@ pub use errors::ApiError;
 
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 use crate::appliance::Appliance;
@@ -74,7 +78,7 @@ pub struct InForce {
 }
 
 /// Every route, for the OpenAPI check: (method, path).
-pub const ROUTES: [(&str, &str); 17] = [
+pub const ROUTES: [(&str, &str); 20] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -92,6 +96,9 @@ pub const ROUTES: [(&str, &str); 17] = [
     ("get", "/v1/flows/stream"),
     ("get", "/v1/explain"),
     ("get", "/v1/map"),
+    ("get", "/v1/quarantine"),
+    ("post", "/v1/quarantine"),
+    ("delete", "/v1/quarantine/{target}"),
 ];
 
 /// The router.
@@ -119,6 +126,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/flows/stream", get(flows::stream))
         .route("/v1/explain", get(explain::explain))
         .route("/v1/map", get(map::map))
+        .route(
+            "/v1/quarantine",
+            get(quarantine::list).post(quarantine::add),
+        )
+        .route("/v1/quarantine/{target}", delete(quarantine::lift))
         .fallback(errors::not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .with_state(state)

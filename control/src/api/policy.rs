@@ -47,7 +47,7 @@ fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
 }
 
 /// Reads and parses a body within the size limit.
-async fn read_body<T: DeserializeOwned>(
+pub(super) async fn read_body<T: DeserializeOwned>(
     state: &ApiState,
     headers: &HeaderMap,
     body: Body,
@@ -108,9 +108,12 @@ fn applied(result: Applied) -> Response {
 }
 
 /// Runs a blocking engine call (compile, fsync) off the async workers.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
-) -> Result<T, ApiError> {
+pub(super) async fn blocking<T: Send + 'static, E: Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    ApiError: From<E>,
+{
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ApiError::internal(format!("the change did not finish: {e}")))?

@@ -19,7 +19,7 @@ use microseg_dataplane::pipeline::{Action, L2Policy, Mode, PolicySnapshot, RuleV
 use serde::Serialize;
 
 use super::selector::{parse_selector, Selector};
-use super::{ActionName, ModeName, PolicyDocument, PolicyError, Problem};
+use super::{ActionName, ModeName, Policy, PolicyDocument, PolicyError, Problem};
 use crate::syntax::{parse_cidr, parse_service, AddressMatch, Service};
 
 /// Above this many classifier rules, shadowed rules are not looked for
@@ -140,14 +140,17 @@ fn aggregate(family: AddrFamily, mut addrs: Vec<u128>) -> Vec<IpPrefix> {
 
 /// Compiles a validated document into generation `generation`.
 pub fn compile(doc: &PolicyDocument, generation: u32) -> Result<CompiledPolicy, PolicyError> {
-    compile_from(doc, generation, &BuildConfig::default(), None)
+    compile_from(doc, &[], generation, &BuildConfig::default(), None)
 }
 
-/// Compiles a validated document into the snapshot that will replace
-/// `previous`, whose classifier plan is reused where it still fits (it
-/// makes a policy edit's swap faster, and changes no verdict).
+/// Compiles a validated document, with `overlay` policies evaluated before
+/// all of it (each rule in its given order: quarantine), into the snapshot
+/// that will replace `previous`, whose classifier plan is reused where it
+/// still fits (it makes a policy edit's swap faster, and changes no
+/// verdict).
 pub fn compile_from(
     doc: &PolicyDocument,
+    overlay: &[Policy],
     generation: u32,
     config: &BuildConfig,
     previous: Option<&PolicySnapshot>,
@@ -198,28 +201,42 @@ pub fn compile_from(
         Ok(endpoints)
     };
 
-    // (priority, deny first, policy index, rule index)
+    // (tier, priority, deny first, policy index, rule index): the overlay
+    // (tier 0) in its own order, then the document (tier 1).
     let mut order = Vec::new();
+    for (p, policy) in overlay.iter().enumerate() {
+        for r in 0..policy.rules.len() {
+            order.push((0, p as u32, false, p, r));
+        }
+    }
     for (p, policy) in doc.policies.iter().enumerate() {
         if policy.mode == ModeName::Disabled {
             continue;
         }
         for (r, rule) in policy.rules.iter().enumerate() {
-            order.push((policy.priority, rule.action == ActionName::Allow, p, r));
+            order.push((1, policy.priority, rule.action == ActionName::Allow, p, r));
         }
     }
     order.sort();
 
     let mut rules = Vec::new();
     let mut refs = Vec::new();
-    for &(_, _, p, r) in &order {
-        let policy = &doc.policies[p];
+    // Where the document's classifier rules start: the overlay's are left
+    // out of the shadowing check (a quarantine shadows on purpose).
+    let mut document_start = None;
+    for &(tier, _, _, p, r) in &order {
+        let (policy, path) = if tier == 0 {
+            (&overlay[p], format!("{}.rules[{r}]", overlay[p].name))
+        } else {
+            document_start.get_or_insert(rules.len());
+            (&doc.policies[p], format!("policies[{p}].rules[{r}]"))
+        };
         let rule = &policy.rules[r];
         let id = refs.len() as u32 + 1;
         refs.push(RuleRef {
             policy: policy.name.clone(),
             rule: rule.name.clone().unwrap_or_else(|| format!("rules[{r}]")),
-            path: format!("policies[{p}].rules[{r}]"),
+            path,
             action: rule.action,
             mode: policy.mode,
         });
@@ -259,7 +276,7 @@ pub fn compile_from(
             }
         }
     }
-    let shadowed = shadowed_rules(&rules, &refs);
+    let shadowed = shadowed_rules(&rules[document_start.unwrap_or(rules.len())..], &refs);
     let classifier_rules = rules.len();
     let default_action = match doc.default_action {
         ActionName::Allow => Action::Allow,

@@ -57,6 +57,7 @@ async fn seen(name: &str) -> Seen {
             Arc::clone(&pipeline),
             Clock::new(started),
             Names::Engine(Arc::clone(&bed.engine)),
+            None,
             config,
         )
         .expect("collector"),
@@ -457,4 +458,164 @@ async fn the_map_shows_observed_edges_marked_by_the_policy_in_force() {
         );
         assert_eq!(reply.json["path"], parameter, "{path}");
     }
+}
+
+const WEB_TO_APP: &str = "/v1/explain?src=web-1&dst=app-1&dport=8080";
+
+/// The API bed with quarantine set up (state beside the engine's).
+async fn guarded(name: &str) -> (Seen, Arc<crate::quarantine::Quarantines>) {
+    let mut seen = seen(name).await;
+    let quarantines = Arc::new(
+        crate::quarantine::Quarantines::open(
+            Arc::new(Store::open(&seen.bed.dir).expect("store")),
+            Some(Arc::clone(&seen.bed.engine)),
+        )
+        .expect("quarantines"),
+    );
+    let visibility = Arc::new(
+        Visibility::start(
+            Arc::clone(&seen.pipeline),
+            Clock::new(seen.started),
+            Names::Engine(Arc::clone(&seen.bed.engine)),
+            Some(Arc::clone(&quarantines)),
+            VisibilityConfig::default(),
+        )
+        .expect("visibility"),
+    );
+    seen.visibility.stop();
+    seen.visibility = Arc::clone(&visibility);
+    let state = ApiState {
+        visibility: Some(visibility),
+        tokens: Tokens::parse(
+            &format!("admin alice {ADMIN}\nviewer grafana {VIEWER}\n"),
+            "test",
+        )
+        .expect("tokens"),
+        engine: seen.bed.state.engine.clone(),
+        appliance: None,
+        anonymous_reads: false,
+        body_limit: LIMIT,
+        metrics: Arc::clone(&seen.bed.state.metrics),
+    };
+    seen.bed.state = Arc::new(state);
+    (seen, quarantines)
+}
+
+#[tokio::test]
+async fn quarantine_through_the_api_isolates_and_lifts() {
+    let (seen, _quarantines) = guarded("quarantine").await;
+    assert_eq!(seen.ask(WEB_TO_APP).await.json["verdict"], "allowed");
+    let body = r#"{"target": "app-1", "ttl_seconds": 3600, "reason": "beaconing",
+                  "break_glass": [{"from": "10.1.0.9/32", "services": ["tcp/22"]}]}"#;
+    let reply = call(
+        &seen.bed,
+        Method::POST,
+        "/v1/quarantine",
+        Some(ADMIN),
+        JSON,
+        body,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_eq!(reply.json["quarantine"]["target"], "app-1");
+    assert_eq!(reply.json["quarantine"]["who"], "alice");
+    assert!(reply.json["generation"].as_u64().is_some());
+    assert_eq!(seen.ask(WEB_TO_APP).await.json["verdict"], "denied");
+    let glass = seen
+        .ask("/v1/explain?src=10.1.0.9&dst=app-1&dport=22")
+        .await;
+    assert_eq!(glass.json["verdict"], "allowed", "{}", glass.text);
+    assert_eq!(glass.json["decided_by"]["rule"], "break-glass[0]");
+    let list = seen.ask("/v1/quarantine").await;
+    assert_eq!(list.json[0]["target"], "app-1", "{}", list.text);
+    assert!(list.json[0]["expires"].as_u64().is_some());
+
+    // Again: a conflict; errors name the field; viewers may not.
+    let again = call(
+        &seen.bed,
+        Method::POST,
+        "/v1/quarantine",
+        Some(ADMIN),
+        JSON,
+        body,
+        &[],
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+    for (body, status, path) in [
+        (r#"{"target": "nobody"}"#, 400, Some("target")),
+        (
+            r#"{"target": "web-1", "ttl_seconds": 0}"#,
+            400,
+            Some("ttl_seconds"),
+        ),
+        (
+            r#"{"target": "web-1", "break_glass": [{"from": "role=", "services": ["tcp/22"]}]}"#,
+            400,
+            Some("break_glass[0].from"),
+        ),
+        (r#"{"target": "web-1", "colour": "red"}"#, 400, None),
+        (r#"{"target": "#, 400, None),
+    ] {
+        let reply = call(
+            &seen.bed,
+            Method::POST,
+            "/v1/quarantine",
+            Some(ADMIN),
+            JSON,
+            body,
+            &[],
+        )
+        .await;
+        assert_eq!(reply.status.as_u16(), status, "{body}: {}", reply.text);
+        if let Some(path) = path {
+            assert_eq!(reply.json["path"], path, "{body}: {}", reply.text);
+        }
+    }
+    let viewer = call(
+        &seen.bed,
+        Method::POST,
+        "/v1/quarantine",
+        Some(VIEWER),
+        JSON,
+        body,
+        &[],
+    )
+    .await;
+    assert_eq!(viewer.status, StatusCode::FORBIDDEN);
+    let list = seen.ask("/v1/quarantine").await;
+    assert_eq!(
+        list.json.as_array().map(Vec::len),
+        Some(1),
+        "refused requests changed nothing"
+    );
+
+    let lift = call(
+        &seen.bed,
+        Method::DELETE,
+        "/v1/quarantine/app-1",
+        Some(ADMIN),
+        None,
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(lift.status, StatusCode::OK, "{}", lift.text);
+    assert_eq!(seen.ask(WEB_TO_APP).await.json["verdict"], "allowed");
+    let none = call(
+        &seen.bed,
+        Method::DELETE,
+        "/v1/quarantine/app-1",
+        Some(ADMIN),
+        None,
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND, "{}", none.text);
+    // Without quarantine set up: 404.
+    let unset = self::seen("quarantine-unset").await;
+    let reply = unset.ask("/v1/quarantine").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text);
 }
