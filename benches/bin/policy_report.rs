@@ -62,6 +62,7 @@ fn workloads_and_rules(workloads: usize, rules: usize) -> PolicyDocument {
             } else {
                 ActionName::Allow
             },
+            mode: None,
         })
         .collect();
     PolicyDocument {
@@ -105,6 +106,7 @@ fn classbench_policy(set: &str) -> (PolicyDocument, Vec<Rule<()>>) {
                 to: cidr(&f.dst),
                 services: vec![format!("{proto}/{ports}")],
                 action: ActionName::Allow,
+                mode: None,
             }
         })
         .collect();

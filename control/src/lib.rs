@@ -13,6 +13,7 @@ pub mod engine;
 pub mod explain;
 mod file_error;
 pub mod flows;
+pub mod impact;
 pub mod inspect;
 pub mod map;
 pub mod metrics;

@@ -117,6 +117,7 @@ impl Quarantined {
                     to: address.to_string(),
                     services: glass.services.clone(),
                     action: ActionName::Allow,
+                    mode: None,
                 });
             }
             for (name, from, to) in [
@@ -129,6 +130,7 @@ impl Quarantined {
                     to,
                     services: vec!["any".into()],
                     action: ActionName::Deny,
+                    mode: None,
                 });
             }
         }

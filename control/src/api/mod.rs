@@ -8,6 +8,7 @@
 //! | `GET /v1/policy` | viewer | the document in force, `ETag: "VERSION"` |
 //! | `PUT /v1/policy` | admin | replace it (`If-Match` for optimistic concurrency) |
 //! | `POST /v1/policy/validate` | viewer | dry run: the validation report |
+//! | `POST /v1/policy/impact` | viewer | which recorded flows a candidate policy would change |
 //! | `GET /v1/policy/history` | viewer | every stored version |
 //! | `POST /v1/policy/rollback/{version}` | admin | re-apply a stored version |
 //! | `GET`/`PUT`/`DELETE /v1/workloads/{name}` | viewer / admin | one workload |
@@ -30,6 +31,7 @@ mod auth;
 mod errors;
 mod explain;
 mod flows;
+mod impact;
 mod map;
 mod policy;
 mod quarantine;
@@ -78,7 +80,7 @@ pub struct InForce {
 }
 
 /// Every route, for the OpenAPI check: (method, path).
-pub const ROUTES: [(&str, &str); 20] = [
+pub const ROUTES: [(&str, &str); 21] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -99,6 +101,7 @@ pub const ROUTES: [(&str, &str); 20] = [
     ("get", "/v1/quarantine"),
     ("post", "/v1/quarantine"),
     ("delete", "/v1/quarantine/{target}"),
+    ("post", "/v1/policy/impact"),
 ];
 
 /// The router.
@@ -113,6 +116,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(policy::get_policy).put(policy::put_policy),
         )
         .route("/v1/policy/validate", post(policy::validate))
+        .route("/v1/policy/impact", post(impact::impact))
         .route("/v1/policy/history", get(policy::history))
         .route("/v1/policy/rollback/{version}", post(policy::rollback))
         .route("/v1/workloads", get(policy::list_workloads))

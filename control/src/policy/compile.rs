@@ -214,6 +214,9 @@ pub fn compile_from(
             continue;
         }
         for (r, rule) in policy.rules.iter().enumerate() {
+            if rule.mode == Some(ModeName::Disabled) {
+                continue;
+            }
             order.push((1, policy.priority, rule.action == ActionName::Allow, p, r));
         }
     }
@@ -232,20 +235,21 @@ pub fn compile_from(
             (&doc.policies[p], format!("policies[{p}].rules[{r}]"))
         };
         let rule = &policy.rules[r];
+        let mode = rule.mode.unwrap_or(policy.mode);
         let id = refs.len() as u32 + 1;
         refs.push(RuleRef {
             policy: policy.name.clone(),
             rule: rule.name.clone().unwrap_or_else(|| format!("rules[{r}]")),
             path,
             action: rule.action,
-            mode: policy.mode,
+            mode,
         });
         let verdict = RuleVerdict {
             action: match rule.action {
                 ActionName::Allow => Action::Allow,
                 ActionName::Deny => Action::Deny,
             },
-            mode: if policy.mode == ModeName::Monitor {
+            mode: if mode == ModeName::Monitor {
                 Mode::Monitor
             } else {
                 Mode::Enforce

@@ -18,6 +18,7 @@
 //!         to: "role=app,env=prod"
 //!         services: ["tcp/8080", "icmp/8"]
 //!         action: allow        # allow | deny
+//!         mode: monitor        # optional: overrides the policy's mode for this rule
 //! default_action: deny
 //! ```
 //!
@@ -103,6 +104,10 @@ pub struct PolicyRule {
     #[serde(default = "any_service")]
     pub services: Vec<String>,
     pub action: ActionName,
+    /// Overrides the policy's mode for this rule alone (`monitor` to try a
+    /// deny rule out, `disabled` to park it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ModeName>,
 }
 
 fn any_service() -> Vec<String> {

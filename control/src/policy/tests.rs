@@ -259,3 +259,50 @@ fn json_and_yaml_read_the_same_document() {
     let json = serde_json::to_vec(&doc).expect("serializes");
     assert_eq!(PolicyDocument::from_json(&json).expect("parses"), doc);
 }
+
+#[test]
+fn a_rule_may_override_its_policys_mode() {
+    let doc = PolicyDocument::from_yaml(
+        r#"
+workloads:
+  - {name: a, addresses: [10.0.0.1], labels: {role: a}}
+  - {name: b, addresses: [10.0.0.2], labels: {role: b}}
+policies:
+  - name: p
+    rules:
+      - {name: try-deny, from: role=a, to: role=b, services: [tcp/22], action: deny, mode: monitor}
+      - {name: parked, from: role=a, to: role=b, services: [tcp/23], action: deny, mode: disabled}
+      - {name: open, from: role=a, to: role=b, services: [tcp/1-1000], action: allow}
+"#,
+    )
+    .expect("document");
+    assert!(doc.validate().is_valid(), "{:?}", doc.validate());
+    let compiled = compile(&doc, 1).expect("compiles");
+    let decide = |port| {
+        let d = compiled
+            .snapshot
+            .judge(&flow("10.0.0.1", "10.0.0.2", proto::TCP, port));
+        (
+            d.pass,
+            d.would_deny,
+            compiled.rule(d.rule_id).map(|r| (r.rule.clone(), r.mode)),
+        )
+    };
+    assert_eq!(
+        decide(22),
+        (true, true, Some(("try-deny".into(), ModeName::Monitor)))
+    );
+    assert_eq!(
+        decide(23),
+        (true, false, Some(("open".into(), ModeName::Enforce))),
+        "parked rule left out"
+    );
+    let bad = PolicyDocument::from_yaml(
+        "policies:\n  - name: p\n    rules:\n      - {from: any, to: any, action: deny, mode: sometimes}\n",
+    );
+    let error = bad.expect_err("bad mode").to_string();
+    assert!(
+        error.contains("mode") || error.contains("sometimes"),
+        "{error}"
+    );
+}

@@ -619,3 +619,87 @@ async fn quarantine_through_the_api_isolates_and_lifts() {
     let reply = unset.ask("/v1/quarantine").await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text);
 }
+
+#[tokio::test]
+async fn impact_lists_the_recorded_flows_a_candidate_would_change() {
+    let seen = seen("impact").await;
+    send(&seen.pipeline, &tcp_syn(WEB, APP, 40000, 8080), seen.now());
+    send(&seen.pipeline, &tcp_syn(WEB, APP, 40002, 8080), seen.now());
+    send(&seen.pipeline, &tcp_syn(APP, WEB, 40001, 22), seen.now());
+    seen.poll("/v1/flows", |j| flows_of(j).len() == 3).await;
+    // The candidate: web -> app only in monitor mode as a deny, and ssh
+    // from app to web allowed.
+    let candidate = r#"{
+      "workloads": [
+        {"name": "web-1", "addresses": ["10.1.0.1"], "labels": {"role": "web"}},
+        {"name": "app-1", "addresses": ["10.1.0.2"], "labels": {"role": "app"}}
+      ],
+      "policies": [{"name": "next", "rules": [
+        {"name": "no-web", "from": "role=web", "to": "role=app", "services": ["tcp/8080"], "action": "deny", "mode": "monitor"},
+        {"name": "ssh", "from": "role=app", "to": "role=web", "services": ["tcp/22"], "action": "allow"}
+      ]}]
+    }"#;
+    let reply = call(
+        &seen.bed,
+        Method::POST,
+        "/v1/policy/impact",
+        Some(VIEWER),
+        JSON,
+        candidate,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let json = &reply.json;
+    assert_eq!(json["flows_checked"], 3, "{json}");
+    assert_eq!(json["flows_changed"], 3, "{json}");
+    assert_eq!(json["transitions"]["allowed -> would_deny"], 2, "{json}");
+    assert_eq!(json["transitions"]["denied -> allowed"], 1, "{json}");
+    let changes = json["changes"].as_array().expect("changes");
+    assert_eq!(changes.len(), 2, "grouped by endpoints and service");
+    let web = changes
+        .iter()
+        .find(|c| c["service"] == "tcp/8080")
+        .expect("web change");
+    assert_eq!(web["flows"], 2);
+    assert_eq!(web["rule_now"], "shop/web-to-app");
+    assert_eq!(web["rule_candidate"], "next/no-web");
+    let ssh = changes
+        .iter()
+        .find(|c| c["service"] == "tcp/22")
+        .expect("ssh change");
+    assert_eq!(
+        (ssh["now"].as_str(), ssh["candidate"].as_str()),
+        (Some("denied"), Some("allowed"))
+    );
+    assert_eq!(ssh["rule_now"], Value::Null, "the default decided");
+    // Nothing was applied.
+    let explain = seen.ask("/v1/explain?src=web-1&dst=app-1&dport=8080").await;
+    assert_eq!(explain.json["verdict"], "allowed");
+    // An invalid candidate: 400 with every problem.
+    let bad = r#"{"policies": [{"name": "p", "rules": [{"from": "role=", "to": "any", "action": "allow"}]}]}"#;
+    let reply = call(
+        &seen.bed,
+        Method::POST,
+        "/v1/policy/impact",
+        Some(VIEWER),
+        JSON,
+        bad,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert_eq!(reply.json["error"], "invalid_policy");
+    assert_eq!(reply.json["path"], "policies[0].rules[0].from");
+    let reply = call(
+        &seen.bed,
+        Method::POST,
+        "/v1/policy/impact",
+        None,
+        JSON,
+        candidate,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
