@@ -15,6 +15,7 @@ mod file_error;
 pub mod flows;
 pub mod impact;
 pub mod inspect;
+pub mod learn;
 pub mod map;
 pub mod metrics;
 pub mod policy;

@@ -57,3 +57,55 @@ pub fn send(
     );
     out[0]
 }
+
+/// An endpoint: a workload with labels `role` and `app=shop`, or (no
+/// workload) a bare address.
+pub fn endpoint(workload: Option<&str>, address: &str, role: &str) -> crate::flows::Endpoint {
+    crate::flows::Endpoint {
+        address: address.into(),
+        workload: workload.map(str::to_string),
+        labels: workload
+            .map(|_| {
+                [
+                    ("role".to_string(), role.to_string()),
+                    ("app".into(), "shop".into()),
+                ]
+                .into_iter()
+                .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// A TCP flow record (source port 40000, 1 s after the epoch).
+pub fn record(
+    kind: crate::flows::RecordKind,
+    src: crate::flows::Endpoint,
+    dst: crate::flows::Endpoint,
+    dport: u16,
+    verdict: crate::flows::Verdict,
+) -> std::sync::Arc<crate::flows::FlowRecord> {
+    std::sync::Arc::new(crate::flows::FlowRecord {
+        id: 0,
+        kind,
+        time_ms: 1000,
+        src,
+        dst,
+        proto: "tcp".into(),
+        sport: Some(40000),
+        dport: Some(dport),
+        icmp_type: None,
+        verdict,
+        policy: None,
+        rule: None,
+        mode: None,
+        default: false,
+        generation: 1,
+        packets: [3, 2],
+        bytes: [300, 200],
+        first_seen_ms: None,
+        last_seen_ms: None,
+        state: None,
+        end_reason: None,
+    })
+}

@@ -11,7 +11,10 @@ use serde::Serialize;
 
 use crate::appliance::Appliance;
 use crate::engine::PolicyEngine;
-use crate::flows::{Clock, Collector, CollectorConfig, FlowStore, Names, RulesInForce};
+use crate::flows::{
+    Clock, Collector, CollectorConfig, FlowObserver, FlowStore, Names, RulesInForce,
+};
+use crate::learn::{AnomalyDetector, Generalize};
 use crate::quarantine::Quarantines;
 
 /// Default number of flow records kept.
@@ -22,13 +25,20 @@ pub const DEFAULT_FLOW_CAPACITY: usize = 100_000;
 pub struct VisibilityConfig {
     pub flow_capacity: usize,
     pub collector: CollectorConfig,
+    /// Edges seen this long after the start are learned; later new ones
+    /// are anomalies.
+    pub learning: std::time::Duration,
 }
+
+/// Default learning window.
+pub const DEFAULT_LEARNING: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Default for VisibilityConfig {
     fn default() -> Self {
         Self {
             flow_capacity: DEFAULT_FLOW_CAPACITY,
             collector: CollectorConfig::default(),
+            learning: DEFAULT_LEARNING,
         }
     }
 }
@@ -53,6 +63,7 @@ pub struct Visibility {
     pipeline: Arc<Pipeline>,
     clock: Clock,
     quarantines: Option<Arc<Quarantines>>,
+    anomalies: Arc<AnomalyDetector>,
     stop: Arc<AtomicBool>,
     /// The flow collector and the housekeeping (quarantine TTLs) threads.
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -96,14 +107,21 @@ impl Visibility {
     ) -> std::io::Result<Self> {
         let flows = Arc::new(FlowStore::new(config.flow_capacity));
         let stop = Arc::new(AtomicBool::new(false));
-        let collector = Collector::new(
+        let learning_until = clock.unix_ms(clock.now_nanos()) + config.learning.as_millis() as u64;
+        let anomalies = Arc::new(AnomalyDetector::new(
+            Generalize::default(),
+            learning_until,
+            None,
+        ));
+        let mut collector = Collector::new(
             Arc::clone(&pipeline),
             clock,
             names,
             Arc::clone(&flows),
             config.collector,
-        )
-        .spawn(Arc::clone(&stop))?;
+        );
+        collector.observe_with(Arc::clone(&anomalies) as Arc<dyn FlowObserver>);
+        let collector = collector.spawn(Arc::clone(&stop))?;
         let mut threads = vec![collector];
         if let Some(quarantines) = &quarantines {
             threads.push(spawn_quarantine_timer(
@@ -116,6 +134,7 @@ impl Visibility {
             pipeline,
             clock,
             quarantines,
+            anomalies,
             stop,
             threads: Mutex::new(threads),
         })
@@ -142,6 +161,11 @@ impl Visibility {
             store_evicted: store.evicted,
             stream: store.stream_lost,
         }
+    }
+
+    /// The anomaly detector (learning window, anomalies seen).
+    pub fn anomalies(&self) -> &Arc<AnomalyDetector> {
+        &self.anomalies
     }
 
     /// Quarantine, when set up.

@@ -15,6 +15,7 @@
 //! | `GET /v1/flows` | viewer | flow records: `src`, `dst`, `verdict`, `since`, `limit` |
 //! | `GET /v1/flows/stream` | viewer | new flow records as server-sent events |
 //! | `GET /v1/map` | viewer | the dependency map (`group_by`, `format=json|dot|svg`, `since`) |
+//! | `GET /v1/recommendations` | viewer | allow rules learned from flows (`by`, `since`, `include_denied`), anomalies |
 //! | `GET /v1/quarantine` | viewer | quarantines in force |
 //! | `POST /v1/quarantine` | admin | isolate a workload or address (`ttl_seconds`, `break_glass`) |
 //! | `DELETE /v1/quarantine/{target}` | admin | lift a quarantine |
@@ -32,6 +33,7 @@ mod errors;
 mod explain;
 mod flows;
 mod impact;
+mod learn;
 mod map;
 mod policy;
 mod quarantine;
@@ -80,7 +82,7 @@ pub struct InForce {
 }
 
 /// Every route, for the OpenAPI check: (method, path).
-pub const ROUTES: [(&str, &str); 21] = [
+pub const ROUTES: [(&str, &str); 22] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -102,6 +104,7 @@ pub const ROUTES: [(&str, &str); 21] = [
     ("post", "/v1/quarantine"),
     ("delete", "/v1/quarantine/{target}"),
     ("post", "/v1/policy/impact"),
+    ("get", "/v1/recommendations"),
 ];
 
 /// The router.
@@ -130,6 +133,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/flows/stream", get(flows::stream))
         .route("/v1/explain", get(explain::explain))
         .route("/v1/map", get(map::map))
+        .route("/v1/recommendations", get(learn::recommendations))
         .route(
             "/v1/quarantine",
             get(quarantine::list).post(quarantine::add),

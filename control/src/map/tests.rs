@@ -2,55 +2,7 @@
 //! marks, and the DOT and SVG renderings.
 
 use super::*;
-
-fn endpoint(workload: Option<&str>, address: &str, role: &str) -> Endpoint {
-    Endpoint {
-        address: address.into(),
-        workload: workload.map(str::to_string),
-        labels: workload
-            .map(|_| {
-                [
-                    ("role".to_string(), role.to_string()),
-                    ("app".into(), "shop".into()),
-                ]
-                .into_iter()
-                .collect()
-            })
-            .unwrap_or_default(),
-    }
-}
-
-fn record(
-    kind: RecordKind,
-    src: Endpoint,
-    dst: Endpoint,
-    dport: u16,
-    verdict: Verdict,
-) -> Arc<FlowRecord> {
-    Arc::new(FlowRecord {
-        id: 0,
-        kind,
-        time_ms: 1000,
-        src,
-        dst,
-        proto: "tcp".into(),
-        sport: Some(40000),
-        dport: Some(dport),
-        icmp_type: None,
-        verdict,
-        policy: None,
-        rule: None,
-        mode: None,
-        default: false,
-        generation: 1,
-        packets: [3, 2],
-        bytes: [300, 200],
-        first_seen_ms: None,
-        last_seen_ms: None,
-        state: None,
-        end_reason: None,
-    })
-}
+use crate::test_support::{endpoint, record};
 
 fn sample() -> Vec<Arc<FlowRecord>> {
     let web1 = || endpoint(Some("web-1"), "10.1.0.1", "web");

@@ -51,6 +51,8 @@ async fn seen(name: &str) -> Seen {
             interval: Duration::from_millis(5),
             ..CollectorConfig::default()
         },
+        // No learning: every edge is new, so anomalies show at once.
+        learning: Duration::ZERO,
     };
     let visibility = Arc::new(
         Visibility::start(
@@ -702,4 +704,62 @@ async fn impact_lists_the_recorded_flows_a_candidate_would_change() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn recommendations_cover_the_traffic_seen_and_apply_as_they_are() {
+    let seen = seen("recommend").await;
+    send(&seen.pipeline, &tcp_syn(WEB, APP, 40000, 8080), seen.now());
+    send(&seen.pipeline, &tcp_syn(APP, WEB, 40001, 22), seen.now());
+    seen.poll("/v1/flows", |j| flows_of(j).len() == 2).await;
+    let reply = seen.ask("/v1/recommendations").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let json = &reply.json;
+    assert_eq!(json["flows_used"], 1, "the denied flow is left out: {json}");
+    let rules = &json["policy"]["policies"][0]["rules"];
+    assert_eq!(rules.as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(rules[0]["from"], "role=web");
+    assert_eq!(rules[0]["to"], "role=app");
+    assert_eq!(rules[0]["services"][0], "tcp/8080");
+    assert_eq!(json["policy"]["policies"][0]["mode"], "monitor");
+    // With no learning window both edges are anomalies.
+    assert_eq!(json["learning"]["anomalies_total"], 2, "{json}");
+    let with_denied = seen
+        .ask("/v1/recommendations?include_denied=true&by=role")
+        .await;
+    assert_eq!(with_denied.json["flows_used"], 2, "{}", with_denied.text);
+    // The recommendation is a policy the engine takes as it is.
+    let body = json["policy"].to_string();
+    let reply = call(
+        &seen.bed,
+        Method::PUT,
+        "/v1/policy",
+        Some(ADMIN),
+        JSON,
+        &body,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let explain = seen.ask("/v1/explain?src=web-1&dst=app-1&dport=8080").await;
+    assert_eq!(
+        explain.json["decided_by"]["policy"], "recommended",
+        "{}",
+        explain.text
+    );
+    for (path, parameter) in [
+        ("/v1/recommendations?by=", "by"),
+        ("/v1/recommendations?include_denied=maybe", "include_denied"),
+        ("/v1/recommendations?since=x", "since"),
+        ("/v1/recommendations?window=1", "window"),
+    ] {
+        let reply = seen.ask(path).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            reply.text
+        );
+        assert_eq!(reply.json["path"], parameter, "{path}");
+    }
 }
