@@ -187,6 +187,9 @@ pub struct Anomaly {
     pub verdict: Verdict,
 }
 
+/// Hears of each anomaly and the record that showed it (alerts).
+pub type AnomalyListener = Box<dyn Fn(&Anomaly, &FlowRecord) + Send + Sync>;
+
 /// Anomalies kept for the API.
 const ANOMALIES_KEPT: usize = 1000;
 
@@ -204,7 +207,7 @@ pub struct AnomalyDetector {
     generalize: Generalize,
     learning_until_ms: u64,
     learned: Mutex<Learned>,
-    on_anomaly: Option<Box<dyn Fn(&Anomaly, &FlowRecord) + Send + Sync>>,
+    on_anomaly: Option<AnomalyListener>,
 }
 
 impl std::fmt::Debug for AnomalyDetector {
@@ -230,7 +233,7 @@ impl AnomalyDetector {
     pub fn new(
         generalize: Generalize,
         learning_until_ms: u64,
-        on_anomaly: Option<Box<dyn Fn(&Anomaly, &FlowRecord) + Send + Sync>>,
+        on_anomaly: Option<AnomalyListener>,
     ) -> Self {
         Self {
             generalize,
