@@ -33,6 +33,8 @@ PACKAGES=(
   jq               # JSON in scripts
   prometheus       # a real Prometheus scrapes /metrics in a test
   openssl          # a test CA and server certificate for the TLS test
+  rsyslog          # a real syslog receiver for the alerts test
+  chromium         # a headless browser for the UI test
 )
 
 missing=()

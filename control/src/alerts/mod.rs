@@ -3,10 +3,10 @@
 //! conntrack pressure, anomalies), rate-limited and delivered to sinks
 //! (syslog, CEF, JSON lines, webhook) without ever blocking the caller.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What an alert is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// A new flow the policy denied.
@@ -40,7 +40,7 @@ impl AlertKind {
 }
 
 /// One alert.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
     /// Unix time in milliseconds.
     pub time_ms: u64,
@@ -62,4 +62,34 @@ pub struct Alert {
     /// Alerts with the same key held back by the rate limit since the
     /// last one of that key went out.
     pub suppressed: u64,
+}
+
+mod cef;
+pub mod config;
+mod delivery;
+pub mod hub;
+mod queue;
+pub mod rate_limit;
+mod rfc5424;
+mod sinks;
+pub mod stats;
+pub mod time;
+
+pub use config::{AlertConfig, RateLimitConfig, SinkConfig, SyslogFormat, SyslogTransport};
+pub use hub::{AlertError, AlertHub};
+pub use stats::{AlertStats, SinkStats};
+
+/// The formats a sink writes, as pure functions of an alert (and, for
+/// syslog, of the sending host), so they can be tested without I/O.
+pub mod format {
+    pub use super::cef::cef_line;
+    pub use super::rfc5424::{octet_counted, syslog_line, SyslogOrigin, FACILITY_LOCAL0};
+
+    /// The alert as one line of JSON, newline-terminated.
+    pub fn json_line(alert: &super::Alert) -> Result<String, serde_json::Error> {
+        serde_json::to_string(alert).map(|mut line| {
+            line.push('\n');
+            line
+        })
+    }
 }
