@@ -20,6 +20,7 @@ pub mod map;
 pub mod metrics;
 pub mod policy;
 pub mod quarantine;
+pub mod reach;
 pub mod rules;
 pub mod store;
 pub mod syntax;

@@ -16,6 +16,7 @@
 //! | `GET /v1/flows/stream` | viewer | new flow records as server-sent events |
 //! | `GET /v1/map` | viewer | the dependency map (`group_by`, `format=json|dot|svg`, `since`) |
 //! | `GET /v1/recommendations` | viewer | allow rules learned from flows (`by`, `since`, `include_denied`), anomalies |
+//! | `POST /v1/reachability` | viewer | can `from` reach `to` under the policy (`?format=markdown`: a report) |
 //! | `GET /v1/quarantine` | viewer | quarantines in force |
 //! | `POST /v1/quarantine` | admin | isolate a workload or address (`ttl_seconds`, `break_glass`) |
 //! | `DELETE /v1/quarantine/{target}` | admin | lift a quarantine |
@@ -37,6 +38,7 @@ mod learn;
 mod map;
 mod policy;
 mod quarantine;
+mod reach;
 mod status;
 pub mod tls;
 
@@ -82,7 +84,7 @@ pub struct InForce {
 }
 
 /// Every route, for the OpenAPI check: (method, path).
-pub const ROUTES: [(&str, &str); 22] = [
+pub const ROUTES: [(&str, &str); 23] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -105,6 +107,7 @@ pub const ROUTES: [(&str, &str); 22] = [
     ("delete", "/v1/quarantine/{target}"),
     ("post", "/v1/policy/impact"),
     ("get", "/v1/recommendations"),
+    ("post", "/v1/reachability"),
 ];
 
 /// The router.
@@ -134,6 +137,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/explain", get(explain::explain))
         .route("/v1/map", get(map::map))
         .route("/v1/recommendations", get(learn::recommendations))
+        .route("/v1/reachability", post(reach::reachability))
         .route(
             "/v1/quarantine",
             get(quarantine::list).post(quarantine::add),

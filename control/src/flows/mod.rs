@@ -15,7 +15,7 @@ mod resolve;
 mod store;
 
 pub use collector::{Clock, Collector, CollectorConfig, FlowObserver, Names, RulesInForce};
-pub use record::{Endpoint, FlowRecord, RecordKind, Verdict};
+pub use record::{proto_name, Endpoint, FlowRecord, RecordKind, Verdict};
 pub use resolve::{Resolver, WorkloadInfo};
 pub use store::{
     parse_since, EndpointFilter, FlowFilter, FlowStore, FlowStoreStats, QueryError, MAX_LIMIT,

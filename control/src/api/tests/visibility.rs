@@ -763,3 +763,56 @@ async fn recommendations_cover_the_traffic_seen_and_apply_as_they_are() {
         assert_eq!(reply.json["path"], parameter, "{path}");
     }
 }
+
+#[tokio::test]
+async fn reachability_answers_in_json_and_as_a_report() {
+    let seen = seen("reach").await;
+    send(&seen.pipeline, &tcp_syn(WEB, APP, 40000, 8080), seen.now());
+    seen.poll("/v1/flows", |j| flows_of(j).len() == 1).await;
+    let bed = &seen.bed;
+    let ask = |body: &'static str, query: &'static str| {
+        let path = format!("/v1/reachability{query}");
+        async move { call(bed, Method::POST, &path, Some(VIEWER), JSON, body, &[]).await }
+    };
+    let reply = ask(r#"{"from": "role=web", "to": "role=app"}"#, "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["reachable"], true);
+    assert_eq!(reply.json["paths"][0]["rule"]["rule"], "web-to-app");
+    assert_eq!(reply.json["paths"][0]["services"][0], "tcp/8080");
+    assert_eq!(reply.json["observed"][0]["flows"], 1, "{}", reply.text);
+    let reply = ask(r#"{"from": "role=app", "to": "role=web"}"#, "").await;
+    assert_eq!(reply.json["reachable"], false, "{}", reply.text);
+    let report = ask(
+        r#"{"from": "role=app", "to": "role=web"}"#,
+        "?format=markdown",
+    )
+    .await;
+    assert_eq!(report.status, StatusCode::OK);
+    assert!(
+        report.text.contains("## Verdict: ISOLATED"),
+        "{}",
+        report.text
+    );
+    for (body, query, status, path) in [
+        (r#"{"from": "any", "to": "role=web"}"#, "", 400, "from"),
+        (
+            r#"{"from": "role=web", "to": "role=nobody"}"#,
+            "",
+            400,
+            "to",
+        ),
+        (r#"{"from": "role=web"}"#, "", 400, ""),
+        (
+            r#"{"from": "role=web", "to": "role=app"}"#,
+            "?format=pdf",
+            400,
+            "format",
+        ),
+    ] {
+        let reply = ask(body, query).await;
+        assert_eq!(reply.status.as_u16(), status, "{body}: {}", reply.text);
+        if !path.is_empty() {
+            assert_eq!(reply.json["path"], path, "{body}: {}", reply.text);
+        }
+    }
+}
