@@ -2,6 +2,7 @@
 //!
 //! | route | role | what |
 //! |---|---|---|
+//! | `GET /` | none | the web page (it asks for a token to read the API) |
 //! | `GET /healthz`, `GET /readyz` | none | the process answers; the dataplane forwards |
 //! | `GET /metrics` | none | Prometheus text format |
 //! | `GET /v1/status` | viewer | generation, ports, workers, counters |
@@ -40,6 +41,7 @@ mod policy;
 mod quarantine;
 mod reach;
 mod status;
+mod web;
 pub mod tls;
 
 pub use auth::{random_token, Caller, Role, Tokens, TokensError};
@@ -84,7 +86,7 @@ pub struct InForce {
 }
 
 /// Every route, for the OpenAPI check: (method, path).
-pub const ROUTES: [(&str, &str); 23] = [
+pub const ROUTES: [(&str, &str); 24] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -108,11 +110,13 @@ pub const ROUTES: [(&str, &str); 23] = [
     ("post", "/v1/policy/impact"),
     ("get", "/v1/recommendations"),
     ("post", "/v1/reachability"),
+    ("get", "/"),
 ];
 
 /// The router.
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
+        .route("/", get(web::index))
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))

@@ -1,0 +1,1 @@
+//! The web page in headless Chromium (filled in with the page).
