@@ -18,6 +18,14 @@
 //!   tokens_file: tokens      # `ROLE NAME TOKEN` lines; absent: an admin token is generated
 //!   body_limit: 4194304      # largest request body, bytes
 //!   tls: {cert: cert.pem, key: key.pem}   # optional: serve HTTPS (PEM files)
+//! visibility:
+//!   flow_records: 100000     # flow records kept in memory
+//!   learning_seconds: 3600   # edges seen this long are learned; new ones later are anomalies
+//! alerts:                    # see docs/alerts.md
+//!   rate_limit: {per_minute: 60, burst: 10}
+//!   sinks:
+//!     - syslog: {address: "127.0.0.1:514", transport: udp, format: rfc5424}
+//!     - file: {path: alerts.jsonl}
 //! ```
 //!
 //! Every problem is reported at once with the field it is about
@@ -30,6 +38,8 @@ use std::path::{Path, PathBuf};
 use microseg_dataplane::conntrack::{ConntrackConfig, Timeouts};
 use microseg_dataplane::worker::{default_worker_count, PollMode};
 use serde::Deserialize;
+
+use crate::alerts::AlertConfig;
 
 /// Why a configuration was refused.
 pub use crate::file_error::FileError as ConfigError;
@@ -54,6 +64,36 @@ struct ConfigFile {
     conntrack: ConntrackText,
     #[serde(default)]
     api: ApiText,
+    #[serde(default)]
+    visibility: VisibilityText,
+    #[serde(default)]
+    alerts: AlertConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VisibilityText {
+    #[serde(default = "default_flow_records")]
+    flow_records: usize,
+    #[serde(default = "default_learning_seconds")]
+    learning_seconds: u64,
+}
+
+impl Default for VisibilityText {
+    fn default() -> Self {
+        Self {
+            flow_records: default_flow_records(),
+            learning_seconds: default_learning_seconds(),
+        }
+    }
+}
+
+fn default_flow_records() -> usize {
+    crate::visibility::DEFAULT_FLOW_CAPACITY
+}
+
+fn default_learning_seconds() -> u64 {
+    crate::visibility::DEFAULT_LEARNING.as_secs()
 }
 
 fn default_frames() -> u32 {
@@ -166,6 +206,13 @@ pub struct Config {
     pub api_body_limit: usize,
     /// (certificate chain, private key), PEM: serve the API over TLS.
     pub api_tls: Option<(PathBuf, PathBuf)>,
+    /// Flow records kept in memory.
+    pub flow_records: usize,
+    /// How long edges are learned before new ones are anomalies.
+    pub learning: std::time::Duration,
+    /// Alert sinks and rate limit (file paths anchored to the config's
+    /// folder).
+    pub alerts: AlertConfig,
 }
 
 /// The policy's source.
@@ -357,6 +404,20 @@ impl Config {
             ));
         }
         let state_dir = anchored(&file.state_dir);
+        if !(1..=10_000_000).contains(&file.visibility.flow_records) {
+            problems.push(format!(
+                "visibility.flow_records: {} must be 1 to 10000000",
+                file.visibility.flow_records
+            ));
+        }
+        let mut alerts = file.alerts;
+        alerts.anchor_paths(folder);
+        problems.extend(
+            alerts
+                .check()
+                .into_iter()
+                .map(|(path, message)| format!("{path}: {message}")),
+        );
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: "config".into(),
@@ -378,6 +439,9 @@ impl Config {
             api_listen,
             api_tokens,
             api_body_limit: file.api.body_limit,
+            flow_records: file.visibility.flow_records,
+            learning: std::time::Duration::from_secs(file.visibility.learning_seconds),
+            alerts,
             api_tls,
         })
     }
@@ -516,8 +580,22 @@ conntrack:
   max_entries: 1000
   timeouts: {tcp_established: 3600, icmp: 5}
 api: {listen: '127.0.0.1:9999'}
+visibility: {flow_records: 500, learning_seconds: 60}
+alerts:
+  rate_limit: {per_minute: 10, burst: 2}
+  sinks:
+    - syslog: {address: '127.0.0.1:5514', transport: tcp, format: cef}
+    - file: {path: alerts.jsonl}
 ";
         let config = Config::parse(text, &folder.0, &FakeMachine).expect("valid");
+        assert_eq!(config.flow_records, 500);
+        assert_eq!(config.learning.as_secs(), 60);
+        assert_eq!(config.alerts.sinks.len(), 2);
+        assert_eq!(
+            config.alerts.sinks[1].name(),
+            format!("file {}", folder.0.join("alerts.jsonl").display()),
+            "relative to the config's folder"
+        );
         assert_eq!(config.ports, ["two", "other"]);
         assert_eq!(
             (config.workers, config.cpus.clone()),
@@ -558,6 +636,10 @@ conntrack:
   max_entries: 0
   timeouts: {udp_replied: 0}
 api: {listen: 'localhost'}
+visibility: {flow_records: 0}
+alerts:
+  sinks:
+    - syslog: {address: 'localhost:514'}
 ";
         let ConfigError::Invalid { problems, .. } =
             Config::parse(text, &folder.0, &FakeMachine).expect_err("invalid")
@@ -577,6 +659,8 @@ api: {listen: 'localhost'}
                 "conntrack.max_entries: 0",
                 "conntrack.timeouts.udp_replied: must be at least 1 s",
                 "api.listen: `localhost` is not an address:port",
+                "visibility.flow_records: 0 must be 1 to 10000000",
+                "alerts.sinks[0].syslog.address",
             ],
         );
     }

@@ -231,6 +231,9 @@ pub fn run(out: &mut impl Write, once: bool) -> Result<bool, DemoError> {
             ..ConntrackConfig::default()
         },
         api_listen: api,
+        flow_records: crate::visibility::DEFAULT_FLOW_CAPACITY,
+        learning: crate::visibility::DEFAULT_LEARNING,
+        alerts: crate::alerts::AlertConfig::default(),
     };
     let appliance = Arc::new(Appliance::start(config, PolicyFeed::RulesFile(rules_path))?);
     let server = ApiThread::start(listener, Arc::clone(&appliance))?;

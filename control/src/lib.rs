@@ -18,6 +18,7 @@ pub mod inspect;
 pub mod learn;
 pub mod map;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod quarantine;
 pub mod reach;

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use microseg_control::alerts::AlertHub;
 use microseg_control::api::tls::{self, TlsListener};
 use microseg_control::api::{random_token, ApiState, Tokens};
 use microseg_control::appliance::{Appliance, PolicyFeed};
@@ -16,7 +17,7 @@ use microseg_control::metrics::Metrics;
 use microseg_control::policy::PolicyDocument;
 use microseg_control::quarantine::{Enforcer, Quarantines};
 use microseg_control::store::Store;
-use microseg_control::visibility::{Visibility, VisibilityConfig};
+use microseg_control::visibility::{Attached, Visibility, VisibilityConfig};
 use microseg_control::{client, inspect};
 
 fn read(path: &Path) -> anyhow::Result<String> {
@@ -68,6 +69,13 @@ fn run_appliance(path: &Path) -> anyhow::Result<()> {
         Quarantines::open(Arc::new(Store::open(&config.state_dir)?), engine.clone())
             .with_context(|| format!("quarantine state in {}", config.state_dir.display()))?,
     );
+    let alerts = if config.alerts.sinks.is_empty() {
+        None
+    } else {
+        Some(Arc::new(
+            AlertHub::start(&config.alerts).context("alerts: starting the sinks")?,
+        ))
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -108,8 +116,15 @@ fn run_appliance(path: &Path) -> anyhow::Result<()> {
             Visibility::for_appliance(
                 &appliance,
                 engine.clone(),
-                Some(Arc::clone(&quarantines)),
-                VisibilityConfig::default(),
+                Attached {
+                    quarantines: Some(Arc::clone(&quarantines)),
+                    alerts,
+                },
+                VisibilityConfig {
+                    flow_capacity: config.flow_records,
+                    learning: config.learning,
+                    ..VisibilityConfig::default()
+                },
             )
             .context("starting the flow collector")?,
         );

@@ -13,6 +13,7 @@ use prometheus::{
 
 use crate::appliance::Appliance;
 use crate::engine::SwapObserver;
+use crate::visibility::Visibility;
 use microseg_dataplane::conntrack::EndReason;
 
 /// The control plane's metrics.
@@ -78,11 +79,15 @@ impl Metrics {
     pub fn render(
         &self,
         appliance: Option<&Appliance>,
+        visibility: Option<&Visibility>,
         rule_name: &dyn Fn(u32) -> (String, String),
     ) -> String {
         let mut families = self.registry.gather();
         if let Some(appliance) = appliance {
-            families.extend(dataplane_families(appliance, rule_name));
+            families.extend(dataplane_families(appliance, visibility, rule_name));
+        }
+        if let Some(visibility) = visibility {
+            families.extend(visibility_families(visibility));
         }
         families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::new();
@@ -119,6 +124,7 @@ fn counter_family<'a>(
 
 fn dataplane_families(
     appliance: &Appliance,
+    visibility: Option<&Visibility>,
     rule_name: &dyn Fn(u32) -> (String, String),
 ) -> Vec<prometheus::proto::MetricFamily> {
     let status = appliance.status();
@@ -238,7 +244,15 @@ fn dataplane_families(
         [
             (vec!["verdict"], status.events_dropped),
             (vec!["flow"], conntrack.events_dropped),
-        ],
+        ]
+        .into_iter()
+        .chain(visibility.into_iter().flat_map(|v| {
+            let lost = v.lost();
+            [
+                (vec!["flow_store"], lost.store_evicted),
+                (vec!["flow_stream"], lost.stream),
+            ]
+        })),
     );
     let worker_ids: Vec<String> = status.workers.iter().map(|w| w.id.to_string()).collect();
     counter_family(
@@ -259,6 +273,63 @@ fn dataplane_families(
     if let Ok(entries) = IntGauge::new("microseg_conntrack_entries", "Connections tracked now.") {
         entries.set(status.conntrack_entries as i64);
         let _ = registry.register(Box::new(entries));
+    }
+    registry.gather()
+}
+
+/// Flow records and alert delivery.
+fn visibility_families(visibility: &Visibility) -> Vec<prometheus::proto::MetricFamily> {
+    let registry = Registry::new();
+    counter_family(
+        &registry,
+        "microseg_flow_records_total",
+        "Flow records made from dataplane events.",
+        &[],
+        [(vec![], visibility.flows().stats().recorded)],
+    );
+    if let Some(alerts) = visibility.alerts() {
+        let stats = alerts.stats();
+        let names: Vec<&str> = stats.sinks.iter().map(|s| s.name.as_str()).collect();
+        for (family, help, value) in [
+            (
+                "microseg_alerts_sent_total",
+                "Alerts delivered, by sink.",
+                (|s: &crate::alerts::SinkStats| s.sent) as fn(&crate::alerts::SinkStats) -> u64,
+            ),
+            (
+                "microseg_alerts_failed_total",
+                "Alerts a sink failed to deliver after its retries.",
+                |s| s.failed,
+            ),
+            (
+                "microseg_alerts_dropped_total",
+                "Alerts dropped because a sink's queue was full.",
+                |s| s.dropped,
+            ),
+            (
+                "microseg_alerts_retries_total",
+                "Delivery retries, by sink.",
+                |s| s.retries,
+            ),
+        ] {
+            counter_family(
+                &registry,
+                family,
+                help,
+                &["sink"],
+                names
+                    .iter()
+                    .zip(&stats.sinks)
+                    .map(|(name, sink)| (vec![*name], value(sink))),
+            );
+        }
+        counter_family(
+            &registry,
+            "microseg_alerts_suppressed_total",
+            "Alerts held back by the rate limit.",
+            &[],
+            [(vec![], stats.suppressed)],
+        );
     }
     registry.gather()
 }

@@ -9,12 +9,14 @@ use std::thread::JoinHandle;
 use microseg_dataplane::pipeline::Pipeline;
 use serde::Serialize;
 
+use crate::alerts::AlertHub;
 use crate::appliance::Appliance;
 use crate::engine::PolicyEngine;
 use crate::flows::{
-    Clock, Collector, CollectorConfig, FlowObserver, FlowStore, Names, RulesInForce,
+    Clock, Collector, CollectorConfig, FlowObserver, FlowRecord, FlowStore, Names, RulesInForce,
 };
-use crate::learn::{AnomalyDetector, Generalize};
+use crate::learn::{Anomaly, AnomalyDetector, AnomalyListener, Generalize};
+use crate::notify;
 use crate::quarantine::Quarantines;
 
 /// Default number of flow records kept.
@@ -43,6 +45,13 @@ impl Default for VisibilityConfig {
     }
 }
 
+/// What visibility works with besides the dataplane.
+#[derive(Clone, Debug, Default)]
+pub struct Attached {
+    pub quarantines: Option<Arc<Quarantines>>,
+    pub alerts: Option<Arc<AlertHub>>,
+}
+
 /// Events lost, by where.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct EventsLost {
@@ -63,6 +72,7 @@ pub struct Visibility {
     pipeline: Arc<Pipeline>,
     clock: Clock,
     quarantines: Option<Arc<Quarantines>>,
+    alerts: Option<Arc<AlertHub>>,
     anomalies: Arc<AnomalyDetector>,
     stop: Arc<AtomicBool>,
     /// The flow collector and the housekeeping (quarantine TTLs) threads.
@@ -75,7 +85,7 @@ impl Visibility {
     pub fn for_appliance(
         appliance: &Arc<Appliance>,
         engine: Option<Arc<PolicyEngine>>,
-        quarantines: Option<Arc<Quarantines>>,
+        attached: Attached,
         config: VisibilityConfig,
     ) -> std::io::Result<Self> {
         let names = match engine {
@@ -91,7 +101,7 @@ impl Visibility {
             Arc::clone(appliance.pipeline()),
             Clock::new(appliance.started()),
             names,
-            quarantines,
+            attached,
             config,
         )
     }
@@ -102,16 +112,25 @@ impl Visibility {
         pipeline: Arc<Pipeline>,
         clock: Clock,
         names: Names,
-        quarantines: Option<Arc<Quarantines>>,
+        attached: Attached,
         config: VisibilityConfig,
     ) -> std::io::Result<Self> {
+        let Attached {
+            quarantines,
+            alerts,
+        } = attached;
         let flows = Arc::new(FlowStore::new(config.flow_capacity));
         let stop = Arc::new(AtomicBool::new(false));
         let learning_until = clock.unix_ms(clock.now_nanos()) + config.learning.as_millis() as u64;
+        let on_anomaly: Option<AnomalyListener> = alerts.clone().map(|hub| {
+            Box::new(move |anomaly: &Anomaly, record: &FlowRecord| {
+                hub.submit(notify::for_anomaly(anomaly, record))
+            }) as AnomalyListener
+        });
         let anomalies = Arc::new(AnomalyDetector::new(
             Generalize::default(),
             learning_until,
-            None,
+            on_anomaly,
         ));
         let mut collector = Collector::new(
             Arc::clone(&pipeline),
@@ -121,19 +140,31 @@ impl Visibility {
             config.collector,
         );
         collector.observe_with(Arc::clone(&anomalies) as Arc<dyn FlowObserver>);
-        let collector = collector.spawn(Arc::clone(&stop))?;
-        let mut threads = vec![collector];
-        if let Some(quarantines) = &quarantines {
-            threads.push(spawn_quarantine_timer(
-                Arc::clone(quarantines),
-                Arc::clone(&stop),
-            )?);
+        if let Some(hub) = &alerts {
+            collector.observe_with(Arc::new(notify::FlowAlerts(Arc::clone(hub))));
+            if let Some(quarantines) = &quarantines {
+                let hub = Arc::clone(hub);
+                quarantines.listen(Arc::new(move |action, put| {
+                    hub.submit(notify::for_quarantine(action, put))
+                }));
+            }
         }
+        let collector = collector.spawn(Arc::clone(&stop))?;
+        let threads = vec![
+            collector,
+            spawn_housekeeping(
+                quarantines.clone(),
+                alerts.clone(),
+                Arc::clone(&pipeline),
+                Arc::clone(&stop),
+            )?,
+        ];
         Ok(Self {
             flows,
             pipeline,
             clock,
             quarantines,
+            alerts,
             anomalies,
             stop,
             threads: Mutex::new(threads),
@@ -168,6 +199,11 @@ impl Visibility {
         &self.anomalies
     }
 
+    /// The alert hub, when alerts are configured.
+    pub fn alerts(&self) -> Option<&Arc<AlertHub>> {
+        self.alerts.as_ref()
+    }
+
     /// Quarantine, when set up.
     pub fn quarantines(&self) -> Option<&Arc<Quarantines>> {
         self.quarantines.as_ref()
@@ -189,25 +225,39 @@ impl Visibility {
     }
 }
 
-/// How often quarantine TTLs are checked.
-const QUARANTINE_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often quarantine TTLs and the connection table's fill are checked.
+const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// A thread lifting quarantines whose TTL ran out, until `stop`.
-fn spawn_quarantine_timer(
-    quarantines: Arc<Quarantines>,
+/// A thread that, every second until `stop`, lifts quarantines whose TTL
+/// ran out and raises an alert when the connection table is nearly full.
+fn spawn_housekeeping(
+    quarantines: Option<Arc<Quarantines>>,
+    alerts: Option<Arc<AlertHub>>,
+    pipeline: Arc<Pipeline>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
-        .name("microseg-quarantine".into())
+        .name("microseg-housekeeping".into())
         .spawn(move || {
             let step = std::time::Duration::from_millis(100);
             let mut waited = std::time::Duration::ZERO;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(step);
                 waited += step;
-                if waited >= QUARANTINE_TICK {
-                    waited = std::time::Duration::ZERO;
+                if waited < HOUSEKEEPING_EVERY {
+                    continue;
+                }
+                waited = std::time::Duration::ZERO;
+                if let Some(quarantines) = &quarantines {
                     quarantines.expire(crate::store::unix_now());
+                }
+                if let Some(hub) = &alerts {
+                    let table = pipeline.conntrack();
+                    if let Some(alert) =
+                        notify::for_pressure(table.len(), table.config().max_entries)
+                    {
+                        hub.submit(alert);
+                    }
                 }
             }
         })

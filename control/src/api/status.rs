@@ -56,7 +56,11 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
                 None => ("unknown".into(), id.to_string()),
             }
         };
-        state.metrics.render(state.appliance.as_deref(), &name)
+        state.metrics.render(
+            state.appliance.as_deref(),
+            state.visibility.as_deref(),
+            &name,
+        )
     })
     .await
     .unwrap_or_default();

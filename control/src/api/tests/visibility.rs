@@ -12,7 +12,7 @@ use microseg_dataplane::switch::{MacTable, SwitchConfig};
 use super::*;
 use crate::flows::{Clock, CollectorConfig, Names};
 use crate::test_support::{send, tcp_syn};
-use crate::visibility::{Visibility, VisibilityConfig};
+use crate::visibility::{Attached, Visibility, VisibilityConfig};
 
 const WEB: [u8; 4] = [10, 1, 0, 1];
 const APP: [u8; 4] = [10, 1, 0, 2];
@@ -59,7 +59,7 @@ async fn seen(name: &str) -> Seen {
             Arc::clone(&pipeline),
             Clock::new(started),
             Names::Engine(Arc::clone(&bed.engine)),
-            None,
+            Attached::default(),
             config,
         )
         .expect("collector"),
@@ -464,8 +464,13 @@ async fn the_map_shows_observed_edges_marked_by_the_policy_in_force() {
 
 const WEB_TO_APP: &str = "/v1/explain?src=web-1&dst=app-1&dport=8080";
 
-/// The API bed with quarantine set up (state beside the engine's).
+/// The API bed with quarantine set up (state beside the engine's), and
+/// alerts written to `alerts.jsonl` there if `alerts`.
 async fn guarded(name: &str) -> (Seen, Arc<crate::quarantine::Quarantines>) {
+    guarded_with(name, false).await
+}
+
+async fn guarded_with(name: &str, alerts: bool) -> (Seen, Arc<crate::quarantine::Quarantines>) {
     let mut seen = seen(name).await;
     let quarantines = Arc::new(
         crate::quarantine::Quarantines::open(
@@ -479,8 +484,24 @@ async fn guarded(name: &str) -> (Seen, Arc<crate::quarantine::Quarantines>) {
             Arc::clone(&seen.pipeline),
             Clock::new(seen.started),
             Names::Engine(Arc::clone(&seen.bed.engine)),
-            Some(Arc::clone(&quarantines)),
-            VisibilityConfig::default(),
+            Attached {
+                quarantines: Some(Arc::clone(&quarantines)),
+                alerts: alerts.then(|| {
+                    let config: crate::alerts::AlertConfig = serde_yaml::from_str(&format!(
+                        "sinks:\n  - file: {{path: {}}}\n",
+                        seen.bed.dir.join("alerts.jsonl").display()
+                    ))
+                    .expect("alert config");
+                    Arc::new(crate::alerts::AlertHub::start(&config).expect("hub"))
+                }),
+            },
+            VisibilityConfig {
+                collector: CollectorConfig {
+                    interval: Duration::from_millis(5),
+                    ..CollectorConfig::default()
+                },
+                ..VisibilityConfig::default()
+            },
         )
         .expect("visibility"),
     );
@@ -815,4 +836,61 @@ async fn reachability_answers_in_json_and_as_a_report() {
             assert_eq!(reply.json["path"], path, "{body}: {}", reply.text);
         }
     }
+}
+
+#[tokio::test]
+async fn denied_flows_and_quarantines_raise_alerts_counted_in_metrics() {
+    let (seen, _quarantines) = guarded_with("alerts", true).await;
+    send(&seen.pipeline, &tcp_syn(APP, WEB, 40001, 22), seen.now());
+    send(&seen.pipeline, &tcp_syn(WEB, APP, 40000, 8080), seen.now());
+    let body = r#"{"target": "10.1.0.7", "reason": "test"}"#;
+    let reply = call(
+        &seen.bed,
+        Method::POST,
+        "/v1/quarantine",
+        Some(ADMIN),
+        JSON,
+        body,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let file = seen.bed.dir.join("alerts.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let lines = loop {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.len() >= 2 || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let kinds: Vec<&str> = lines.iter().filter_map(|l| l["kind"].as_str()).collect();
+    assert!(kinds.contains(&"denied"), "{lines:?}");
+    assert!(kinds.contains(&"quarantine"), "{lines:?}");
+    assert_eq!(kinds.len(), 2, "the allowed flow raises none: {lines:?}");
+    let denied = lines
+        .iter()
+        .find(|l| l["kind"] == "denied")
+        .expect("denied");
+    assert_eq!(denied["src"], "app-1");
+    assert_eq!(denied["dport"], 22);
+    assert_eq!(denied["rule"], "default");
+    let metrics = seen.ask("/metrics").await;
+    assert!(
+        metrics.text.contains(&format!(
+            "microseg_alerts_sent_total{{sink=\"file {}\"}} 2",
+            file.display()
+        )),
+        "{}",
+        metrics.text
+    );
+    assert!(
+        metrics.text.contains("microseg_flow_records_total 2"),
+        "{}",
+        metrics.text
+    );
 }
