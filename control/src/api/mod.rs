@@ -41,8 +41,8 @@ mod policy;
 mod quarantine;
 mod reach;
 mod status;
-mod web;
 pub mod tls;
+mod web;
 
 pub use auth::{random_token, Caller, Role, Tokens, TokensError};
 pub use errors::ApiError;
