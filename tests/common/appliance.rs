@@ -263,14 +263,30 @@ impl RunningAppliance {
         content_type: &str,
         body: &std::path::Path,
     ) -> (u16, String) {
-        let out = Command::new("curl")
-            .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "PUT"])
+        self.curl("PUT", path, Some((content_type, body)))
+    }
+
+    /// Any request with curl and the admin token: the HTTP status and
+    /// body.
+    pub fn curl(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &std::path::Path)>,
+    ) -> (u16, String) {
+        let mut command = Command::new("curl");
+        command
+            .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
             .arg("-H")
-            .arg(format!("Authorization: Bearer {}", self.token))
-            .arg("-H")
-            .arg(format!("Content-Type: {content_type}"))
-            .arg("--data-binary")
-            .arg(format!("@{}", body.display()))
+            .arg(format!("Authorization: Bearer {}", self.token));
+        if let Some((content_type, file)) = body {
+            command
+                .arg("-H")
+                .arg(format!("Content-Type: {content_type}"))
+                .arg("--data-binary")
+                .arg(format!("@{}", file.display()));
+        }
+        let out = command
             .arg(format!("http://{}{path}", self.api))
             .output()
             .expect("curl");
