@@ -291,8 +291,26 @@ fn real_traffic_is_recorded_explained_mapped_alerted_and_quarantined() {
         })
         .unwrap_or(0);
     assert!(drops > 0, "dropped in XDP: {}", appliance.status());
-    let (code, body) = appliance.curl("DELETE", "/v1/quarantine/app", None);
-    assert_eq!(code, 200, "{body}");
+    // The CLI lists it and lifts it.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_microseg"))
+            .args(["quarantine", "--api", &format!("http://{}", bed.api)])
+            .args(args)
+            .env("MICROSEG_TOKEN", bed.token())
+            .output()
+            .expect("microseg quarantine");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = cli(&["list"]);
+    assert!(listed.starts_with(&format!("app ({app})")), "{listed}");
+    assert!(listed.contains(": test"), "{listed}");
+    let lifted = cli(&["lift", "app"]);
+    assert!(lifted.starts_with("lifted: app"), "{lifted}");
     assert!(bed.ping("web", &app, 2, &[]), "lifted");
 
     // Alerts at the webhook (and in the file sink).

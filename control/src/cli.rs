@@ -124,6 +124,24 @@ pub enum Command {
         #[command(subcommand)]
         action: QuarantineAction,
     },
+    /// Compliance evidence: can workloads matching FROM reach those
+    /// matching TO under the policy in force (every protocol and port),
+    /// which rules allow it, and was such traffic seen. Writes a Markdown
+    /// report.
+    Report {
+        #[command(flatten)]
+        api: ApiOptions,
+        /// The first zone: a label selector (`env=dev`), workload name,
+        /// CIDR or address.
+        #[arg(long)]
+        from: String,
+        /// The second zone.
+        #[arg(long)]
+        to: String,
+        /// Write the report here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Recorded flows, newest last.
     Flows {
         #[command(flatten)]

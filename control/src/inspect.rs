@@ -152,6 +152,29 @@ fn write_explanation(answer: &Value, out: &mut impl Write) -> Result<(), ClientE
     Ok(())
 }
 
+/// `microseg report`: the reachability report (Markdown, or the API's
+/// JSON with `json`).
+pub fn reachability_report(
+    client: &Client,
+    from: &str,
+    to: &str,
+    json: bool,
+) -> Result<String, ClientError> {
+    let body = serde_json::json!({ "from": from, "to": to }).to_string();
+    let path = if json {
+        "/v1/reachability"
+    } else {
+        "/v1/reachability?format=markdown"
+    };
+    let reply = client.request(
+        "POST",
+        path,
+        Some(("application/json", body.as_bytes())),
+        &[],
+    )?;
+    String::from_utf8(reply.body).map_err(|e| ClientError::Reply(e.to_string()))
+}
+
 /// What `flows` asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FlowQuery {

@@ -312,6 +312,23 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Report {
+            api,
+            from,
+            to,
+            out: path,
+        } => {
+            let client = client::Client::for_options(&api)?;
+            let text = inspect::reachability_report(&client, &from, &to, api.json)?;
+            match path {
+                Some(path) => {
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("microseg: report written to {}", path.display());
+                }
+                None => out.write_all(text.as_bytes()).context("writing output")?,
+            }
+        }
         Command::Flows {
             api,
             src,
