@@ -1,26 +1,29 @@
 //! `microseg demo`: three workloads (web, app, db) in network namespaces
 //! behind the microseg appliance (the same one `microseg run` starts), a
-//! sample segmentation policy as a rules file, real traffic between them
-//! (ping, TCP), and for each flow whether it was allowed or denied and by
-//! which rule. The status API is up meanwhile; the testbed and the switch
-//! stay up until Ctrl-C (or end at once with `--once`).
-//!
-//! The policy is a rules file until the policy engine (issue 6) compiles
-//! label-based policy.
+//! sample label-based policy through the policy engine, real traffic
+//! between them (ping, TCP), and for each flow whether it was allowed or
+//! denied and by which rule, from the flow records. Then the dependency
+//! map, a monitor-mode rule's impact and its enforcement, and a
+//! quarantine put in force and lifted. The API (and the web page) is up
+//! meanwhile; the testbed and the switch stay up until Ctrl-C (or end at
+//! once with `--once`).
 
 use std::io::Write;
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use microseg_dataplane::conntrack::{ConntrackConfig, FlowEvent};
-use microseg_dataplane::packet::{ip_to_u128, proto};
-use microseg_dataplane::pipeline::{VerdictEvent, VerdictKind};
+use microseg_dataplane::conntrack::ConntrackConfig;
 use microseg_dataplane::worker::PollMode;
 
 use crate::appliance::{Appliance, ApplianceError, PolicyFeed};
 use crate::config::{Config, PolicySource};
+use crate::engine::PolicyEngine;
+use crate::flows::{CollectorConfig, FlowRecord, Verdict};
+use crate::policy::{ModeName, PolicyDocument};
+use crate::quarantine::{QuarantineRequest, Quarantines};
+use crate::store::Store;
 use crate::testbed::{is_root, ping_from, tcp_connect_from, ChildGuard, Testbed, TestbedError};
+use crate::visibility::{Attached, Visibility, VisibilityConfig};
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +34,16 @@ pub enum DemoError {
     Testbed(#[from] TestbedError),
     #[error("appliance: {0}")]
     Appliance(#[from] ApplianceError),
-    #[error("writing the report or the rules file: {0}")]
+    #[error("writing the report or the policy file: {0}")]
     Output(#[from] std::io::Error),
+    #[error("policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("policy engine: {0}")]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("state: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("quarantine: {0}")]
+    Quarantine(#[from] crate::quarantine::QuarantineError),
 }
 
 const SUBNET: u8 = 10;
@@ -50,30 +61,32 @@ fn address(host: u8) -> String {
     format!("10.203.{SUBNET}.{host}")
 }
 
-/// The sample policy, as the rules file `microseg run` reads.
-fn sample_rules() -> String {
-    let (web, app, db) = (address(1), address(2), address(3));
+/// The sample policy, as a document of the policy engine.
+fn sample_policy() -> String {
+    let workload = |name: &str, host: u8| {
+        format!(
+            "  - {{name: {name}, addresses: [{}], labels: {{app: shop, role: {name}}}}}\n",
+            address(host)
+        )
+    };
     format!(
-        "# The demo's segmentation policy (first match wins).
+        "# The demo's segmentation policy, in labels.
+workloads:
+{}{}{}policies:
+  - name: shop
+    rules:
+      - {{name: web-to-app, from: role=web, to: role=app, services: [tcp/8080, icmp/8], action: allow}}
+      - {{name: app-to-db, from: role=app, to: role=db, services: [tcp/5432], action: allow}}
+  - name: watch              # evaluated after shop (priority 200)
+    priority: 200
+    mode: monitor            # would-deny: reported, let pass
+    rules:
+      - {{name: watch-web-pings, from: role=web, to: any, services: [icmp/8], action: deny}}
 default_action: deny
-rules:
-  - name: web-to-app
-    from: {web}
-    to: {app}
-    services: [tcp/8080, icmp/8]
-    action: allow
-  - name: app-to-db
-    from: {app}
-    to: {db}
-    services: [tcp/5432]
-    action: allow
-  - name: watch-web-pings      # would deny; monitor mode reports and lets pass
-    from: {web}
-    to: any
-    services: [icmp/8]
-    action: deny
-    mode: monitor
-"
+",
+        workload("web", 1),
+        workload("app", 2),
+        workload("db", 3)
     )
 }
 
@@ -85,7 +98,7 @@ struct Check {
     expect_pass: bool,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Traffic {
     Ping,
     Tcp(u16),
@@ -118,61 +131,71 @@ fn checks() -> [Check; 7] {
     ]
 }
 
-/// What the dataplane reported about one check's traffic.
-#[derive(Default)]
-struct Observed {
-    admitted_by: Option<u32>,
-    denied_by: Option<u32>,
-    would_deny_by: Option<u32>,
+/// The flow record of one check's traffic, waited for (the collector
+/// drains the dataplane's events a few times a second).
+fn record_of(visibility: &Visibility, check: &Check) -> Option<Arc<FlowRecord>> {
+    let (src, dst) = (
+        address(WORKLOADS[check.from].1),
+        address(WORKLOADS[check.to].1),
+    );
+    let service = match check.what {
+        Traffic::Ping => "icmp/8".to_string(),
+        Traffic::Tcp(port) => format!("tcp/{port}"),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let found = visibility.flows().all().into_iter().rev().find(|r| {
+            r.opens_flow() && r.src.address == src && r.dst.address == dst && r.service() == service
+        });
+        if found.is_some() || std::time::Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
-impl Observed {
-    fn matches(
-        check: &Check,
-        proto_number: u8,
-        originator: u128,
-        responder: u128,
-        port: u16,
-    ) -> bool {
-        let ip = |i: usize| ip_to_u128(Ipv4Addr::new(10, 203, SUBNET, WORKLOADS[i].1).into()).1;
-        let service = match check.what {
-            Traffic::Ping => proto_number == proto::ICMP,
-            Traffic::Tcp(p) => proto_number == proto::TCP && port == p,
-        };
-        service && originator == ip(check.from) && responder == ip(check.to)
+/// Why a check's traffic passed or not, in words.
+fn why(passed: bool, record: Option<&FlowRecord>) -> String {
+    let Some(record) = record else {
+        return "(no flow record)".into();
+    };
+    let rule = record.rule.clone().unwrap_or_default();
+    match (passed, record.verdict, record.default) {
+        (true, Verdict::WouldDeny, _) => {
+            format!("would be denied by {rule} (monitor mode: reported, let pass)")
+        }
+        (_, _, true) => "by the default action (no rule matched)".into(),
+        _ if !rule.is_empty() => format!("by rule {rule}"),
+        _ => "(no verdict recorded)".into(),
     }
+}
 
-    /// Drains the event queues, keeping what concerns `check`.
-    fn collect(appliance: &Appliance, check: &Check) -> Self {
-        let mut seen = Observed::default();
-        let pipeline = appliance.pipeline();
-        while let Some(event) = pipeline.conntrack().events().pop() {
-            if let FlowEvent::Created { key, entry } = event {
-                let originator = entry.originator & 1;
-                let (from, to) = (key.addr(originator), key.addr(1 - originator));
-                let port = key.ports[usize::from(1 - originator)];
-                if Self::matches(check, key.proto, from, to, port) {
-                    seen.admitted_by.get_or_insert(entry.rule_id);
-                }
-            }
-        }
-        while let Some(VerdictEvent {
-            kind,
-            flow,
-            rule_id,
-            ..
-        }) = pipeline.events().pop()
-        {
-            if Self::matches(check, flow.proto, flow.src, flow.dst, flow.dst_port) {
-                match kind {
-                    VerdictKind::Denied => seen.denied_by.get_or_insert(rule_id),
-                    VerdictKind::WouldDeny => seen.would_deny_by.get_or_insert(rule_id),
-                    VerdictKind::Cut => continue,
-                };
-            }
-        }
-        seen
+/// Runs `checks`, writing a line per check; true if all came out as
+/// expected.
+fn run_checks(
+    out: &mut impl Write,
+    beds: &[Testbed],
+    visibility: &Visibility,
+    checks: &[Check],
+) -> Result<bool, DemoError> {
+    let mut all_as_expected = true;
+    for check in checks {
+        let passed = attempt(&beds[check.from].namespace, check);
+        let record = record_of(visibility, check);
+        let ok = passed == check.expect_pass;
+        all_as_expected &= ok;
+        writeln!(
+            out,
+            "  {:>3} -> {:<3} {:<9} {}  {}{}",
+            WORKLOADS[check.from].0,
+            WORKLOADS[check.to].0,
+            check.what.name(),
+            if passed { "ALLOWED" } else { "DENIED " },
+            why(passed, record.as_deref()),
+            if ok { "" } else { "  (UNEXPECTED)" }
+        )?;
     }
+    Ok(all_as_expected)
 }
 
 /// Runs the demo, writing its report to `out`; true if every check had
@@ -206,12 +229,18 @@ pub fn run(out: &mut impl Write, once: bool) -> Result<bool, DemoError> {
     ];
 
     let scratch = Scratch::new()?;
-    let rules_path = scratch.0.join("rules.yaml");
-    std::fs::write(&rules_path, sample_rules())?;
-    writeln!(out, "\nsample policy ({}):\n", rules_path.display())?;
-    for line in sample_rules().lines().skip(1) {
+    let policy_path = scratch.0.join("policy.yaml");
+    std::fs::write(&policy_path, sample_policy())?;
+    writeln!(out, "\nsample policy ({}):\n", policy_path.display())?;
+    for line in sample_policy().lines().skip(1) {
         writeln!(out, "    {line}")?;
     }
+    let document = PolicyDocument::from_yaml(&sample_policy())?;
+    let store = Arc::new(Store::open(&scratch.0.join("state"))?);
+    let engine = Arc::new(
+        PolicyEngine::restore(Store::open(&scratch.0.join("state"))?, Some(document), None)?.engine,
+    );
+    let quarantines = Arc::new(Quarantines::open(store, Some(Arc::clone(&engine)))?);
     let listener = std::net::TcpListener::bind(("127.0.0.1", API_PORT))
         .or_else(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))?;
     let api = listener.local_addr()?;
@@ -221,8 +250,8 @@ pub fn run(out: &mut impl Write, once: bool) -> Result<bool, DemoError> {
         cpus: vec![None],
         poll_mode: PollMode::Adaptive,
         frames_per_port: 1024,
-        source: PolicySource::Rules(rules_path.clone()),
-        state_dir: scratch.0.clone(),
+        source: PolicySource::Policy(Some(policy_path)),
+        state_dir: scratch.0.join("state"),
         api_tokens: None,
         api_body_limit: crate::api::DEFAULT_BODY_LIMIT,
         api_tls: None,
@@ -235,83 +264,198 @@ pub fn run(out: &mut impl Write, once: bool) -> Result<bool, DemoError> {
         learning: crate::visibility::DEFAULT_LEARNING,
         alerts: crate::alerts::AlertConfig::default(),
     };
-    let appliance = Arc::new(Appliance::start(config, PolicyFeed::RulesFile(rules_path))?);
-    let server = ApiThread::start(listener, Arc::clone(&appliance))?;
+    let appliance = Arc::new(Appliance::start(
+        config,
+        PolicyFeed::Engine(Arc::clone(engine.cell())),
+    )?);
+    quarantines.attach(Arc::clone(&appliance) as Arc<dyn crate::quarantine::Enforcer>);
+    let visibility = Arc::new(Visibility::for_appliance(
+        &appliance,
+        Some(Arc::clone(&engine)),
+        Attached {
+            quarantines: Some(Arc::clone(&quarantines)),
+            alerts: None,
+        },
+        VisibilityConfig {
+            collector: CollectorConfig {
+                interval: std::time::Duration::from_millis(20),
+                ..CollectorConfig::default()
+            },
+            ..VisibilityConfig::default()
+        },
+    )?);
+    let server = ApiThread::start(
+        listener,
+        Arc::clone(&appliance),
+        Arc::clone(&engine),
+        Arc::clone(&visibility),
+    )?;
     writeln!(
         out,
-        "\nthe switch is up; its status API: http://{api}/v1/status\n\ntraffic:"
+        "\nthe switch is up; its API: http://{api}/v1/status, the web page: http://{api}/\n\ntraffic:"
     )?;
+    let mut all_as_expected = run_checks(out, &beds, &visibility, &checks())?;
 
-    let mut all_as_expected = true;
-    for check in checks() {
-        let passed = attempt(&beds[check.from].namespace, &check);
-        let seen = Observed::collect(&appliance, &check);
-        let ok = passed == check.expect_pass;
-        all_as_expected &= ok;
-        let Some(rules) = appliance.rules() else {
-            break;
-        };
-        let why = match (passed, &seen) {
-            (
-                true,
-                Observed {
-                    would_deny_by: Some(rule),
-                    ..
-                },
-            ) => format!(
-                "would be denied by {} (monitor mode: reported, let pass)",
-                rules.rule_name(*rule)
-            ),
-            (
-                true,
-                Observed {
-                    admitted_by: Some(rule),
-                    ..
-                },
-            ) => format!("by rule {}", rules.rule_name(*rule)),
-            (
-                false,
-                Observed {
-                    denied_by: Some(rule),
-                    ..
-                },
-            ) if rules.rule_name(*rule) == "default" => {
-                "by the default action (no rule matched)".into()
-            }
-            (
-                false,
-                Observed {
-                    denied_by: Some(rule),
-                    ..
-                },
-            ) => format!("by rule {}", rules.rule_name(*rule)),
-            _ => "(no verdict recorded)".into(),
-        };
+    // The dependency map of what was seen.
+    let records = visibility.flows().all();
+    let map = crate::map::build(&records, &crate::map::Grouping::default(), None);
+    writeln!(
+        out,
+        "\ndependency map ({} flow records; SVG: http://{api}/v1/map?format=svg):",
+        records.len()
+    )?;
+    for edge in &map.edges {
+        let verdicts: Vec<String> = edge
+            .verdicts
+            .iter()
+            .map(|(verdict, count)| format!("{count} {}", verdict.name()))
+            .collect();
         writeln!(
             out,
-            "  {:>3} -> {:<3} {:<9} {}  {why}{}",
-            WORKLOADS[check.from].0,
-            WORKLOADS[check.to].0,
-            check.what.name(),
-            if passed { "ALLOWED" } else { "DENIED " },
-            if ok { "" } else { "  (UNEXPECTED)" }
+            "  {:>3} -> {:<3} {:<9} {}",
+            edge.from,
+            edge.to,
+            edge.service,
+            verdicts.join(", ")
         )?;
     }
 
-    let status = appliance.status();
+    // Monitor mode, then enforcement: the impact first, then the change.
+    let (_, mut enforced) = engine.current();
+    for policy in &mut enforced.policies {
+        if policy.name == "watch" {
+            policy.mode = ModeName::Enforce;
+        }
+    }
+    let candidate = crate::policy::compile(&enforced, 0)?;
+    let in_force = engine.cell().load_full();
+    let impact = crate::impact::analyse(
+        &records,
+        crate::impact::Judge {
+            snapshot: &in_force,
+            book: &engine.rules(),
+        },
+        crate::impact::Judge {
+            snapshot: &candidate.snapshot,
+            book: &crate::policy::RuleBook {
+                generation: 0,
+                rules: candidate.rules,
+            },
+        },
+    );
     writeln!(
         out,
-        "\nswitch: {} frames forwarded, {} flooded; connections tracked now: {}",
-        status.forwarded, status.flooded, status.conntrack_entries
+        "\nswitching policy `watch` from monitor to enforce; its impact on the flows seen:"
+    )?;
+    for change in &impact.changes {
+        writeln!(
+            out,
+            "  {:>3} -> {:<3} {:<9} {} -> {}",
+            change
+                .src
+                .workload
+                .as_deref()
+                .unwrap_or(&change.src.address),
+            change
+                .dst
+                .workload
+                .as_deref()
+                .unwrap_or(&change.dst.address),
+            change.service,
+            change.now.name(),
+            change.candidate.name()
+        )?;
+    }
+    let applied = engine.apply(enforced, None, "demo", std::time::Instant::now())?;
+    writeln!(
+        out,
+        "applied: policy version {}, generation {}, in force after {:.1} ms",
+        applied.version,
+        applied.generation,
+        applied.swap_seconds * 1000.0
+    )?;
+    all_as_expected &= run_checks(
+        out,
+        &beds,
+        &visibility,
+        &[Check {
+            from: WEB,
+            to: DB,
+            what: Traffic::Ping,
+            expect_pass: false,
+        }],
+    )?;
+
+    // Quarantine: db is cut off in XDP at once, then released.
+    let request = QuarantineRequest {
+        target: "db".into(),
+        ttl_seconds: Some(600),
+        reason: Some("the demo's suspected compromise".into()),
+        break_glass: Vec::new(),
+    };
+    let done = quarantines.add(request, "demo")?;
+    writeln!(
+        out,
+        "\nquarantine of db ({}): policy generation {}, {} connection(s) cut",
+        done.quarantine
+            .addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        done.generation.unwrap_or_default(),
+        done.connections_cut
+    )?;
+    let app_to_db = Check {
+        from: APP,
+        to: DB,
+        what: Traffic::Tcp(5432),
+        expect_pass: false,
+    };
+    let blocked = !attempt(&beds[APP].namespace, &app_to_db);
+    let xdp_drops: u64 = appliance
+        .status()
+        .ports
+        .iter()
+        .map(|p| p.xdp_quarantine_drops)
+        .sum();
+    all_as_expected &= blocked && xdp_drops > 0;
+    writeln!(
+        out,
+        "  app -> db  tcp/5432  {}  ({xdp_drops} frame(s) dropped in XDP by the quarantine){}",
+        if blocked { "DENIED " } else { "ALLOWED" },
+        if blocked && xdp_drops > 0 {
+            ""
+        } else {
+            "  (UNEXPECTED)"
+        }
+    )?;
+    quarantines.lift("db", "demo")?;
+    writeln!(out, "quarantine of db lifted:")?;
+    all_as_expected &= run_checks(
+        out,
+        &beds,
+        &visibility,
+        &[Check {
+            expect_pass: true,
+            ..app_to_db
+        }],
+    )?;
+
+    let status = appliance.status();
+    let lost = visibility.lost();
+    writeln!(
+        out,
+        "\nswitch: {} frames forwarded, {} flooded; connections tracked now: {}; flow records: {}; events lost: {}",
+        status.forwarded,
+        status.flooded,
+        status.conntrack_entries,
+        visibility.flows().stats().recorded,
+        lost.verdict_queue + lost.flow_queue + lost.store_evicted + lost.stream
     )?;
     for (cause, count) in &status.drops {
         writeln!(out, "  dropped {count:>4}  {cause}")?;
     }
-    writeln!(
-        out,
-        "\nNot yet in the demo: label-based policy (issue 6), flow records and the \
-         dependency map (issue 7)."
-    )?;
     writeln!(
         out,
         "{}",
@@ -326,7 +470,9 @@ pub fn run(out: &mut impl Write, once: bool) -> Result<bool, DemoError> {
         writeln!(
             out,
             "\nThe testbed, the switch and the API stay up. Try:\n  \
-             ip netns exec {} ping {}\n  curl -s http://{api}/v1/status\n\
+             ip netns exec {} ping {}\n  curl -s http://{api}/v1/flows\n  \
+             curl -s 'http://{api}/v1/explain?src=web&dst=db&dport=5432'\n  \
+             open http://{api}/ (the web page: map, flows, violations, quarantine)\n\
              Ctrl-C ends the demo and removes everything.",
             web.namespace, app.peer_addr
         )?;
@@ -335,6 +481,7 @@ pub fn run(out: &mut impl Write, once: bool) -> Result<bool, DemoError> {
     } else {
         server.stop();
     }
+    visibility.stop();
     appliance.stop()?;
     Ok(all_as_expected)
 }
@@ -347,7 +494,12 @@ struct ApiThread {
 }
 
 impl ApiThread {
-    fn start(listener: std::net::TcpListener, appliance: Arc<Appliance>) -> std::io::Result<Self> {
+    fn start(
+        listener: std::net::TcpListener,
+        appliance: Arc<Appliance>,
+        engine: Arc<PolicyEngine>,
+        visibility: Arc<Visibility>,
+    ) -> std::io::Result<Self> {
         listener.set_nonblocking(true)?;
         let (shutdown, on_shutdown) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -376,14 +528,15 @@ impl ApiThread {
                     }
                 };
                 let state = Arc::new(crate::api::ApiState {
-                    engine: None,
+                    engine: Some(engine),
                     appliance: Some(appliance),
                     tokens: crate::api::Tokens::default(),
-                    // The demo's API is read-only and on loopback.
+                    // The demo's API is on loopback, readable without a
+                    // token, and has no admin token: nothing changes it.
                     anonymous_reads: true,
                     body_limit: crate::api::DEFAULT_BODY_LIMIT,
                     metrics: Arc::new(crate::metrics::Metrics::new()),
-                    visibility: None,
+                    visibility: Some(visibility),
                 });
                 let _ = crate::api::serve(listener, state, stop).await;
             });

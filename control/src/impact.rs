@@ -12,7 +12,7 @@ use microseg_dataplane::pipeline::PolicySnapshot;
 use serde::Serialize;
 
 use crate::explain::Question;
-use crate::flows::{Endpoint, FlowRecord, RecordKind, Verdict};
+use crate::flows::{Endpoint, FlowRecord, Verdict};
 use crate::policy::RuleBook;
 
 /// Traffic whose verdict would change.
@@ -66,10 +66,7 @@ impl Judge<'_> {
 pub fn analyse(records: &[Arc<FlowRecord>], now: Judge<'_>, candidate: Judge<'_>) -> Impact {
     let mut impact = Impact::default();
     let mut changes: BTreeMap<(String, String, String), Change> = BTreeMap::new();
-    for record in records
-        .iter()
-        .filter(|r| matches!(r.kind, RecordKind::Start | RecordKind::Verdict))
-    {
+    for record in records.iter().filter(|r| r.opens_flow()) {
         let Some(question) = Question::from_record(record) else {
             continue;
         };

@@ -80,7 +80,7 @@ impl Generalize {
 
 /// Does a record report a flow that was let through (a learning input)?
 fn let_through(record: &FlowRecord) -> bool {
-    matches!(record.kind, RecordKind::Start | RecordKind::Verdict)
+    record.kind == RecordKind::Start
         && matches!(record.verdict, Verdict::Allowed | Verdict::WouldDeny)
 }
 
@@ -256,7 +256,7 @@ impl AnomalyDetector {
 
 impl FlowObserver for AnomalyDetector {
     fn observe(&self, record: &FlowRecord) {
-        if !matches!(record.kind, RecordKind::Start | RecordKind::Verdict) {
+        if !record.opens_flow() {
             return;
         }
         let edge = self.generalize.edge(record);

@@ -158,7 +158,7 @@ pub fn build(
                 Arc::clone(record),
             )
         });
-        if matches!(record.kind, RecordKind::Start | RecordKind::Verdict) {
+        if record.opens_flow() {
             edge.flows += 1;
             *edge.verdicts.entry(record.verdict).or_default() += 1;
         }

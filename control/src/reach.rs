@@ -19,7 +19,7 @@ use microseg_dataplane::packet::{ip_to_u128, proto};
 use microseg_dataplane::pipeline::{Action, Mode, PolicySnapshot, RuleVerdict, DEFAULT_RULE_ID};
 use serde::Serialize;
 
-use crate::flows::{FlowRecord, QueryError, RecordKind, Verdict};
+use crate::flows::{FlowRecord, QueryError, Verdict};
 use crate::policy::selector::{parse_selector, Selector};
 use crate::policy::{PolicyDocument, RuleBook, RuleRef};
 use crate::syntax::AddressMatch;
@@ -344,10 +344,7 @@ pub fn reachability(
         members.iter().any(|m| m.address.to_string() == address)
     };
     let mut seen: BTreeMap<(bool, String, String, String, Verdict), Observed> = BTreeMap::new();
-    for record in records
-        .iter()
-        .filter(|r| matches!(r.kind, RecordKind::Start | RecordKind::Verdict))
-    {
+    for record in records.iter().filter(|r| r.opens_flow()) {
         if !is_in(&sources, &record.src.address) || !is_in(&destinations, &record.dst.address) {
             continue;
         }

@@ -148,6 +148,15 @@ fn end_reason_name(reason: EndReason) -> &'static str {
 }
 
 impl FlowRecord {
+    /// Does this record stand for a new flow? A connection's start, or a
+    /// denial (a denied flow makes no connection). A would-deny flow has a
+    /// verdict record and a start record: only the start counts, so each
+    /// flow is counted once.
+    pub fn opens_flow(&self) -> bool {
+        self.kind == RecordKind::Start
+            || (self.kind == RecordKind::Verdict && self.verdict == Verdict::Denied)
+    }
+
     /// The service as policy writes it: `tcp/443`, `udp/53`, `icmp/8`,
     /// `icmp` (an echo exchange seen by conntrack), `proto/47`.
     pub fn service(&self) -> String {
@@ -208,6 +217,13 @@ impl FlowRecord {
             record.sport = Some(key.ports[usize::from(opener)]);
             record.dport = Some(key.ports[usize::from(other)]);
         }
+        // Conntrack tracks ICMP echo exchanges (by their identifier); the
+        // opener sent an echo request.
+        record.icmp_type = match key.proto {
+            proto::ICMP => Some(8),
+            proto::ICMPV6 => Some(128),
+            _ => None,
+        };
         let (o, r) = (usize::from(opener), usize::from(other));
         record.packets = [entry.packets[o].into(), entry.packets[r].into()];
         record.bytes = [entry.bytes[o], entry.bytes[r]];

@@ -2,6 +2,7 @@
 //! default action, monitor mode, observed flows, the report.
 
 use super::*;
+use crate::flows::RecordKind;
 use crate::policy::compile;
 use crate::test_support::{endpoint, record};
 

@@ -287,10 +287,20 @@ impl Pipeline {
     }
 }
 
+/// IPv6's link-local control: neighbour discovery (ICMPv6 133–137), and
+/// multicast listener discovery (130–132, 143) to a multicast group, which
+/// every IPv6 host sends when an interface comes up. Neither is traffic
+/// between workloads; judging it would only fill the flow records with
+/// denials of link-local chatter.
 fn is_neighbour_discovery(key: &FlowKey) -> bool {
+    const MULTICAST: u128 = 0xff << 120;
     key.family == AddrFamily::V6
         && key.proto == proto::ICMPV6
-        && matches!(key.icmp_type(), Some(133..=137))
+        && match key.icmp_type() {
+            Some(133..=137) => true,
+            Some(130..=132 | 143) => key.dst & MULTICAST == MULTICAST,
+            _ => false,
+        }
 }
 
 /// The key of a packet as its connection's opener sent it: a reply's

@@ -47,7 +47,8 @@ pub const DEFAULT_RULE_ID: u32 = u32::MAX;
 pub struct L2Policy {
     /// Switch ARP without judging it (DESIGN invariant 4).
     pub switch_arp: bool,
-    /// Switch IPv6 neighbour discovery (ICMPv6 133–137) without judging it.
+    /// Switch IPv6 neighbour discovery (ICMPv6 133–137) and multicast
+    /// listener discovery (130–132, 143, to a group) without judging them.
     pub switch_neighbour_discovery: bool,
     /// Switch ethertypes other than IPv4, IPv6 and ARP (LLDP, ...).
     pub switch_other_ethertypes: bool,

@@ -307,7 +307,24 @@ fn l2_traffic_follows_the_l2_policy() {
         0x86dd,
         &ipv6(a6, a6, &[], proto::ICMPV6, &icmp(135, 0, 0, 0, &[0; 16])),
     );
+    let group = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x16];
+    let mld_report = ethernet(
+        &[],
+        0x86dd,
+        &ipv6(a6, group, &[], proto::ICMPV6, &icmp(143, 0, 0, 0, &[0; 20])),
+    );
+    // The same type to a unicast address is not link control: judged.
+    let unicast_143 = ethernet(
+        &[],
+        0x86dd,
+        &ipv6(a6, a6, &[], proto::ICMPV6, &icmp(143, 0, 0, 0, &[0; 20])),
+    );
     let bed = Bed::new(vec![]);
+    assert_eq!(bed.send(PORT_A, &mld_report, S), FLOOD);
+    assert_eq!(
+        bed.send(PORT_A, &unicast_143, S),
+        FrameAction::Drop(DropCause::Policy)
+    );
     assert_eq!(bed.send(PORT_A, &arp, S), FLOOD);
     assert_eq!(
         bed.send(PORT_A, &lldp, S),
@@ -331,6 +348,10 @@ fn l2_traffic_follows_the_l2_policy() {
     assert_eq!(strict.send(PORT_A, &lldp, S), FLOOD);
     assert_eq!(
         strict.send(PORT_A, &ns, S),
+        FrameAction::Drop(DropCause::Policy)
+    );
+    assert_eq!(
+        strict.send(PORT_A, &mld_report, S),
         FrameAction::Drop(DropCause::Policy)
     );
 }
