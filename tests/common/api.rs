@@ -40,10 +40,20 @@ pub fn serve_with(state_dir: &Path, tls: Option<(&Path, &Path)>) -> SocketAddr {
         metrics,
         visibility: None,
     });
+    serve_state(state, acceptor, std::future::pending()).0
+}
+
+/// Serves `state` (over TLS with `acceptor`) on a loopback port from a
+/// thread of its own, until `stop` resolves: its address and thread.
+pub fn serve_state(
+    state: Arc<ApiState>,
+    acceptor: Option<microseg_control::api::tls::TlsAcceptor>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (SocketAddr, std::thread::JoinHandle<()>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
     listener.set_nonblocking(true).expect("nonblocking");
     let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
+    let server = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -54,11 +64,11 @@ pub fn serve_with(state_dir: &Path, tls: Option<(&Path, &Path)>) -> SocketAddr {
                 Some(acceptor) => {
                     let tls = microseg_control::api::tls::TlsListener::new(listener, acceptor)
                         .expect("TLS listener");
-                    microseg_control::api::serve(tls, state, std::future::pending()).await
+                    microseg_control::api::serve(tls, state, stop).await
                 }
-                None => microseg_control::api::serve(listener, state, std::future::pending()).await,
+                None => microseg_control::api::serve(listener, state, stop).await,
             };
         });
     });
-    addr
+    (addr, server)
 }
