@@ -6,6 +6,8 @@
 //! alerts (denied, would-deny, quarantine, anomalies) arrive at a local
 //! webhook receiver, over curl-driven API calls.
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -213,6 +215,31 @@ fn real_traffic_is_recorded_explained_mapped_alerted_and_quarantined() {
     assert_eq!(edge["policy_now"], "denied", "{edge}");
     let svg = http_get(bed.api, "/v1/map?format=svg", Some(&bed.token())).expect("svg");
     assert!(svg.contains("data-from=\"out\" data-to=\"app\""), "{svg}");
+    // The web page in headless Chromium: the testbed's workloads and the
+    // denied edge are drawn; a screenshot is taken.
+    if browser::chromium_or_skip("the web page on the testbed") {
+        let page = format!("http://{}/#token={}", bed.api, bed.token());
+        let dom = browser::dump_dom(&page);
+        for workload in ["web", "app", "out"] {
+            assert!(
+                dom.contains(&format!("data-id=\"{workload}\"")),
+                "{workload}: {dom}"
+            );
+        }
+        assert!(
+            dom.contains("data-from=\"out\" data-to=\"app\"")
+                && dom.contains("data-verdict=\"denied\""),
+            "{dom}"
+        );
+        let png = bed.dir.join("web.png");
+        browser::screenshot(&page, &png);
+        let bytes = std::fs::read(&png).expect("screenshot");
+        assert!(
+            bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+            "{} bytes",
+            bytes.len()
+        );
+    }
 
     // Explain, on a live connection's tuple and on a recorded flow.
     let explained = appliance.get_json(&format!("/v1/explain?flow={}", web_app["id"]));
