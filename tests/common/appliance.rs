@@ -164,6 +164,9 @@ impl ScriptTestbed {
 impl Drop for ScriptTestbed {
     fn drop(&mut self) {
         let _ = self.script("down");
+        // The script removes what it wrote; the tests' own files (logs,
+        // policies, alert files, state) go with the folder.
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
