@@ -92,6 +92,35 @@ impl Seen {
         call(&self.bed, Method::GET, path, Some(VIEWER), None, "", &[]).await
     }
 
+    /// PUTs a policy document as the admin; it must be accepted.
+    async fn put_policy(&self, document: &str) {
+        let reply = call(
+            &self.bed,
+            Method::PUT,
+            "/v1/policy",
+            Some(ADMIN),
+            JSON,
+            document,
+            &[],
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    }
+
+    /// Each GET is refused with 400 and names its bad parameter.
+    async fn refuses(&self, cases: &[(&str, &str)]) {
+        for (path, parameter) in cases {
+            let reply = self.ask(path).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::BAD_REQUEST,
+                "{path}: {}",
+                reply.text
+            );
+            assert_eq!(reply.json["path"], *parameter, "{path}");
+        }
+    }
+
     fn now(&self) -> u64 {
         self.started.elapsed().as_nanos() as u64
     }
@@ -273,17 +302,7 @@ const OVERLAPPING: &str = r#"{
 #[tokio::test]
 async fn explain_names_the_deciding_rule_the_losers_and_the_connection() {
     let seen = seen("explain").await;
-    let reply = call(
-        &seen.bed,
-        Method::PUT,
-        "/v1/policy",
-        Some(ADMIN),
-        JSON,
-        OVERLAPPING,
-        &[],
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    seen.put_policy(OVERLAPPING).await;
     send(&seen.pipeline, &tcp_syn(WEB, APP, 40000, 8080), seen.now());
     let allowed = seen
         .ask("/v1/explain?src=web-1&dst=app-1&proto=tcp&dport=8080&sport=40000")
@@ -426,17 +445,7 @@ async fn the_map_shows_observed_edges_marked_by_the_policy_in_force() {
         r#"{"name": "app-ssh", "from": "role=app", "to": "role=web", "services": ["tcp/22"], "action": "allow"},
     {"name": "web-to-app""#,
     );
-    let reply = call(
-        &seen.bed,
-        Method::PUT,
-        "/v1/policy",
-        Some(ADMIN),
-        JSON,
-        &allow_ssh,
-        &[],
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    seen.put_policy(&allow_ssh).await;
     let after = seen.ask("/v1/map").await;
     let ssh = after.json["edges"]
         .as_array()
@@ -445,21 +454,13 @@ async fn the_map_shows_observed_edges_marked_by_the_policy_in_force() {
     assert_eq!(ssh["policy_now"], "allowed", "{ssh}");
     assert_eq!(ssh["denied"], true, "what was seen stays");
 
-    for (path, parameter) in [
+    seen.refuses(&[
         ("/v1/map?format=png", "format"),
         ("/v1/map?group_by=a;b", "group_by"),
         ("/v1/map?since=soon", "since"),
         ("/v1/map?zoom=2", "zoom"),
-    ] {
-        let reply = seen.ask(path).await;
-        assert_eq!(
-            reply.status,
-            StatusCode::BAD_REQUEST,
-            "{path}: {}",
-            reply.text
-        );
-        assert_eq!(reply.json["path"], parameter, "{path}");
-    }
+    ])
+    .await;
 }
 
 const WEB_TO_APP: &str = "/v1/explain?src=web-1&dst=app-1&dport=8080";
@@ -751,38 +752,20 @@ async fn recommendations_cover_the_traffic_seen_and_apply_as_they_are() {
     assert_eq!(with_denied.json["flows_used"], 2, "{}", with_denied.text);
     // The recommendation is a policy the engine takes as it is.
     let body = json["policy"].to_string();
-    let reply = call(
-        &seen.bed,
-        Method::PUT,
-        "/v1/policy",
-        Some(ADMIN),
-        JSON,
-        &body,
-        &[],
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    seen.put_policy(&body).await;
     let explain = seen.ask("/v1/explain?src=web-1&dst=app-1&dport=8080").await;
     assert_eq!(
         explain.json["decided_by"]["policy"], "recommended",
         "{}",
         explain.text
     );
-    for (path, parameter) in [
+    seen.refuses(&[
         ("/v1/recommendations?by=", "by"),
         ("/v1/recommendations?include_denied=maybe", "include_denied"),
         ("/v1/recommendations?since=x", "since"),
         ("/v1/recommendations?window=1", "window"),
-    ] {
-        let reply = seen.ask(path).await;
-        assert_eq!(
-            reply.status,
-            StatusCode::BAD_REQUEST,
-            "{path}: {}",
-            reply.text
-        );
-        assert_eq!(reply.json["path"], parameter, "{path}");
-    }
+    ])
+    .await;
 }
 
 #[tokio::test]
