@@ -251,6 +251,32 @@ fn real_traffic_is_recorded_explained_mapped_alerted_and_quarantined() {
     );
     let monitored = appliance.get_json("/v1/explain?src=app&dst=db&dport=5432");
     assert_eq!(monitored["verdict"], "would_deny", "{monitored}");
+    let microseg = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_microseg"))
+            .args(args)
+            .args(["--api", &format!("http://{}", bed.api)])
+            .env("MICROSEG_TOKEN", bed.token())
+            .output()
+            .expect("microseg");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = microseg(&["flows", "--verdict", "denied"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(&format!("out ({})", bed.addr("out"))) && l.contains("denied")),
+        "{listed}"
+    );
+    let why = microseg(&["explain", "app", "db", "tcp/5432"]);
+    assert!(
+        why.contains("WOULD_DENY") && why.contains("shop/app-to-db"),
+        "{why}"
+    );
 
     // Impact of enforcing the monitored rule; recommendations; reachability.
     let candidate = bed.dir.join("candidate.yaml");
@@ -367,6 +393,7 @@ fn real_traffic_is_recorded_explained_mapped_alerted_and_quarantined() {
         metrics.contains("microseg_alerts_sent_total{sink=\"webhook"),
         "{metrics}"
     );
+    common::assert_dashboard_metrics(&metrics, &[]);
 
     let (exit, log) = appliance.stop();
     assert!(exit.success(), "{log}");

@@ -89,3 +89,18 @@ pub fn grafana_queries() -> (Vec<String>, std::collections::BTreeSet<String>) {
     }
     (exprs, names)
 }
+
+/// Every metric the shipped Grafana dashboard queries is in `metrics` (a
+/// `/metrics` text), except those starting with one of `unless`.
+pub fn assert_dashboard_metrics(metrics: &str, unless: &[&str]) {
+    let (_, names) = grafana_queries();
+    for name in names
+        .iter()
+        .filter(|n| !unless.iter().any(|u| n.starts_with(u)))
+    {
+        assert!(
+            metrics.contains(&format!("# TYPE {name} ")),
+            "the dashboard queries {name}, which /metrics lacks"
+        );
+    }
+}
