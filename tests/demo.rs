@@ -27,6 +27,8 @@ fn the_demo_runs_and_every_check_is_as_expected() {
         "web -> db  tcp/5432  DENIED   by the default action",
         "web -> db  ping      ALLOWED  would be denied by watch-web-pings (monitor mode",
         "API: http://127.0.0.1:",
+        "the web page: http://127.0.0.1:",
+        "/#token=",
         "dependency map (",
         "  web -> db  icmp/8    would_deny -> denied",
         "  web -> db  ping      DENIED   by rule watch-web-pings",

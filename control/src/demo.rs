@@ -44,6 +44,8 @@ pub enum DemoError {
     Store(#[from] crate::store::StoreError),
     #[error("quarantine: {0}")]
     Quarantine(#[from] crate::quarantine::QuarantineError),
+    #[error("API token: {0}")]
+    Tokens(#[from] crate::api::TokensError),
 }
 
 const SUBNET: u8 = 10;
@@ -284,15 +286,20 @@ pub fn run(out: &mut impl Write, once: bool) -> Result<bool, DemoError> {
             ..VisibilityConfig::default()
         },
     )?);
+    // An admin token for this run only, so that the web page and curl
+    // can change things (quarantine, policy); reads need none.
+    let admin = crate::api::random_token()?;
+    let tokens = crate::api::Tokens::parse(&format!("admin demo {admin}\n"), "demo")?;
     let server = ApiThread::start(
         listener,
+        tokens,
         Arc::clone(&appliance),
         Arc::clone(&engine),
         Arc::clone(&visibility),
     )?;
     writeln!(
         out,
-        "\nthe switch is up; its API: http://{api}/v1/status, the web page: http://{api}/\n\ntraffic:"
+        "\nthe switch is up; its API: http://{api}/v1/status, the web page: http://{api}/#token={admin}\n\ntraffic:"
     )?;
     let mut all_as_expected = run_checks(out, &beds, &visibility, &checks())?;
 
@@ -472,7 +479,7 @@ pub fn run(out: &mut impl Write, once: bool) -> Result<bool, DemoError> {
             "\nThe testbed, the switch and the API stay up. Try:\n  \
              ip netns exec {} ping {}\n  curl -s http://{api}/v1/flows\n  \
              curl -s 'http://{api}/v1/explain?src=web&dst=db&dport=5432'\n  \
-             open http://{api}/ (the web page: map, flows, violations, quarantine)\n\
+             open http://{api}/#token={admin} (the web page: map, flows, violations, quarantine)\n\
              Ctrl-C ends the demo and removes everything.",
             web.namespace, app.peer_addr
         )?;
@@ -496,6 +503,7 @@ struct ApiThread {
 impl ApiThread {
     fn start(
         listener: std::net::TcpListener,
+        tokens: crate::api::Tokens,
         appliance: Arc<Appliance>,
         engine: Arc<PolicyEngine>,
         visibility: Arc<Visibility>,
@@ -530,9 +538,9 @@ impl ApiThread {
                 let state = Arc::new(crate::api::ApiState {
                     engine: Some(engine),
                     appliance: Some(appliance),
-                    tokens: crate::api::Tokens::default(),
-                    // The demo's API is on loopback, readable without a
-                    // token, and has no admin token: nothing changes it.
+                    tokens,
+                    // The demo's API is on loopback and readable without a
+                    // token; changes need the run's admin token.
                     anonymous_reads: true,
                     body_limit: crate::api::DEFAULT_BODY_LIMIT,
                     metrics: Arc::new(crate::metrics::Metrics::new()),
