@@ -372,14 +372,17 @@ mod tests {
     }
 
     /// Run as a child by `a_kill_mid_write_never_loses_the_previous_version`:
-    /// commits large versions in a loop until killed.
+    /// commits large versions in a loop until killed, or for a minute at
+    /// most (a parent that died before killing it, say of a closed output
+    /// pipe, must not leave it writing for ever).
     #[test]
     fn store_writer_child() {
         let Some(dir) = std::env::var_os("MICROSEG_STORE_WRITER") else {
             return;
         };
         let store = Store::open(Path::new(&dir)).expect("open");
-        for round in 0.. {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        for round in (0..).take_while(|_| std::time::Instant::now() < deadline) {
             store
                 .commit(
                     &document(round % 2 == 0, 3000),
