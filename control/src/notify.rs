@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use crate::alerts::time::now_unix_ms;
 use crate::alerts::{Alert, AlertHub, AlertKind};
 use crate::flows::{FlowObserver, FlowRecord, RecordKind, Verdict};
 use crate::learn::Anomaly;
@@ -111,23 +110,16 @@ pub fn for_quarantine(action: &QuarantineAction, put: bool) -> Alert {
     } else {
         format!("quarantine of {} lifted", q.target)
     };
+    let (kind, severity) = if put {
+        (AlertKind::Quarantine, WARNING)
+    } else {
+        (AlertKind::QuarantineLifted, NOTICE)
+    };
     Alert {
-        time_ms: now_unix_ms(),
-        kind: if put {
-            AlertKind::Quarantine
-        } else {
-            AlertKind::QuarantineLifted
-        },
-        severity: if put { WARNING } else { NOTICE },
         rule: Some(format!("quarantine:{}", q.target)),
         src: Some(q.target.clone()),
-        dst: None,
         src_addr: addresses.first().cloned(),
-        dst_addr: None,
-        proto: None,
-        dport: None,
-        message,
-        suppressed: 0,
+        ..Alert::now(kind, severity, message)
     }
 }
 
@@ -152,21 +144,14 @@ pub fn for_anomaly(anomaly: &Anomaly, record: &FlowRecord) -> Alert {
 /// The alert for a connection table this full, if it is full enough
 /// (90 % of its maximum).
 pub fn for_pressure(entries: usize, max_entries: usize) -> Option<Alert> {
-    (max_entries > 0 && entries * 10 >= max_entries * 9).then(|| Alert {
-        time_ms: now_unix_ms(),
-        kind: AlertKind::ConntrackPressure,
-        severity: ERROR,
-        rule: None,
-        src: None,
-        dst: None,
-        src_addr: None,
-        dst_addr: None,
-        proto: None,
-        dport: None,
-        message: format!(
-            "connection table at {entries} of {max_entries} entries: new connections may be refused or embryonic ones dropped early"
-        ),
-        suppressed: 0,
+    (max_entries > 0 && entries * 10 >= max_entries * 9).then(|| {
+        Alert::now(
+            AlertKind::ConntrackPressure,
+            ERROR,
+            format!(
+                "connection table at {entries} of {max_entries} entries: new connections may be refused or embryonic ones dropped early"
+            ),
+        )
     })
 }
 

@@ -219,10 +219,12 @@ impl Quarantines {
             None => BTreeMap::new(),
         };
         let now = unix_now();
+        let stored = book.len();
         let book: BTreeMap<String, Quarantined> = book
             .into_iter()
             .filter(|(_, q)| q.expires.is_none_or(|at| at > now))
             .collect();
+        let expired = book.len() < stored;
         let quarantines = Self {
             store,
             engine,
@@ -230,9 +232,11 @@ impl Quarantines {
             listener: Mutex::new(None),
             book: Mutex::new(book),
         };
-        if !quarantines.lock().is_empty() {
-            let book = quarantines.lock().clone();
+        let book = quarantines.lock().clone();
+        if expired {
             quarantines.save(&book)?;
+        }
+        if !book.is_empty() {
             if let Some(engine) = &quarantines.engine {
                 engine.set_overlay(
                     overlay(&book),
@@ -398,7 +402,7 @@ impl Quarantines {
         let mut next = book.clone();
         next.insert(target.clone(), quarantined.clone());
         let action = format!("quarantine {target}");
-        let generation = self.enforce(&next, &action)?;
+        let generation = self.enforce(&book, &next, &action)?;
         *book = next;
         drop(book);
         let mut done = QuarantineAction {
@@ -423,15 +427,15 @@ impl Quarantines {
         Ok(done)
     }
 
-    /// Stores `book` and puts its overlay in force; the policy generation
-    /// that enforces it. If the policy refuses it, the stored book is put
-    /// back.
+    /// Stores `book` in place of `previous` and puts its overlay in force;
+    /// the policy generation that enforces it. If the policy refuses it,
+    /// `previous` is stored again.
     fn enforce(
         &self,
+        previous: &BTreeMap<String, Quarantined>,
         book: &BTreeMap<String, Quarantined>,
         action: &str,
     ) -> Result<Option<u32>, QuarantineError> {
-        let previous = self.lock_free_snapshot();
         self.save(book)?;
         let Some(engine) = &self.engine else {
             return Ok(None);
@@ -444,21 +448,10 @@ impl Quarantines {
         ) {
             Ok(applied) => Ok(Some(applied.generation)),
             Err(error) => {
-                let _ = self.save(&previous);
+                let _ = self.save(previous);
                 Err(error.into())
             }
         }
-    }
-
-    /// The stored book as it is now (read from the file, not the lock,
-    /// which the caller holds).
-    fn lock_free_snapshot(&self) -> BTreeMap<String, Quarantined> {
-        self.store
-            .read_file(STATE_FILE)
-            .ok()
-            .flatten()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
     }
 
     fn audit(&self, who: &str, action: &str) -> Result<(), QuarantineError> {
@@ -481,7 +474,7 @@ impl Quarantines {
         let mut next = book.clone();
         next.remove(target);
         let action = format!("lift quarantine {target} ({who})");
-        let generation = self.enforce(&next, &action)?;
+        let generation = self.enforce(&book, &next, &action)?;
         *book = next;
         drop(book);
         let mut done = QuarantineAction {

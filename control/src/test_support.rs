@@ -85,27 +85,20 @@ pub fn record(
     dport: u16,
     verdict: crate::flows::Verdict,
 ) -> std::sync::Arc<crate::flows::FlowRecord> {
-    std::sync::Arc::new(crate::flows::FlowRecord {
-        id: 0,
+    let blank = crate::flows::FlowRecord::blank(
         kind,
-        time_ms: 1000,
+        1000,
         src,
         dst,
-        proto: "tcp".into(),
+        microseg_dataplane::packet::proto::TCP,
+        verdict,
+    );
+    std::sync::Arc::new(crate::flows::FlowRecord {
         sport: Some(40000),
         dport: Some(dport),
-        icmp_type: None,
-        verdict,
-        policy: None,
-        rule: None,
-        mode: None,
-        default: false,
         generation: 1,
         packets: [3, 2],
         bytes: [300, 200],
-        first_seen_ms: None,
-        last_seen_ms: None,
-        state: None,
-        end_reason: None,
+        ..blank
     })
 }

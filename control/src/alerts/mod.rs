@@ -64,6 +64,28 @@ pub struct Alert {
     pub suppressed: u64,
 }
 
+impl Alert {
+    /// An alert of `kind` raised now, with only its message: the optional
+    /// fields (rule, endpoints, service) are empty, for the caller to set
+    /// those that apply.
+    pub fn now(kind: AlertKind, severity: u8, message: String) -> Self {
+        Self {
+            time_ms: time::now_unix_ms(),
+            kind,
+            severity,
+            rule: None,
+            src: None,
+            dst: None,
+            src_addr: None,
+            dst_addr: None,
+            proto: None,
+            dport: None,
+            message,
+            suppressed: 0,
+        }
+    }
+}
+
 mod cef;
 pub mod config;
 mod delivery;

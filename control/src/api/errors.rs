@@ -39,6 +39,14 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", detail)
     }
 
+    /// 400 about one request parameter or body field, named in `path`.
+    pub fn bad_parameter(parameter: &str, detail: impl Into<String>) -> Self {
+        Self {
+            path: Some(parameter.to_string()),
+            ..Self::bad_request(detail)
+        }
+    }
+
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
     }

@@ -36,18 +36,20 @@ fn answer_query(
     let question = match params.get("flow") {
         Some(id) => {
             if params.len() > 1 {
-                return Err(bad_flow(
+                return Err(ApiError::bad_parameter(
+                    "flow",
                     "give either `flow` or src/dst/proto/dport, not both",
                 ));
             }
             let id: u64 = id
                 .parse()
-                .map_err(|_| bad_flow(format!("`{id}` is not a flow id")))?;
+                .map_err(|_| ApiError::bad_parameter("flow", format!("`{id}` is not a flow id")))?;
             let record = state.visibility()?.flows().find(id).ok_or_else(|| {
                 ApiError::not_found(format!("no recorded flow {id} (it may have been evicted)"))
             })?;
-            Question::from_record(&record)
-                .ok_or_else(|| bad_flow(format!("flow {id} has no explainable 5-tuple")))?
+            Question::from_record(&record).ok_or_else(|| {
+                ApiError::bad_parameter("flow", format!("flow {id} has no explainable 5-tuple"))
+            })?
         }
         None => Question::from_query(params, &in_force.resolver)?,
     };
@@ -62,10 +64,4 @@ fn answer_query(
             conntrack,
         },
     ))
-}
-
-fn bad_flow(detail: impl Into<String>) -> ApiError {
-    let mut error = ApiError::bad_request(detail);
-    error.path = Some("flow".into());
-    error
 }

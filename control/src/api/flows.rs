@@ -20,9 +20,7 @@ use crate::visibility::Visibility;
 
 impl From<QueryError> for ApiError {
     fn from(error: QueryError) -> Self {
-        let mut api = ApiError::bad_request(error.to_string());
-        api.path = Some(error.parameter);
-        api
+        ApiError::bad_parameter(&error.parameter, error.to_string())
     }
 }
 

@@ -19,12 +19,6 @@ use crate::learn::{recommend, Generalize};
 use crate::map::Grouping;
 use crate::policy::PolicyDocument;
 
-fn bad(parameter: &str, detail: impl Into<String>) -> ApiError {
-    let mut error = ApiError::bad_request(detail);
-    error.path = Some(parameter.into());
-    error
-}
-
 pub async fn recommendations(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -36,19 +30,29 @@ pub async fn recommendations(
     for (name, value) in &parameters(query)? {
         match name.as_str() {
             "by" => {
-                let keys = Grouping::parse(value).map_err(|e| bad("by", e))?.by;
+                let keys = Grouping::parse(value)
+                    .map_err(|e| ApiError::bad_parameter("by", e))?
+                    .by;
                 if keys.is_empty() {
-                    return Err(bad("by", "name at least one label key"));
+                    return Err(ApiError::bad_parameter("by", "name at least one label key"));
                 }
                 generalize.by = keys;
             }
             "since" => since_ms = Some(parse_since(value)?),
             "include_denied" => {
-                include_denied = value
-                    .parse()
-                    .map_err(|_| bad("include_denied", format!("`{value}` is not true or false")))?
+                include_denied = value.parse().map_err(|_| {
+                    ApiError::bad_parameter(
+                        "include_denied",
+                        format!("`{value}` is not true or false"),
+                    )
+                })?
             }
-            other => return Err(bad(other, "unknown parameter (by, since, include_denied)")),
+            other => {
+                return Err(ApiError::bad_parameter(
+                    other,
+                    "unknown parameter (by, since, include_denied)",
+                ))
+            }
         }
     }
     let visibility = state.visibility()?;

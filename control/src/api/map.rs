@@ -18,12 +18,6 @@ use crate::explain::Question;
 use crate::flows::{parse_since, FlowRecord, Verdict};
 use crate::map::{build, to_dot, to_svg, Grouping};
 
-fn bad(parameter: &str, detail: impl Into<String>) -> ApiError {
-    let mut error = ApiError::bad_request(detail);
-    error.path = Some(parameter.into());
-    error
-}
-
 pub async fn map(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -36,12 +30,23 @@ pub async fn map(
     let mut since_ms = None;
     for (name, value) in &params {
         match name.as_str() {
-            "group_by" => grouping = Grouping::parse(value).map_err(|e| bad("group_by", e))?,
+            "group_by" => {
+                grouping =
+                    Grouping::parse(value).map_err(|e| ApiError::bad_parameter("group_by", e))?
+            }
             "format" if ["json", "dot", "svg"].contains(&value.as_str()) => format = value.clone(),
-            "format" => return Err(bad("format", format!("`{value}` is not json, dot or svg"))),
+            "format" => {
+                return Err(ApiError::bad_parameter(
+                    "format",
+                    format!("`{value}` is not json, dot or svg"),
+                ))
+            }
             "since" => since_ms = Some(parse_since(value)?),
             other => {
-                return Err(bad(other, "unknown parameter (group_by, format, since)"));
+                return Err(ApiError::bad_parameter(
+                    other,
+                    "unknown parameter (group_by, format, since)",
+                ));
             }
         }
     }

@@ -18,9 +18,7 @@ impl From<QuarantineError> for ApiError {
     fn from(error: QuarantineError) -> Self {
         match error {
             QuarantineError::Invalid { ref path, .. } => {
-                let mut api = ApiError::bad_request(error.to_string());
-                api.path = Some(path.clone());
-                api
+                ApiError::bad_parameter(path, error.to_string())
             }
             QuarantineError::Already(_) => ApiError::conflict(error.to_string()),
             QuarantineError::NotQuarantined(_) => ApiError::not_found(error.to_string()),

@@ -40,11 +40,10 @@ pub async fn reachability(
             ("format", "json") => markdown = false,
             ("format", "markdown") => markdown = true,
             (name, value) => {
-                let mut error = ApiError::bad_request(format!(
-                    "`{name}={value}`: the only parameter is format=json|markdown"
+                return Err(ApiError::bad_parameter(
+                    name,
+                    format!("`{name}={value}`: the only parameter is format=json|markdown"),
                 ));
-                error.path = Some(name.to_string());
-                return Err(error);
             }
         }
     }

@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use microseg_dataplane::conntrack::FlowEvent;
 use microseg_dataplane::pipeline::Pipeline;
@@ -32,9 +32,7 @@ pub struct Clock {
 impl Clock {
     /// The clock whose zero is `start` (the appliance's start).
     pub fn new(start: Instant) -> Self {
-        let now_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_unix_ms = crate::alerts::time::now_unix_ms();
         let since_start = start.elapsed().as_millis() as u64;
         Self {
             start,

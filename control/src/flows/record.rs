@@ -240,7 +240,8 @@ impl FlowRecord {
         record
     }
 
-    fn blank(
+    /// A record with what every record has; the rest empty.
+    pub(crate) fn blank(
         kind: RecordKind,
         time_ms: u64,
         src: Endpoint,
