@@ -42,6 +42,10 @@ pub struct BuildConfig {
     pub max_depth: usize,
     /// Keys sampled to decide which partitions share a tree (0: never merge).
     pub merge_samples: usize,
+    /// Most rules the search for that grouping builds trees of: a larger
+    /// family is searched on an evenly spaced subset of this many rules,
+    /// then the grouping found is built in full (0: search on every rule).
+    pub search_rules: usize,
     /// Most children of a cut, as a power of two (0 disables cuts).
     pub max_cut_bits: u8,
     /// A cut's children may hold, with one per child added, at most this
@@ -61,6 +65,7 @@ impl Default for BuildConfig {
             max_candidates: 512,
             max_depth: 64,
             merge_samples: 2000,
+            search_rules: 2048,
             max_cut_bits: 8,
             space_factor: 4,
             threads: 1,

@@ -104,7 +104,8 @@ pub fn build_forest<A: AddrWord>(
             return (trees, plan);
         }
     }
-    let (trees, groups) = search_forest(rules, &classes, bbox, config);
+    let (trees, groups) = search_on_subset(rules, &classes, bbox, config)
+        .unwrap_or_else(|| search_forest(rules, &classes, bbox, config));
     (
         trees,
         ForestPlan {
@@ -141,6 +142,37 @@ fn build_planned<A: AddrWord>(
     }
     trees.sort_by_key(|t| t.min_position);
     Some(trees)
+}
+
+/// For a family larger than `config.search_rules`: searches the grouping on
+/// an evenly spaced subset of the rules (every k-th by position, so each
+/// class keeps its share), then builds that grouping from every rule.
+/// `None` when the family is small enough to search in full, or when a
+/// tree of the grouping outgrows its budget at full size.
+fn search_on_subset<A: AddrWord>(
+    rules: &[BuildRule],
+    classes: &[Vec<BuildRule>; CLASSES],
+    bbox: [(u128, u128); DIMS],
+    config: &BuildConfig,
+) -> Option<(Vec<Tree<A>>, Vec<Group>)> {
+    if config.search_rules == 0 || rules.len() <= config.search_rules {
+        return None;
+    }
+    let stride = rules.len().div_ceil(config.search_rules);
+    let subset: Vec<BuildRule> = rules.iter().step_by(stride).copied().collect();
+    let (_, groups) = search_forest::<A>(&subset, &shape_classes(&subset, config), bbox, config);
+    // A class with no rule in the subset is in no group: built on its own.
+    let groups: Vec<Group> = groups
+        .into_iter()
+        .map(|g| {
+            (0..CLASSES)
+                .filter(|&c| g & (1 << c) != 0 && !classes[c].is_empty())
+                .fold(0, |acc, c| acc | 1 << c)
+        })
+        .filter(|&g| g != 0)
+        .collect();
+    let trees = build_planned(classes, &groups, bbox, config)?;
+    Some((trees, groups))
 }
 
 /// Searches for the grouping of classes that minimises lookup work on a

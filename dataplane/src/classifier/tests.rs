@@ -518,3 +518,46 @@ fn a_planned_tree_over_its_budget_falls_back_to_the_search() {
         assert_eq!(tree.classify(&key), linear.classify(&key), "{key:?}");
     }
 }
+
+#[test]
+fn a_family_searched_on_a_subset_is_built_in_full_and_exact() {
+    let rules = every_shape_rules(3000);
+    let config = BuildConfig {
+        search_rules: 300,
+        ..BuildConfig::default()
+    };
+    let subset = Classifier::build_with(rules.clone(), &config).expect("builds");
+    // Every rule is in the trees, each class in exactly one group or built
+    // alone, and the verdicts are the linear classifier's.
+    assert_eq!(subset.stats().rules, rules.len());
+    let grouped = subset.plan().v4.groups.iter().fold(0u8, |all, g| {
+        assert_eq!(all & g, 0, "a class in two groups: {:?}", subset.plan());
+        all | g
+    });
+    assert!(grouped != 0, "{:?}", subset.plan());
+    let linear = LinearClassifier::new(rules.clone());
+    for key in generate_trace(&rules, 4000, 11) {
+        assert_eq!(subset.classify(&key), linear.classify(&key), "{key:?}");
+    }
+}
+
+#[test]
+fn a_subset_grouping_over_its_budget_at_full_size_is_searched_in_full() {
+    // On 200 rules one tree fits the budget's fixed slack; at 20,000 the
+    // crossing rules replicate past it, so the planned tree is abandoned.
+    let rules = crossing_rules(20_000);
+    let config = BuildConfig {
+        small_prefix_bits: 0,
+        max_copies_per_rule: 0,
+        merge_samples: 0,
+        search_rules: 200,
+        ..BuildConfig::default()
+    };
+    let tree = Classifier::build_with(rules.clone(), &config).expect("builds");
+    assert!(tree.stats().trees > 1, "{:?}", tree.stats());
+    assert!(tree.plan().v4.groups.is_empty(), "{:?}", tree.plan());
+    let linear = LinearClassifier::new(rules.clone());
+    for key in generate_trace(&rules, 3000, 5) {
+        assert_eq!(tree.classify(&key), linear.classify(&key), "{key:?}");
+    }
+}
