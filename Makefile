@@ -46,19 +46,21 @@ fuzz: deps
 	done
 
 # Switch throughput through veth testbeds vs nftables and a bare AF_XDP
-# forwarder (root, ~15 min; QUICK=1 for a short run).
+# forwarder (root, ~15 min; QUICK=1 for a short run). Part of `make bench`.
 bench-testbed: deps
-	bash benches/testbed/run.sh
+	QUICK=$(QUICK) bash benches/testbed/run.sh
 
-# Policy compile time and swap latency vs `nft -f` (root).
+# Policy compile time and swap latency vs `nft -f` (root). Part of `make bench`.
 bench-policy: deps
 	bash benches/policy/swap.sh
 
+# Every benchmark of the project and its peers in one go, then
+# docs/benchmarks.md and its figures regenerated from this run's results
+# (root; ~25 min; QUICK=1: the same steps, short, under 5 min once built).
+# See the header of benches/run-all.sh.
+QUICK ?= 0
 bench: deps
-	$(CARGO) bench -p microseg-benches
-	$(CARGO) run --release -p microseg-benches --bin classifier-report -- --csv docs/bench/classifier.csv
-	$(CARGO) run --release -p microseg-benches --bin conntrack-report -- --csv docs/bench/conntrack.csv
-	$(CARGO) run --release -p microseg-benches --bin table-compare
+	QUICK=$(QUICK) bash benches/run-all.sh
 
 clean:
 	$(CARGO) clean

@@ -150,7 +150,15 @@ fn measure(table: &dyn Table, threads: usize) -> (f64, f64) {
 }
 
 fn main() {
-    println!("| structure | threads | inserts/s | update existing (ns) |\n|---|---|---|---|");
+    let mut args = std::env::args().skip(1);
+    let mut csv_path = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--csv" => csv_path = Some(args.next().expect("--csv needs a path")),
+            other => panic!("unknown argument {other} (usage: table-compare [--csv PATH])"),
+        }
+    }
+    let mut rows: Vec<(&str, usize, f64, f64)> = Vec::new();
     for threads in [1, 2] {
         let per_shard = (ENTRIES as usize).div_ceil(SHARDS) * 21 / 20;
         let dashmap: DashMap<ConnKey, ConnEntry, ahash::RandomState> =
@@ -160,20 +168,29 @@ fn main() {
                 SHARDS,
             );
         let (ins, upd) = measure(&dashmap, threads);
-        println!("| dashmap 6 | {threads} | {:.2} M | {upd:.0} |", ins / 1e6);
+        rows.push(("dashmap 6", threads, ins, upd));
         drop(dashmap);
         let std_mutex = Sharded::<Mutex<Shard>>::new(per_shard);
         let (ins, upd) = measure(&std_mutex, threads);
-        println!(
-            "| sharded hashbrown, std Mutex | {threads} | {:.2} M | {upd:.0} |",
-            ins / 1e6
-        );
+        rows.push(("sharded hashbrown, std Mutex", threads, ins, upd));
         drop(std_mutex);
         let pl_mutex = Sharded::<parking_lot::Mutex<Shard>>::new(per_shard);
         let (ins, upd) = measure(&pl_mutex, threads);
+        rows.push(("sharded hashbrown, parking_lot Mutex", threads, ins, upd));
+    }
+    println!("| structure | threads | inserts/s | update existing (ns) |\n|---|---|---|---|");
+    let mut csv = String::from("structure,threads,inserts_per_s,update_ns\n");
+    for (structure, threads, inserts, update_ns) in rows {
         println!(
-            "| sharded hashbrown, parking_lot Mutex | {threads} | {:.2} M | {upd:.0} |",
-            ins / 1e6
+            "| {structure} | {threads} | {:.2} M | {update_ns:.0} |",
+            inserts / 1e6
         );
+        csv.push_str(&format!(
+            "\"{structure}\",{threads},{inserts:.0},{update_ns:.1}\n"
+        ));
+    }
+    if let Some(path) = csv_path {
+        std::fs::write(&path, csv).unwrap_or_else(|e| panic!("write {path}: {e}"));
+        eprintln!("wrote {path}");
     }
 }

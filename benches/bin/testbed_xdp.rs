@@ -7,11 +7,15 @@
 //!   arrive at its peer), at several Mpps from one core. The program
 //!   rewrites every frame's headers from its configuration map and gives
 //!   it the UDP ports of the next of `--flows` flows (round robin).
-//! - `sink`: attaches `tb_sink` (count per CPU, then `XDP_DROP`) to an
-//!   interface and prints the counts every `--interval-ms` as
+//! - `sink`: attaches `tb_sink` to an interface (counts per CPU; drops
+//!   IPv4/UDP frames, passes the rest to the stack so that ARP and ping
+//!   are answered) and prints the counts every `--interval-ms` as
 //!   `SECONDS UDP_FRAMES OTHER_FRAMES`, SECONDS counted from its start.
 //!   The program is attached through a bpf_link, so it goes with the
 //!   process however that ends.
+//! - `load`: a steady background load for the latency measurement: UDP
+//!   datagrams from an ordinary socket at a fixed rate (the XDP generator
+//!   cannot be paced: each `BPF_PROG_RUN` call costs ~25 ms).
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -42,8 +46,10 @@ struct Cli {
 enum Command {
     /// Send UDP frames out of IFNAME (they arrive at its veth peer).
     Gen(GenArgs),
-    /// Count and drop every frame arriving at IFNAME.
+    /// Count every frame arriving at IFNAME; drop IPv4/UDP, pass the rest.
     Sink(SinkArgs),
+    /// Send UDP datagrams to --dst at a steady --pps.
+    Load(LoadArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -92,11 +98,66 @@ struct SinkArgs {
     seconds: f64,
 }
 
+#[derive(clap::Args, Debug)]
+struct LoadArgs {
+    /// Destination address and port.
+    #[arg(long)]
+    dst: std::net::SocketAddrV4,
+    /// Datagrams per second.
+    #[arg(long)]
+    pps: u32,
+    /// Stop after this long.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Payload bytes (18 = a 60-byte frame).
+    #[arg(long, default_value_t = 18)]
+    payload: usize,
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Gen(args) => generate(&args),
         Command::Sink(args) => sink(&args),
+        Command::Load(args) => load_udp(&args),
     }
+}
+
+/// Paced sender: every millisecond it sends what the rate owes by then, so
+/// the load is steady at millisecond scale (bursts of pps/1000 datagrams).
+fn load_udp(args: &LoadArgs) -> Result<()> {
+    if args.pps == 0 || args.seconds.is_nan() || args.seconds <= 0.0 || args.payload > 1472 {
+        bail!("--pps and --seconds must be positive and --payload at most 1472");
+    }
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("UDP socket")?;
+    socket
+        .connect(args.dst)
+        .with_context(|| format!("connecting to {}", args.dst))?;
+    let payload = vec![0u8; args.payload];
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(args.seconds);
+    let (mut sent, mut failed) = (0u64, 0u64);
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let owed = (now - start).as_secs_f64() * f64::from(args.pps);
+        while ((sent + failed) as f64) < owed {
+            // A full socket buffer or a missing neighbour entry
+            // (ENOBUFS, EAGAIN): counted, not retried, the pace goes on.
+            match socket.send(&payload) {
+                Ok(_) => sent += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "load: {sent} datagrams in {elapsed:.3} s ({:.0} pps), {failed} send errors",
+        sent as f64 / elapsed
+    );
+    Ok(())
 }
 
 fn parse_mac(text: &str) -> Result<[u8; 6]> {

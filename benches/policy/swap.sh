@@ -9,11 +9,13 @@
 #   network namespace this script creates (so the host's ruleset is never
 #   touched), median of RUNS loads, each replacing the previous table.
 #
-# Writes docs/bench/policy.csv (microseg) and docs/bench/policy-nft.csv.
-# Needs root for the namespace.
+# Writes policy.csv (microseg) and policy-nft.csv into BENCH_OUT (default
+# docs/bench). RUNS (default 5) loads per case. Needs root for the namespace.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${RUNS:-5}
+out=${BENCH_OUT:-docs/bench}
+mkdir -p "$out"
 work=$(mktemp -d /tmp/microseg-policy-bench.XXXXXX)
 ns="msbench-policy-$$"
 cleanup() {
@@ -23,10 +25,10 @@ cleanup() {
 trap cleanup EXIT
 
 cargo build -q --release -p microseg-benches --bin policy-report
-./target/release/policy-report --runs "$runs" --csv docs/bench/policy.csv --nft "$work"
+./target/release/policy-report --runs "$runs" --csv "$out/policy.csv" --nft "$work"
 
 ip netns add "$ns"
-echo "set,rules,median_ms" >docs/bench/policy-nft.csv
+echo "set,rules,median_ms" >"$out/policy-nft.csv"
 for file in "$work"/*.nft; do
   set_name=$(basename "$file" .nft)
   rules=$(grep -c ' accept$' "$file")
@@ -41,5 +43,5 @@ for file in "$work"/*.nft; do
   median_us=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   median_ms=$(awk -v us="$median_us" 'BEGIN { printf "%.1f", us / 1000 }')
   echo "nft -f $set_name: $rules rules, $median_ms ms median of $runs"
-  echo "$set_name,$rules,$median_ms" >>docs/bench/policy-nft.csv
+  echo "$set_name,$rules,$median_ms" >>"$out/policy-nft.csv"
 done

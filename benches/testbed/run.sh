@@ -5,13 +5,16 @@
 #   QUICK=1 bash benches/testbed/run.sh         # short: 1 run x 3 s, for development
 #   ONLY='microseg-.*acl1_1k' bash ...          # run the configurations matching a regex
 #
-# Writes docs/bench/testbed.csv (one row per run) and docs/bench/testbed.md
-# (medians and ratios); logs (microseg status JSON, generator output) go to
+# Writes docs/bench/testbed.csv (one row per run), docs/bench/testbed.md
+# (medians and ratios) and docs/bench/latency.csv (ping RTTs); logs (microseg status JSON, generator output) go to
 # target/testbed-bench/. Root only. Environment: RUNS, DURATION (s per
 # run), WARMUP (s before each measurement), IDLE (s of idle CPU
 # measurement), POLL_MODE (adaptive|busy, microseg and the bare
 # forwarder), FEW (flows in "few flows", default 16), MANY (default
-# 1048576), ONLY (regex over configuration names), NO_BUILD=1.
+# 1048576), ONLY (regex over configuration names; latency ones are
+# latency-CONFIG), PINGS (per latency measurement), PING_INTERVAL (s),
+# LOAD_PPS (background load), BENCH_OUT (folder of the results, default
+# docs/bench), NO_BUILD=1.
 #
 # ---------------------------------------------------------------------------
 # Topology (built fresh for every configuration, torn down after it):
@@ -51,7 +54,8 @@
 #
 # Sink: `testbed-xdp sink` attaches benches/testbed/bpf/sink.bpf.c to PFXs
 # (the sink's own veth end): it counts IPv4/UDP frames in a per-CPU map and
-# drops everything (XDP_DROP; ~6 Mpps on this machine). A run's rate is
+# drops them (XDP_DROP; ~6 Mpps on this machine); other frames (ARP, ICMP)
+# go on to the sink namespace's stack, which answers them. A run's rate is
 # (counter after - counter before) / (time between the two readings), both
 # readings taken by the sink process, over DURATION seconds that start
 # WARMUP seconds after the generator (so flows are set up and queues
@@ -104,6 +108,19 @@
 #   delivers XDP_TX'd frames only to a peer with NAPI (an XDP program or
 #   GRO); frames are single 60-byte UDP packets, so GRO merges nothing.
 #
+# Latency: for bare-afxdp, kernel-norules and microseg-0rules (conntrack
+# on; also in busy poll mode when POLL_MODE is adaptive), after the throughput runs, a fresh topology each: `ping -n -c PINGS
+# -i PING_INTERVAL` from the generator's namespace to the sink
+# (10.203.2.1; the reply comes back through the device under test), first
+# idle, then under a steady background load of LOAD_PPS UDP datagrams/s
+# (60-byte frames, `testbed-xdp load`, paced per millisecond, from the
+# generator's namespace to the sink, which drops them in XDP). Ping and
+# load run on CPU 0, the device under test on CPU 1, as above. Kernel
+# forwarding: the sink routes 10.203.1.0/24 back via 10.203.2.254.
+# Per-reply RTTs are reduced by ping_stats.py to median, p99 (nearest
+# rank), mean and max; rows go to docs/bench/latency.csv, raw ping output
+# to target/testbed-bench/latency-*.txt. PINGS=0 skips the latency part.
+#
 # Idle CPU: in adaptive mode, microseg with acl1_10k is left without
 # traffic for IDLE seconds twice, right after it starts (empty tables) and
 # after the many-flows runs (1M conntrack entries waiting to expire), and
@@ -128,9 +145,13 @@ HERE="$ROOT/benches/testbed"
 QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then
     RUNS=${RUNS:-1}; DURATION=${DURATION:-3}; WARMUP=${WARMUP:-1}; IDLE=${IDLE:-3}
+    PINGS=${PINGS:-300}
 else
     RUNS=${RUNS:-3}; DURATION=${DURATION:-10}; WARMUP=${WARMUP:-3}; IDLE=${IDLE:-10}
+    PINGS=${PINGS:-2000}
 fi
+PING_INTERVAL=${PING_INTERVAL:-0.005}
+LOAD_PPS=${LOAD_PPS:-100000}
 POLL_MODE=${POLL_MODE:-adaptive}
 FEW=${FEW:-16}
 MANY=${MANY:-1048576}
@@ -141,8 +162,10 @@ SPORT_BASE=10000
 SPORT_SPAN=50000
 DPORT_BASE=5000
 CLASSBENCH=${MICROSEG_CLASSBENCH:-$ROOT/../shared/classbench}
-CSV="$ROOT/docs/bench/testbed.csv"
-MD="$ROOT/docs/bench/testbed.md"
+OUT=${BENCH_OUT:-$ROOT/docs/bench}
+CSV="$OUT/testbed.csv"
+LATENCY_CSV="$OUT/latency.csv"
+MD="$OUT/testbed.md"
 LOGS="$ROOT/target/testbed-bench"
 BIN="$ROOT/target/release"
 
@@ -226,7 +249,7 @@ if [[ ${NO_BUILD:-0} != 1 ]]; then
         && cargo build --release -q -p microseg-benches --bin testbed-xdp --bin bare-forward)
 fi
 for b in microseg testbed-xdp bare-forward; do [[ -x $BIN/$b ]] || die "$BIN/$b missing"; done
-mkdir -p "$LOGS" "$ROOT/docs/bench"
+mkdir -p "$LOGS" "$OUT"
 
 # --- rule sets ----------------------------------------------------------------
 # Converted once, cached in target/testbed-bench/rules/SET (redone when the
@@ -288,6 +311,7 @@ topology_up() { # kind: bare | microseg | kernel
         ip -n "$NS_SW" neigh replace 10.203.2.1 lladdr "$(mac_of "$NS_SINK" "$IF_S")" \
             dev "$IF_SH" nud permanent
         ip -n "$NS_GEN" route add 10.203.2.0/24 via 10.203.1.254
+        ip -n "$NS_SINK" route add 10.203.1.0/24 via 10.203.2.254
         # Forwarding runs in PFXgh's NAPI: make it a kthread on the DUT core.
         in_ns "$NS_SW" sh -c "echo 1 > /sys/class/net/$IF_GH/threaded"
         local kt
@@ -465,6 +489,50 @@ run_config() {
     sleep 1
 }
 
+# --- latency ------------------------------------------------------------------
+# ping_run label load_pps: one ping measurement, appends a latency row.
+ping_run() {
+    local label=$1 pps=$2 raw="$LOGS/latency-$CONFIG-$1.txt" row
+    ip netns exec "$NS_GEN" taskset -c "$GEN_CPU" ping -n -c "$PINGS" -i "$PING_INTERVAL" -W 1 \
+        10.203.2.1 >"$raw" 2>&1 || true
+    row=$(python3 "$HERE/ping_stats.py" "$PINGS" <"$raw")
+    log "  $label: sent,received,median,p99,mean,max (us) = $row"
+    [[ ${row#*,} != 0,* ]] || log "  WARNING: no ping reply; see $raw"
+    echo "$STAMP,$CONFIG,$pps,$row" >>"$LATENCY_CSV"
+}
+
+# latency_config name kind ruleset
+latency_config() {
+    CONFIG=$1 KIND=$2 RULESET=$3
+    [[ latency-$CONFIG =~ $ONLY ]] || return 0
+    log "== latency $CONFIG ($PINGS pings every ${PING_INTERVAL}s, idle and at $LOAD_PPS pps)"
+    rm -f "$WORK/dut.log"
+    topology_up "$KIND"
+    case $KIND in
+        bare) start_bare ;;
+        microseg) start_microseg "$WORK/$RULESET" ;;
+    esac
+    # Resolve neighbours (and let the switch learn) before measuring.
+    in_ns "$NS_GEN" ping -n -c 3 -i 0.2 -W 1 10.203.2.1 >/dev/null 2>&1 \
+        || log "  WARNING: warm-up ping got no reply"
+    ping_run idle 0
+    local seconds load
+    seconds=$(awk -v n="$PINGS" -v i="$PING_INTERVAL" 'BEGIN {printf "%.1f", n * i + 3}')
+    ip netns exec "$NS_GEN" taskset -c "$GEN_CPU" "$BIN/testbed-xdp" load --dst 10.203.2.1:5000 \
+        --pps "$LOAD_PPS" --seconds "$seconds" >"$WORK/load.log" 2>&1 &
+    load=$!
+    PIDS+=("$load")
+    sleep 1
+    ping_run load "$LOAD_PPS"
+    wait "$load" || die "load sender failed: $(cat "$WORK/load.log")"
+    log "  $(cat "$WORK/load.log")"
+    [[ $KIND != bare ]] || touch "$WORK/stop"
+    sleep 0.3
+    stop_pids
+    topology_down
+    sleep 1
+}
+
 # --- main -----------------------------------------------------------------------
 STAMP=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -488,10 +556,21 @@ for flows_name in few many; do
 done
 cat "$WORK/idle.csv" >>"$CSV"
 
+echo "date,config,load_pps,sent,received,median_us,p99_us,mean_us,max_us" >"$LATENCY_CSV"
+if ((PINGS > 0)); then
+    latency_config bare-afxdp bare -
+    latency_config kernel-norules kernel-norules -
+    latency_config microseg-0rules microseg 0rules
+    # The same in busy mode: what adaptive mode's sleep costs in wake-ups.
+    if [[ $POLL_MODE == adaptive ]]; then
+        POLL_MODE=busy latency_config microseg-0rules-busy microseg 0rules
+    fi
+fi
+
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 python3 "$HERE/summarize.py" "$CSV" "$MD" \
     --load-start "$LOAD_START" --load-end "$LOAD_END" --runs "$RUNS" --duration "$DURATION" \
     --warmup "$WARMUP" --poll-mode "$POLL_MODE" --few "$FEW" --many "$MANY" \
     --rules-summary "acl1_1k: $(cat "$WORK/acl1_1k/summary")" \
     --rules-summary "acl1_10k: $(cat "$WORK/acl1_10k/summary")"
-log "wrote $CSV and $MD"
+log "wrote $CSV, $MD and $LATENCY_CSV"

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# benches/run-all.sh — what `make bench` runs: every benchmark of the project
+# and of its peers (nftables, Linux forwarding, a bare AF_XDP forwarder,
+# dashmap), in one go, then docs/benchmarks.md and its figures regenerated
+# from the results of this run only.
+#
+#   make bench            # full: ~25 min on the 2-core VM
+#   make bench QUICK=1    # short runs of the same steps: under 5 min once built
+#
+# Steps, each writing raw results into a staging folder (target/bench-run/):
+#   1. build everything in release mode (not timed in the QUICK budget);
+#   2. machine.json: CPU, cores, kernel, toolchain, commit, date, load;
+#   3. classifier-report (compiled tree vs linear reference, nine ClassBench
+#      sets and IPv6 variants), conntrack-report (10K/100K/1M, 1 and 2
+#      threads), table-compare (dashmap vs the sharded table);
+#   4. criterion benches (parser, pipeline; classifier and conntrack too in
+#      a full run), summarized into criterion.csv;
+#   5. policy compile and swap vs `nft -f` (benches/policy/swap.sh, root);
+#   6. switch throughput, latency and idle CPU through veth testbeds vs
+#      Linux forwarding and nftables (benches/testbed/run.sh, root).
+# Only when every step has succeeded are the results copied into
+# docs/bench/ and docs/benchmarks.md rendered (benches/report.py render),
+# so a failed or interrupted run leaves the committed results as they were.
+#
+# Root only (namespaces, XDP). The testbed script tears down what it
+# creates, also on failure or Ctrl-C.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+QUICK=${QUICK:-0}
+STAGE="$ROOT/target/bench-run"
+RESULTS="$ROOT/docs/bench"
+START=$(date +%s)
+
+log() { printf '%s [%4ds] %s\n' "$(date +%T)" $(($(date +%s) - START)) "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[[ $QUICK == 0 || $QUICK == 1 ]] || die "QUICK must be 0 or 1, not '$QUICK'"
+[[ $(id -u) == 0 ]] || die "run as root: the testbed and nft benchmarks need namespaces and XDP"
+for tool in gnuplot nft ip ethtool jq python3; do
+    command -v "$tool" >/dev/null || die "$tool is missing: run scripts/deps.sh (make bench does)"
+done
+
+log "building (release)"
+cargo build --release -q -p microseg-control --bin microseg
+cargo build --release -q -p microseg-benches --bins
+cargo bench -q -p microseg-benches --no-run
+
+rm -rf "$STAGE"
+mkdir -p "$STAGE"
+MEASURE_START=$(date +%s)
+log "measuring (QUICK=$QUICK) into $STAGE"
+python3 benches/report.py machine --quick "$QUICK" --out "$STAGE/machine.json"
+
+log "classifier: compiled tree vs linear reference"
+./target/release/classifier-report --csv "$STAGE/classifier.csv" >"$STAGE/classifier.md"
+log "conntrack: hit, miss + insert, sweep"
+./target/release/conntrack-report --csv "$STAGE/conntrack.csv" >"$STAGE/conntrack.md"
+log "conntrack: dashmap vs the sharded table"
+./target/release/table-compare --csv "$STAGE/table-compare.csv" >"$STAGE/table-compare.md"
+
+if [[ $QUICK == 1 ]]; then
+    CRITERION_BENCHES=(parser pipeline)
+    CRITERION_ARGS=(--warm-up-time 0.5 --measurement-time 1.5)
+else
+    CRITERION_BENCHES=(parser pipeline classifier conntrack)
+    CRITERION_ARGS=(--warm-up-time 1 --measurement-time 4)
+fi
+# Criterion's results of this run go to the staging folder (CRITERION_HOME),
+# so none from an earlier run, kept in target/criterion, can reach
+# criterion.csv.
+for bench in "${CRITERION_BENCHES[@]}"; do
+    log "criterion: $bench"
+    CRITERION_HOME="$STAGE/criterion" cargo bench -q -p microseg-benches --bench "$bench" -- \
+        "${CRITERION_ARGS[@]}" >"$STAGE/criterion-$bench.log" 2>&1 \
+        || die "cargo bench --bench $bench: see $STAGE/criterion-$bench.log"
+done
+python3 benches/report.py criterion --from "$STAGE/criterion" --out "$STAGE/criterion.csv"
+
+log "policy compile and swap vs nft -f"
+RUNS=$([[ $QUICK == 1 ]] && echo 3 || echo 5) BENCH_OUT="$STAGE" bash benches/policy/swap.sh \
+    >"$STAGE/policy.log"
+
+log "switch throughput, latency and idle CPU through veth testbeds"
+NO_BUILD=1 QUICK=$QUICK BENCH_OUT="$STAGE" bash benches/testbed/run.sh
+
+MEASURED=$(($(date +%s) - MEASURE_START))
+log "measured in ${MEASURED}s; publishing into $RESULTS"
+mkdir -p "$RESULTS"
+cp "$STAGE"/*.csv "$STAGE/machine.json" "$STAGE/testbed.md" "$RESULTS/"
+python3 benches/report.py render --data "$RESULTS" --out "$ROOT/docs/benchmarks.md" \
+    --figures "$RESULTS" --finished-at "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+log "wrote docs/benchmarks.md and its figures (measurements took ${MEASURED}s)"

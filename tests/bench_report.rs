@@ -1,0 +1,275 @@
+//! `benches/report.py render`, the generator of docs/benchmarks.md, run
+//! on the fixture results in tests/fixtures/bench/ (a small but realistic
+//! run, with a few distinctive values). It must write every section and
+//! figure, compute the targets from the data (the fixtures hold one met and
+//! one missed target of each kind checked here), refuse a missing or
+//! malformed input by naming it without writing anything, and say "not
+//! measured" for a missing optional input. Needs python3 and gnuplot.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn repo() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// A scratch folder holding a copy of the fixtures, removed on drop (also
+/// when an assertion fails).
+#[derive(Debug)]
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn with_fixtures() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "microseg-bench-report-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the scratch folder");
+        let scratch = Self(dir);
+        let fixtures = repo().join("tests/fixtures/bench");
+        for entry in std::fs::read_dir(&fixtures).expect("tests/fixtures/bench") {
+            let path = entry.expect("a fixture").path();
+            let name = path.file_name().expect("a file name");
+            std::fs::copy(&path, scratch.0.join(name)).expect("copy a fixture");
+        }
+        scratch
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn markdown(&self) -> PathBuf {
+        self.file("benchmarks.md")
+    }
+
+    /// Runs the generator on this folder: data, figures and the markdown
+    /// all in it.
+    fn render(&self) -> Output {
+        Command::new("python3")
+            .current_dir(repo())
+            .arg("benches/report.py")
+            .arg("render")
+            .arg("--data")
+            .arg(&self.0)
+            .arg("--out")
+            .arg(self.markdown())
+            .arg("--figures")
+            .arg(&self.0)
+            .output()
+            .expect("run python3 benches/report.py")
+    }
+
+    /// Renders, expecting success; returns the markdown.
+    fn render_ok(&self) -> String {
+        let out = self.render();
+        assert!(
+            out.status.success(),
+            "report.py render failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(self.markdown()).expect("the markdown was written")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const SECTIONS: [&str; 6] = [
+    "## 1. Packet parser and pipeline",
+    "## 2. Classifier",
+    "## 3. Connection tracking",
+    "## 4. Switch throughput",
+    "## 5. Added latency",
+    "## 6. Policy compile and swap",
+];
+
+/// The text of the section whose heading starts with `heading`, up to the
+/// next `## ` heading.
+fn section<'a>(md: &'a str, heading: &str) -> &'a str {
+    let start = md
+        .find(&format!("\n{heading}"))
+        .unwrap_or_else(|| panic!("no section {heading:?} in:\n{md}"));
+    let rest = &md[start + 1..];
+    match rest[3..].find("\n## ") {
+        Some(end) => &rest[..end + 3],
+        None => rest,
+    }
+}
+
+/// The table row of `text` whose first cell starts with `first`.
+fn row<'a>(text: &'a str, first: &str) -> &'a str {
+    text.lines()
+        .find(|line| line.starts_with(&format!("| {first}")))
+        .unwrap_or_else(|| panic!("no row starting with {first:?} in:\n{text}"))
+}
+
+/// The last cell of a table row.
+fn last_cell(row: &str) -> &str {
+    row.trim_end_matches('|')
+        .rsplit('|')
+        .next()
+        .unwrap_or_default()
+        .trim()
+}
+
+/// The targets of `image](target)` links.
+fn image_links(md: &str) -> Vec<String> {
+    md.split("![")
+        .skip(1)
+        .map(|rest| {
+            let open = rest.find("](").expect("an image link target");
+            let close = rest[open..].find(')').expect("a closing parenthesis");
+            rest[open + 2..open + close].to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn every_section_table_target_and_figure_comes_from_the_data() {
+    let scratch = Scratch::with_fixtures();
+    let md = scratch.render_ok();
+    assert!(md.starts_with("# microseg benchmarks\n"), "{md}");
+    assert!(md.contains("do not edit by hand"), "{md}");
+    assert!(md.contains("`f1x7ure`"), "the fixture's commit:\n{md}");
+    for heading in SECTIONS {
+        section(&md, heading);
+    }
+
+    // Distinctive fixture values, in the tables they belong to.
+    let pipeline = section(&md, SECTIONS[0]);
+    let established = row(pipeline, "pipeline, established TCP");
+    assert!(
+        established.contains("| 144 ns |"),
+        "9216 ns / 64 frames: {established}"
+    );
+    let classifier = section(&md, SECTIONS[1]);
+    assert!(
+        row(classifier, "acl1_10k |").contains("| 71.3 ns |"),
+        "{classifier}"
+    );
+    let latency = section(&md, SECTIONS[4]);
+    let idle = row(latency, "microseg, 0 rules, conntrack (adaptive poll) | idle |");
+    assert!(idle.contains("| 43.7 |"), "{idle}");
+    let added = row(latency, "idle |");
+    assert!(added.contains("| +12.3 |"), "43.7 - 31.4: {added}");
+
+    // Targets computed from the fixtures: met and not met.
+    let met = row(classifier, "acl1_10k: single lookup ≤ 100 ns");
+    assert_eq!(last_cell(met), "met", "71.3 ns: {met}");
+    let missed = row(classifier, "fw1_10k: single lookup ≤ 57 ns");
+    assert_eq!(last_cell(missed), "**not met**", "61.7 ns: {missed}");
+    let conntrack = section(&md, SECTIONS[2]);
+    let hot = row(
+        conntrack,
+        "hit ≤ 50 ns median at 1M entries: hot, 2 threads",
+    );
+    assert_eq!(last_cell(hot), "met", "47.7 ns: {hot}");
+    let policy = section(&md, SECTIONS[5]);
+    let first = row(
+        policy,
+        "swap ≤ 50 ms for the 10k-rule policy (acl1_10k): first push",
+    );
+    assert_eq!(last_cell(first), "**not met**", "77.7 ms: {first}");
+    let edit = row(
+        policy,
+        "swap ≤ 50 ms for the 10k-rule policy (acl1_10k): edit",
+    );
+    assert_eq!(last_cell(edit), "met", "41.9 ms: {edit}");
+    let testbed = section(&md, SECTIONS[3]);
+    let few = row(
+        testbed,
+        "microseg, acl1 10k, conntrack ≥ 90% of bare AF_XDP, few",
+    );
+    assert_eq!(last_cell(few), "met", "0.649 vs 0.712: {few}");
+    let many = row(
+        testbed,
+        "microseg, acl1 10k, conntrack ≥ 90% of bare AF_XDP, many",
+    );
+    assert_eq!(last_cell(many), "**not met**", "0.483 vs 0.717: {many}");
+
+    // Every figure: an SVG beside its data, both linked from the page.
+    let links = image_links(&md);
+    assert_eq!(
+        links.len(),
+        5,
+        "one figure per section but the first: {links:?}"
+    );
+    for link in links {
+        let svg = scratch.0.join(&link);
+        let text = std::fs::read_to_string(&svg)
+            .unwrap_or_else(|e| panic!("figure {link} ({}): {e}", svg.display()));
+        assert!(text.contains("<svg"), "{link} is not an SVG");
+        let name = Path::new(&link)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("a figure name");
+        let data = scratch.file(&format!("fig-{name}.csv"));
+        assert!(data.is_file(), "no {}", data.display());
+        assert!(md.contains(&format!("fig-{name}.csv` (from ")), "{md}");
+        assert!(md.contains(&format!("`benches/figures/{name}.gp`")), "{md}");
+    }
+}
+
+#[test]
+fn a_missing_required_input_is_named_and_nothing_is_written() {
+    let scratch = Scratch::with_fixtures();
+    std::fs::remove_file(scratch.file("classifier.csv")).expect("remove classifier.csv");
+    let out = scratch.render();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("classifier.csv"), "{stderr}");
+    assert!(
+        stderr.contains("make bench"),
+        "says which step writes it: {stderr}"
+    );
+    assert!(!scratch.markdown().exists(), "a markdown was written");
+    let svgs = std::fs::read_dir(&scratch.0)
+        .expect("the scratch folder")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "svg"))
+        })
+        .count();
+    assert_eq!(svgs, 0, "figures were drawn");
+}
+
+#[test]
+fn a_field_that_is_not_a_number_is_named_with_its_file_line_and_column() {
+    let scratch = Scratch::with_fixtures();
+    let path = scratch.file("conntrack.csv");
+    let text = std::fs::read_to_string(&path).expect("conntrack.csv");
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut fields: Vec<&str> = lines[2].split(',').collect();
+    fields[3] = "fast"; // hit_hot_ns of the third line
+    lines[2] = fields.join(",");
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write conntrack.csv");
+
+    let out = scratch.render();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("conntrack.csv: line 3"), "{stderr}");
+    assert!(stderr.contains("hit_hot_ns"), "{stderr}");
+    assert!(stderr.contains("'fast' is not a number"), "{stderr}");
+    assert!(!scratch.markdown().exists(), "a markdown was written");
+}
+
+#[test]
+fn without_latency_results_the_section_says_not_measured() {
+    let scratch = Scratch::with_fixtures();
+    std::fs::remove_file(scratch.file("latency.csv")).expect("remove latency.csv");
+    let md = scratch.render_ok();
+    let latency = section(&md, SECTIONS[4]);
+    assert!(latency.contains("Not measured in this run"), "{latency}");
+    assert!(latency.contains("latency.csv"), "{latency}");
+    assert!(!md.contains("latency.svg"), "{md}");
+    assert_eq!(image_links(&md).len(), 4);
+}
