@@ -157,7 +157,10 @@ fn every_section_table_target_and_figure_comes_from_the_data() {
         "{classifier}"
     );
     let latency = section(&md, SECTIONS[4]);
-    let idle = row(latency, "microseg, 0 rules, conntrack (adaptive poll) | idle |");
+    let idle = row(
+        latency,
+        "microseg, 0 rules, conntrack (adaptive poll) | idle |",
+    );
     assert!(idle.contains("| 43.7 |"), "{idle}");
     let added = row(latency, "idle |");
     assert!(added.contains("| +12.3 |"), "43.7 - 31.4: {added}");

@@ -287,10 +287,21 @@ impl PolicyEngine {
         if !report.is_valid() {
             return Err(PolicyError::Invalid(report).into());
         }
-        let (generation, compiled) = self.compile(&document, &current.overlay)?;
+        // The version is written and fsynced while the document compiles
+        // (I/O against CPU); it enters the history only if both succeed.
+        let (compiled, staged) = std::thread::scope(|scope| {
+            let staging = scope.spawn(|| self.store.stage(&document, who, &action));
+            let compiled = self.compile(&document, &current.overlay);
+            let staged = staging
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (compiled, staged)
+        });
+        let (generation, compiled) = compiled?;
+        let staged = staged?;
         report.warnings.extend(compiled.shadowed);
         let detail = summary_of(&current.document, &document);
-        let stored = self.store.commit(&document, who, &action)?;
+        let stored = self.store.commit_staged(staged)?;
         let swap_seconds = self.publish(generation, compiled.snapshot, compiled.rules, started);
         let classifier_rules = compiled.classifier_rules;
         current.version = stored.version;

@@ -11,7 +11,9 @@
 //! either the old file or the new one, never a torn mix. Temporary files
 //! left by a crash are ignored (and removed) on open. A version file is
 //! written before `current` points at it, so `current` never names a
-//! version that is not on disk.
+//! version that is not on disk. The engine writes (stages) a version's
+//! temporary file while it compiles the document, and renames it into the
+//! history only once the compilation succeeded.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -91,20 +93,55 @@ pub fn unix_now() -> u64 {
 
 /// Writes `bytes` to `path` atomically and durably (see the module header).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let temporary = write_temporary(path, bytes)?;
+    rename_durably(&temporary, path)
+}
+
+/// The temporary name `path` is written under before it is renamed over
+/// it (removed on open if a crash left it).
+fn temporary_path(path: &Path) -> PathBuf {
     let folder = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temporary = folder.join(format!(".{name}.tmp"));
+    folder.join(format!(".{name}.tmp"))
+}
+
+/// Writes `bytes` under `path`'s temporary name and fsyncs them; returns
+/// that name.
+fn write_temporary(path: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+    let temporary = temporary_path(path);
     let mut file = File::create(&temporary).map_err(io(&temporary))?;
     file.write_all(bytes).map_err(io(&temporary))?;
     file.sync_all().map_err(io(&temporary))?;
-    drop(file);
-    std::fs::rename(&temporary, path).map_err(io(path))?;
+    Ok(temporary)
+}
+
+/// Renames a written temporary file over `path` and fsyncs the folder.
+fn rename_durably(temporary: &Path, path: &Path) -> Result<(), StoreError> {
+    let folder = path.parent().unwrap_or(Path::new("."));
+    std::fs::rename(temporary, path).map_err(io(path))?;
     File::open(folder)
         .and_then(|dir| dir.sync_all())
         .map_err(io(folder))
+}
+
+/// A version written and fsynced under its temporary name, not yet in the
+/// history: `Store::commit_staged` makes it a version and current. Dropped
+/// uncommitted (the change failed after staging), its file is removed.
+#[derive(Debug)]
+pub struct StagedVersion {
+    version: PolicyVersion,
+    temporary: Option<PathBuf>,
+}
+
+impl Drop for StagedVersion {
+    fn drop(&mut self) {
+        if let Some(temporary) = self.temporary.take() {
+            let _ = std::fs::remove_file(temporary);
+        }
+    }
 }
 
 impl Store {
@@ -200,6 +237,21 @@ impl Store {
         author: &str,
         summary: &str,
     ) -> Result<PolicyVersion, StoreError> {
+        let staged = self.stage(document, author, summary)?;
+        self.commit_staged(staged)
+    }
+
+    /// The first half of `commit`, which may run while the document is
+    /// compiled: writes and fsyncs the next version under a temporary name.
+    /// Nothing is visible (history, `current`, a restart) until
+    /// `commit_staged`. The caller keeps changes serialized (the engine's
+    /// lock), so the version number stays free.
+    pub fn stage(
+        &self,
+        document: &PolicyDocument,
+        author: &str,
+        summary: &str,
+    ) -> Result<StagedVersion, StoreError> {
         let version = self.version_numbers()?.last().copied().unwrap_or(0) + 1;
         let stored = PolicyVersion {
             version,
@@ -212,12 +264,28 @@ impl Store {
             path: "policy".into(),
             message: e.to_string(),
         })?;
-        write_atomic(&self.version_path(version), &bytes)?;
+        let temporary = write_temporary(&self.version_path(version), &bytes)?;
+        Ok(StagedVersion {
+            version: stored,
+            temporary: Some(temporary),
+        })
+    }
+
+    /// The second half of `commit`: renames the staged version into the
+    /// history, then points `current` at it.
+    pub fn commit_staged(&self, mut staged: StagedVersion) -> Result<PolicyVersion, StoreError> {
+        let version = staged.version.version;
+        if let Some(temporary) = staged.temporary.take() {
+            if let Err(e) = rename_durably(&temporary, &self.version_path(version)) {
+                let _ = std::fs::remove_file(temporary);
+                return Err(e);
+            }
+        }
         write_atomic(
             &self.dir.join("policy").join("current"),
             format!("{version}\n").as_bytes(),
         )?;
-        Ok(stored)
+        Ok(staged.version.clone())
     }
 
     /// Every version, oldest first.
@@ -343,6 +411,51 @@ mod tests {
         let trail = store.audit_trail().expect("trail");
         assert_eq!(trail.len(), 1);
         assert_eq!(trail[0].detail, "+1 workload");
+    }
+
+    #[test]
+    fn a_staged_version_is_invisible_until_committed_and_gone_if_dropped() {
+        let scratch = Scratch::new("staged");
+        let store = Store::open(&scratch.0).expect("open");
+        let first = store
+            .commit(&document(false, 1), "admin", "apply")
+            .expect("commit");
+        let files = |store: &Store| {
+            std::fs::read_dir(store.dir().join("policy"))
+                .expect("policy folder")
+                .count()
+        };
+        let before = files(&store);
+
+        // Staged and dropped (the compilation failed): nothing changed.
+        let staged = store
+            .stage(&document(true, 2), "admin", "apply")
+            .expect("stage");
+        assert_eq!(files(&store), before + 1, "the staged file is on disk");
+        assert_eq!(store.history().expect("history").len(), 1);
+        assert_eq!(store.current().expect("reads"), Some(first.clone()));
+        drop(staged);
+        assert_eq!(files(&store), before);
+        assert_eq!(store.current().expect("reads"), Some(first.clone()));
+
+        // Staged, then a crash (the file is left): reopening removes it
+        // and the version in force is still the first.
+        let staged = store
+            .stage(&document(true, 3), "admin", "apply")
+            .expect("stage");
+        std::mem::forget(staged);
+        let store = Store::open(&scratch.0).expect("reopen");
+        assert_eq!(files(&store), before);
+        assert_eq!(store.current().expect("reads"), Some(first));
+
+        // Staged and committed: the next version, current.
+        let staged = store
+            .stage(&document(true, 4), "ops", "apply")
+            .expect("stage");
+        let second = store.commit_staged(staged).expect("commit");
+        assert_eq!(second.version, 2);
+        assert_eq!(store.current().expect("reads"), Some(second));
+        assert_eq!(files(&store), before + 1);
     }
 
     #[test]
