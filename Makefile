@@ -56,7 +56,7 @@ bench-policy: deps
 
 # Every benchmark of the project and its peers in one go, then
 # docs/benchmarks.md and its figures regenerated from this run's results
-# (root; ~25 min; QUICK=1: the same steps, short, under 5 min once built).
+# (root; ~30 min once built; QUICK=1: the same steps, short, under 5 min once built).
 # See the header of benches/run-all.sh.
 QUICK ?= 0
 bench: deps

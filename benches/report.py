@@ -1475,7 +1475,7 @@ def header(page, machine, finished):
         + f", started {started}, finished {utc_text(finished)}.",
         f"- **Raw results**: `{display(page.data_dir)}/` (one file per benchmark, "
         f"`machine.json` for the lines above).",
-        "- **Regenerate**: `make bench` (every benchmark, then this page; root, about 25 "
+        "- **Regenerate**: `make bench` (every benchmark, then this page; root, about 30 "
         "minutes on the 2-core VM) or `make bench QUICK=1` (the same steps, short: a few "
         "minutes once built). "
         "`python3 benches/report.py render` redraws this page and its figures from the raw "

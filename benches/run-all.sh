@@ -4,7 +4,7 @@
 # dashmap), in one go, then docs/benchmarks.md and its figures regenerated
 # from the results of this run only.
 #
-#   make bench            # full: ~25 min on the 2-core VM
+#   make bench            # full: ~30 min on the 2-core VM once built
 #   make bench QUICK=1    # short runs of the same steps: under 5 min once built
 #
 # Steps, each writing raw results into a staging folder (target/bench-run/):
