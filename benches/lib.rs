@@ -48,6 +48,20 @@ pub fn median_ns(runs: usize, mut f: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
+/// The `--csv PATH` argument of a report binary that takes nothing else
+/// (`program` names it in the usage message of a bad argument).
+pub fn csv_path_arg(program: &str) -> Option<String> {
+    let mut args = std::env::args().skip(1);
+    let mut csv_path = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--csv" => csv_path = Some(args.next().expect("--csv needs a path")),
+            other => panic!("unknown argument {other} (usage: {program} [--csv PATH])"),
+        }
+    }
+    csv_path
+}
+
 /// Conntrack benchmark traffic: `count` distinct UDP connections, each
 /// one packet from a client and one reply, spread over many sources.
 pub mod conntrack_traffic {

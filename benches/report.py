@@ -1525,33 +1525,27 @@ def render(args):
 # --- machine and criterion --------------------------------------------------
 
 
-def machine(args):
-    model = "?"
+def first_field(path, prefix, separator):
+    """The rest of the first line of `path` starting with `prefix`, after
+    `separator`, stripped; "?" when the file or the line is missing."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
+                if line.startswith(prefix):
+                    return line.split(separator, 1)[1].strip().strip('"')
+    except (OSError, IndexError):
         pass
-    memory = "?"
+    return "?"
+
+
+def machine_facts():
+    """What the machine and the checkout are, now (also used by
+    benches/testbed/summarize.py)."""
+    memory = first_field("/proc/meminfo", "MemTotal:", ":")
     try:
-        with open("/proc/meminfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    memory = round(int(line.split()[1]) / 1024 / 1024, 1)
-                    break
-    except (OSError, ValueError, IndexError):
-        pass
-    distro = "?"
-    try:
-        with open("/etc/os-release", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("PRETTY_NAME="):
-                    distro = line.split("=", 1)[1].strip().strip('"')
-    except OSError:
-        pass
+        memory = round(int(memory.split()[0]) / 1024 / 1024, 1)
+    except (ValueError, IndexError):
+        memory = "?"
     load = "?"
     try:
         with open("/proc/loadavg", encoding="utf-8") as f:
@@ -1569,20 +1563,24 @@ def machine(args):
             status = bool(done.stdout.strip()) if done.returncode == 0 else "?"
         except (OSError, subprocess.SubprocessError):
             pass
-    info = {
+    return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "cpu_model": model,
+        "cpu_model": first_field("/proc/cpuinfo", "model name", ":"),
         "cores": os.cpu_count() or "?",
         "memory_gib": memory,
-        "distro": distro,
+        "distro": first_field("/etc/os-release", "PRETTY_NAME=", "="),
         "kernel": platform.release() or "?",
         "rustc": run_tool(["rustc", "--version"]),
         "nft": run_tool(["nft", "--version"]),
         "commit": commit,
         "dirty": status,
-        "quick": args.quick == "1",
         "load_start": load,
     }
+
+
+def machine(args):
+    info = machine_facts()
+    info["quick"] = args.quick == "1"
     write_atomic(args.out, json.dumps(info, indent=2) + "\n")
 
 

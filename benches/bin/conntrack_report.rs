@@ -86,14 +86,7 @@ fn hits(table: &ConntrackTable, span: u32, threads: u32) -> f64 {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut csv_path = None;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--csv" => csv_path = Some(args.next().expect("--csv needs a path")),
-            other => panic!("unknown argument {other} (usage: conntrack-report [--csv PATH])"),
-        }
-    }
+    let csv_path = microseg_benches::csv_path_arg("conntrack-report");
     let mut table_md = String::from(
         "| entries | threads | new conn/s | hit, hot (ns) | hit, cold (ns) | sweep (ns/entry) | bytes/entry |\n\
          |---|---|---|---|---|---|---|\n",

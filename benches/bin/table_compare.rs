@@ -150,14 +150,7 @@ fn measure(table: &dyn Table, threads: usize) -> (f64, f64) {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut csv_path = None;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--csv" => csv_path = Some(args.next().expect("--csv needs a path")),
-            other => panic!("unknown argument {other} (usage: table-compare [--csv PATH])"),
-        }
-    }
+    let csv_path = microseg_benches::csv_path_arg("table-compare");
     let mut rows: Vec<(&str, usize, f64, f64)> = Vec::new();
     for threads in [1, 2] {
         let per_shard = (ENTRIES as usize).div_ceil(SHARDS) * 21 / 20;

@@ -5,11 +5,13 @@ AF_XDP forwarder and to kernel forwarding without rules (same flow count),
 idle CPU, and the machine."""
 import argparse
 import csv
-import os
-import platform
 import statistics
-import subprocess
+import sys
 from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from report import machine_facts  # noqa: E402  (benches/report.py)
 
 ORDER = [
     ("bare-afxdp", "bare AF_XDP forwarder (ceiling, no classification)"),
@@ -25,32 +27,10 @@ ORDER = [
 
 
 def machine():
-    model = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem = "?"
-    try:
-        with open("/proc/meminfo") as f:
-            mem = f"{int(f.readline().split()[1]) // 1024 // 1024 + 1} GiB"
-    except (OSError, ValueError):
-        pass
-    distro = "?"
-    try:
-        with open("/etc/os-release") as f:
-            for line in f:
-                if line.startswith("PRETTY_NAME="):
-                    distro = line.split("=", 1)[1].strip().strip('"')
-    except OSError:
-        pass
-    nft = subprocess.run(["nft", "--version"], capture_output=True, text=True).stdout.strip()
+    facts = machine_facts()
     return (
-        f"{os.cpu_count()} x {model}, {mem} RAM, {distro}, kernel {platform.release()}, {nft}"
+        f"{facts['cores']} x {facts['cpu_model']}, {facts['memory_gib']} GiB RAM, "
+        f"{facts['distro']}, kernel {facts['kernel']}, {facts['nft']}"
     )
 
 

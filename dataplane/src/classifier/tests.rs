@@ -127,6 +127,15 @@ fn assert_agrees(rules: &[Rule<()>], keys: &[FlowKey], config: &BuildConfig) {
     }
 }
 
+/// `tree` gives the linear classifier's verdict for `count` keys of a
+/// trace generated from `rules` (seed `seed`).
+fn assert_matches_linear(tree: &Classifier<()>, rules: &[Rule<()>], count: usize, seed: u64) {
+    let linear = LinearClassifier::new(rules.to_vec());
+    for key in generate_trace(rules, count, seed) {
+        assert_eq!(tree.classify(&key), linear.classify(&key), "{key:?}");
+    }
+}
+
 fn tight_config() -> BuildConfig {
     BuildConfig {
         leaf_size: 1,
@@ -472,10 +481,7 @@ fn a_plan_that_still_fits_is_reused_and_stays_exact() {
     assert_eq!(after.plan().v4.groups, before.plan().v4.groups);
     assert_eq!(after.plan().v6.groups, before.plan().v6.groups);
     assert_ne!(after.plan().v4.class_sizes, before.plan().v4.class_sizes);
-    let linear = LinearClassifier::new(edited.clone());
-    for key in generate_trace(&edited, 4000, 3) {
-        assert_eq!(after.classify(&key), linear.classify(&key), "{key:?}");
-    }
+    assert_matches_linear(&after, &edited, 4000, 3);
 }
 
 #[test]
@@ -513,10 +519,7 @@ fn a_planned_tree_over_its_budget_falls_back_to_the_search() {
     let tree = Classifier::build_from(rules.clone(), &config, Some(&plan)).expect("builds");
     assert!(tree.stats().trees > 1, "{:?}", tree.stats());
     assert!(tree.plan().v4.groups.is_empty(), "{:?}", tree.plan());
-    let linear = LinearClassifier::new(rules.clone());
-    for key in generate_trace(&rules, 3000, 5) {
-        assert_eq!(tree.classify(&key), linear.classify(&key), "{key:?}");
-    }
+    assert_matches_linear(&tree, &rules, 3000, 5);
 }
 
 #[test]
@@ -535,10 +538,7 @@ fn a_family_searched_on_a_subset_is_built_in_full_and_exact() {
         all | g
     });
     assert!(grouped != 0, "{:?}", subset.plan());
-    let linear = LinearClassifier::new(rules.clone());
-    for key in generate_trace(&rules, 4000, 11) {
-        assert_eq!(subset.classify(&key), linear.classify(&key), "{key:?}");
-    }
+    assert_matches_linear(&subset, &rules, 4000, 11);
 }
 
 #[test]
@@ -556,8 +556,5 @@ fn a_subset_grouping_over_its_budget_at_full_size_is_searched_in_full() {
     let tree = Classifier::build_with(rules.clone(), &config).expect("builds");
     assert!(tree.stats().trees > 1, "{:?}", tree.stats());
     assert!(tree.plan().v4.groups.is_empty(), "{:?}", tree.plan());
-    let linear = LinearClassifier::new(rules.clone());
-    for key in generate_trace(&rules, 3000, 5) {
-        assert_eq!(tree.classify(&key), linear.classify(&key), "{key:?}");
-    }
+    assert_matches_linear(&tree, &rules, 3000, 5);
 }
