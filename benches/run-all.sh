@@ -7,7 +7,8 @@
 #   make bench            # full: ~30 min on the 2-core VM once built
 #   make bench QUICK=1    # short runs of the same steps: under 5 min once built
 #
-# Steps, each writing raw results into a staging folder (target/bench-run/):
+# Steps, each writing raw results into a staging folder (target/bench-run/,
+# under CARGO_TARGET_DIR when that is set):
 #   1. build everything in release mode (not timed in the QUICK budget);
 #   2. machine.json: CPU, cores, kernel, toolchain, commit, date, load;
 #   3. classifier-report (compiled tree vs linear reference, nine ClassBench
@@ -29,7 +30,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 QUICK=${QUICK:-0}
-STAGE="$ROOT/target/bench-run"
+# Cargo's output folder, as cargo resolves it (CARGO_TARGET_DIR is
+# relative to the directory cargo runs in, the repository here).
+TARGET=$(cd "$ROOT" && mkdir -p "${CARGO_TARGET_DIR:-target}" && cd "${CARGO_TARGET_DIR:-target}" && pwd)
+export CARGO_TARGET_DIR=$TARGET
+STAGE="$TARGET/bench-run"
 RESULTS="$ROOT/docs/bench"
 START=$(date +%s)
 
@@ -54,11 +59,11 @@ log "measuring (QUICK=$QUICK) into $STAGE"
 python3 benches/report.py machine --quick "$QUICK" --out "$STAGE/machine.json"
 
 log "classifier: compiled tree vs linear reference"
-./target/release/classifier-report --csv "$STAGE/classifier.csv" >"$STAGE/classifier.md"
+"$TARGET/release/classifier-report" --csv "$STAGE/classifier.csv" >"$STAGE/classifier.md"
 log "conntrack: hit, miss + insert, sweep"
-./target/release/conntrack-report --csv "$STAGE/conntrack.csv" >"$STAGE/conntrack.md"
+"$TARGET/release/conntrack-report" --csv "$STAGE/conntrack.csv" >"$STAGE/conntrack.md"
 log "conntrack: dashmap vs the sharded table"
-./target/release/table-compare --csv "$STAGE/table-compare.csv" >"$STAGE/table-compare.md"
+"$TARGET/release/table-compare" --csv "$STAGE/table-compare.csv" >"$STAGE/table-compare.md"
 
 if [[ $QUICK == 1 ]]; then
     CRITERION_BENCHES=(parser pipeline)

@@ -25,7 +25,7 @@ cleanup() {
 trap cleanup EXIT
 
 cargo build -q --release -p microseg-benches --bin policy-report
-./target/release/policy-report --runs "$runs" --csv "$out/policy.csv" --nft "$work"
+"${CARGO_TARGET_DIR:-target}/release/policy-report" --runs "$runs" --csv "$out/policy.csv" --nft "$work"
 
 ip netns add "$ns"
 echo "set,rules,median_ms" >"$out/policy-nft.csv"

@@ -166,8 +166,9 @@ OUT=${BENCH_OUT:-$ROOT/docs/bench}
 CSV="$OUT/testbed.csv"
 LATENCY_CSV="$OUT/latency.csv"
 MD="$OUT/testbed.md"
-LOGS="$ROOT/target/testbed-bench"
-BIN="$ROOT/target/release"
+TARGET=$(cd "$ROOT" && mkdir -p "${CARGO_TARGET_DIR:-target}" && cd "${CARGO_TARGET_DIR:-target}" && pwd)
+LOGS="$TARGET/testbed-bench"
+BIN="$TARGET/release"
 
 P=$(printf 'mb%04x' $(($$ & 0xffff)))
 NS_GEN=$P-gen NS_SW=$P-sw NS_SINK=$P-sink
