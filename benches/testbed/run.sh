@@ -2,7 +2,7 @@
 # benches/testbed/run.sh — switch throughput benchmark on veth testbeds.
 #
 #   sudo bash benches/testbed/run.sh            # full: 3 runs x 10 s per configuration
-#   QUICK=1 bash benches/testbed/run.sh         # short: 1 run x 3 s, for development
+#   QUICK=1 bash benches/testbed/run.sh         # short: 1 run x 2 s, for development
 #   ONLY='microseg-.*acl1_1k' bash ...          # run the configurations matching a regex
 #
 # Writes docs/bench/testbed.csv (one row per run), docs/bench/testbed.md
@@ -144,8 +144,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE="$ROOT/benches/testbed"
 QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then
-    RUNS=${RUNS:-1}; DURATION=${DURATION:-3}; WARMUP=${WARMUP:-1}; IDLE=${IDLE:-3}
-    PINGS=${PINGS:-300}
+    RUNS=${RUNS:-1}; DURATION=${DURATION:-2}; WARMUP=${WARMUP:-1}; IDLE=${IDLE:-2}
+    PINGS=${PINGS:-200}
 else
     RUNS=${RUNS:-3}; DURATION=${DURATION:-10}; WARMUP=${WARMUP:-3}; IDLE=${IDLE:-10}
     PINGS=${PINGS:-2000}
