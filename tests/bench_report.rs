@@ -288,3 +288,42 @@ fn without_latency_results_the_section_says_not_measured() {
     assert!(!md.contains("latency.svg"), "{md}");
     assert_eq!(image_links(&md).len(), 4);
 }
+
+/// run.sh's latency rows: `ping -n` output reduced to sent, received,
+/// median, p99 (nearest rank), mean and max, in µs; no reply leaves the
+/// times empty.
+#[test]
+fn ping_statistics_come_from_the_replies() {
+    let ping_stats = |sent: &str, output: &str| -> String {
+        use std::io::Write;
+        let mut child = Command::new("python3")
+            .arg(repo().join("benches/testbed/ping_stats.py"))
+            .arg(sent)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run python3 benches/testbed/ping_stats.py");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(output.as_bytes())
+            .expect("write ping output");
+        let out = child.wait_with_output().expect("ping_stats.py ran");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .expect("UTF-8")
+            .trim()
+            .to_string()
+    };
+    // 100 replies of 1..=100 µs, one request lost, and ping's other lines.
+    let mut output = String::from("PING 10.203.2.1 (10.203.2.1) 56(84) bytes of data.\n");
+    for us in 1..=100 {
+        output.push_str(&format!(
+            "64 bytes from 10.203.2.1: icmp_seq={us} ttl=64 time=0.{us:03} ms\n"
+        ));
+    }
+    output.push_str("--- 10.203.2.1 ping statistics ---\n101 packets transmitted, 100 received\n");
+    assert_eq!(ping_stats("101", &output), "101,100,50.5,99.0,50.5,100.0");
+    assert_eq!(ping_stats("5", "no answer\n"), "5,0,,,,");
+}
