@@ -196,18 +196,8 @@ mod tests {
     #[test]
     fn a_minimal_alert_has_time_and_message_only() {
         let alert = Alert {
-            kind: AlertKind::ConntrackPressure,
-            severity: 2,
-            rule: None,
-            src: None,
-            dst: None,
-            src_addr: None,
-            dst_addr: None,
-            proto: None,
-            dport: None,
-            suppressed: 0,
-            message: "table 95% full".into(),
-            ..cut()
+            time_ms: cut().time_ms,
+            ..Alert::now(AlertKind::ConntrackPressure, 2, "table 95% full".into())
         };
         assert!(
             cef_line(&alert).ends_with(

@@ -145,17 +145,7 @@ mod tests {
     fn alert(n: u64) -> Alert {
         Alert {
             time_ms: n,
-            kind: AlertKind::Cut,
-            severity: 4,
-            rule: None,
-            src: None,
-            dst: None,
-            src_addr: None,
-            dst_addr: None,
-            proto: None,
-            dport: None,
-            message: String::new(),
-            suppressed: 0,
+            ..Alert::now(AlertKind::Cut, 4, String::new())
         }
     }
 

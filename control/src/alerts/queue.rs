@@ -134,17 +134,7 @@ mod tests {
     fn alert(n: u64) -> Alert {
         Alert {
             time_ms: n,
-            kind: AlertKind::Anomaly,
-            severity: 5,
-            rule: None,
-            src: None,
-            dst: None,
-            src_addr: None,
-            dst_addr: None,
-            proto: None,
-            dport: None,
-            message: format!("alert {n}"),
-            suppressed: 0,
+            ..Alert::now(AlertKind::Anomaly, 5, format!("alert {n}"))
         }
     }
 

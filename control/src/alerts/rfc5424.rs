@@ -185,17 +185,13 @@ mod tests {
     #[test]
     fn absent_fields_are_left_out_and_suppressed_counts_shown() {
         let alert = Alert {
-            kind: AlertKind::ConntrackPressure,
-            rule: None,
-            src: None,
-            dst: None,
-            src_addr: None,
-            dst_addr: None,
-            proto: None,
-            dport: None,
+            time_ms: denied().time_ms,
             suppressed: 12,
-            message: "conntrack 95% full".into(),
-            ..denied()
+            ..Alert::now(
+                AlertKind::ConntrackPressure,
+                denied().severity,
+                "conntrack 95% full".into(),
+            )
         };
         let line = syslog_line(&alert, &SyslogOrigin::new("fw1", 1), SyslogFormat::Rfc5424);
         assert!(

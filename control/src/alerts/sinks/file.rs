@@ -67,17 +67,8 @@ mod tests {
     fn alert(n: u64) -> Alert {
         Alert {
             time_ms: n,
-            kind: AlertKind::Quarantine,
-            severity: 2,
-            rule: None,
             src: Some("shop/web".into()),
-            dst: None,
-            src_addr: None,
-            dst_addr: None,
-            proto: None,
-            dport: None,
-            message: format!("quarantined {n}"),
-            suppressed: 0,
+            ..Alert::now(AlertKind::Quarantine, 2, format!("quarantined {n}"))
         }
     }
 

@@ -147,17 +147,7 @@ mod tests {
     fn alert() -> Alert {
         Alert {
             time_ms: 0,
-            kind: AlertKind::Anomaly,
-            severity: 5,
-            rule: None,
-            src: None,
-            dst: None,
-            src_addr: None,
-            dst_addr: None,
-            proto: None,
-            dport: None,
-            message: "new pair".into(),
-            suppressed: 0,
+            ..Alert::now(AlertKind::Anomaly, 5, "new pair".into())
         }
     }
 
