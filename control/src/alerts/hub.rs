@@ -214,17 +214,9 @@ mod tests {
         let hub = AlertHub::start(&AlertConfig::default()).expect("starts");
         let alert = Alert {
             time_ms: 0,
-            kind: crate::alerts::AlertKind::Denied,
-            severity: 4,
             rule: Some("r".into()),
-            src: None,
-            dst: None,
             src_addr: Some("10.0.0.1".into()),
-            dst_addr: None,
-            proto: None,
-            dport: None,
-            message: "denied".into(),
-            suppressed: 0,
+            ..Alert::now(crate::alerts::AlertKind::Denied, 4, "denied".into())
         };
         for _ in 0..15 {
             hub.submit(alert.clone());

@@ -306,17 +306,9 @@ mod tests {
         let mut limiter = limiter(60, 1, 10);
         let alert = Alert {
             time_ms: 0,
-            kind: AlertKind::Denied,
-            severity: 4,
             rule: Some("shop/deny-all".into()),
-            src: None,
-            dst: None,
             src_addr: Some("10.0.0.1".into()),
-            dst_addr: None,
-            proto: None,
-            dport: None,
-            message: "denied".into(),
-            suppressed: 0,
+            ..Alert::now(AlertKind::Denied, 4, "denied".into())
         };
         assert!(limiter.admit_alert(alert.clone(), 0).is_some());
         assert!(limiter.admit_alert(alert.clone(), 10).is_none());
