@@ -525,22 +525,27 @@ async fn guarded_with(name: &str, alerts: bool) -> (Seen, Arc<crate::quarantine:
     (seen, quarantines)
 }
 
+/// `POST /v1/quarantine` with `body` as the holder of `token`.
+async fn post_quarantine(seen: &Seen, token: &str, body: &str) -> Reply {
+    call(
+        &seen.bed,
+        Method::POST,
+        "/v1/quarantine",
+        Some(token),
+        JSON,
+        body,
+        &[],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn quarantine_through_the_api_isolates_and_lifts() {
     let (seen, _quarantines) = guarded("quarantine").await;
     assert_eq!(seen.ask(WEB_TO_APP).await.json["verdict"], "allowed");
     let body = r#"{"target": "app-1", "ttl_seconds": 3600, "reason": "beaconing",
                   "break_glass": [{"from": "10.1.0.9/32", "services": ["tcp/22"]}]}"#;
-    let reply = call(
-        &seen.bed,
-        Method::POST,
-        "/v1/quarantine",
-        Some(ADMIN),
-        JSON,
-        body,
-        &[],
-    )
-    .await;
+    let reply = post_quarantine(&seen, ADMIN, body).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     assert_eq!(reply.json["quarantine"]["target"], "app-1");
     assert_eq!(reply.json["quarantine"]["who"], "alice");
@@ -556,16 +561,7 @@ async fn quarantine_through_the_api_isolates_and_lifts() {
     assert!(list.json[0]["expires"].as_u64().is_some());
 
     // Again: a conflict; errors name the field; viewers may not.
-    let again = call(
-        &seen.bed,
-        Method::POST,
-        "/v1/quarantine",
-        Some(ADMIN),
-        JSON,
-        body,
-        &[],
-    )
-    .await;
+    let again = post_quarantine(&seen, ADMIN, body).await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
     for (body, status, path) in [
         (r#"{"target": "nobody"}"#, 400, Some("target")),
@@ -582,31 +578,13 @@ async fn quarantine_through_the_api_isolates_and_lifts() {
         (r#"{"target": "web-1", "colour": "red"}"#, 400, None),
         (r#"{"target": "#, 400, None),
     ] {
-        let reply = call(
-            &seen.bed,
-            Method::POST,
-            "/v1/quarantine",
-            Some(ADMIN),
-            JSON,
-            body,
-            &[],
-        )
-        .await;
+        let reply = post_quarantine(&seen, ADMIN, body).await;
         assert_eq!(reply.status.as_u16(), status, "{body}: {}", reply.text);
         if let Some(path) = path {
             assert_eq!(reply.json["path"], path, "{body}: {}", reply.text);
         }
     }
-    let viewer = call(
-        &seen.bed,
-        Method::POST,
-        "/v1/quarantine",
-        Some(VIEWER),
-        JSON,
-        body,
-        &[],
-    )
-    .await;
+    let viewer = post_quarantine(&seen, VIEWER, body).await;
     assert_eq!(viewer.status, StatusCode::FORBIDDEN);
     let list = seen.ask("/v1/quarantine").await;
     assert_eq!(
@@ -827,16 +805,7 @@ async fn denied_flows_and_quarantines_raise_alerts_counted_in_metrics() {
     send(&seen.pipeline, &tcp_syn(APP, WEB, 40001, 22), seen.now());
     send(&seen.pipeline, &tcp_syn(WEB, APP, 40000, 8080), seen.now());
     let body = r#"{"target": "10.1.0.7", "reason": "test"}"#;
-    let reply = call(
-        &seen.bed,
-        Method::POST,
-        "/v1/quarantine",
-        Some(ADMIN),
-        JSON,
-        body,
-        &[],
-    )
-    .await;
+    let reply = post_quarantine(&seen, ADMIN, body).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     let file = seen.bed.dir.join("alerts.jsonl");
     let deadline = Instant::now() + Duration::from_secs(3);
