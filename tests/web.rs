@@ -150,13 +150,7 @@ impl Served {
 
     /// A TCP SYN from `src` to `dst` through the pipeline; its action.
     fn syn(&self, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> FrameAction {
-        let builder =
-            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, src[3]], [2, 0, 0, 0, 0, dst[3]])
-                .ipv4(src, dst, 64)
-                .tcp(sport, dport, 1000, 64240)
-                .syn();
-        let mut frame = Vec::with_capacity(builder.size(0));
-        builder.write(&mut frame, &[]).expect("frame");
+        let frame = microseg_dataplane::frames::tcp_syn_between(src, dst, sport, dport);
         let mut out = [FrameAction::Drop(DropCause::Policy)];
         self.pipeline.process(
             &[Frame {

@@ -28,16 +28,7 @@ pub fn assert_problems(problems: &[String], expected: &[&str]) {
 }
 
 /// An Ethernet + IPv4 + TCP SYN frame (MACs derived from the last octet).
-pub fn tcp_syn(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-    let builder =
-        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, src[3]], [2, 0, 0, 0, 0, dst[3]])
-            .ipv4(src, dst, 64)
-            .tcp(sport, dport, 1000, 64240)
-            .syn();
-    let mut frame = Vec::with_capacity(builder.size(0));
-    builder.write(&mut frame, &[]).expect("frame");
-    frame
-}
+pub use microseg_dataplane::frames::tcp_syn_between as tcp_syn;
 
 /// Runs one frame through `pipeline` (port 0) and returns its action.
 pub fn send(

@@ -194,6 +194,22 @@ pub fn tcp_v4(src: [u8; 4], dst: [u8; 4], src_port: u16, dst_port: u16, flags: u
     )
 }
 
+/// A TCP SYN (sequence 1000, window 64240) between two IPv4 hosts, each
+/// with its own MAC, 02:00:00:00:00:NN where NN is its address's last
+/// octet: what a switch sees from distinct hosts.
+pub fn tcp_syn_between(src: [u8; 4], dst: [u8; 4], src_port: u16, dst_port: u16) -> Vec<u8> {
+    let builder =
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, src[3]], [2, 0, 0, 0, 0, dst[3]])
+            .ipv4(src, dst, 64)
+            .tcp(src_port, dst_port, 1000, 64240)
+            .syn();
+    let mut frame = Vec::with_capacity(builder.size(0));
+    builder
+        .write(&mut frame, &[])
+        .expect("writing to a Vec cannot fail");
+    frame
+}
+
 /// A whole Ethernet/IPv4/UDP frame, untagged.
 pub fn udp_v4(src: [u8; 4], dst: [u8; 4], src_port: u16, dst_port: u16, payload: usize) -> Vec<u8> {
     ethernet(
