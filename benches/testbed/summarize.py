@@ -4,14 +4,11 @@ table: median Mpps per configuration and flow count, ratios to the bare
 AF_XDP forwarder and to kernel forwarding without rules (same flow count),
 idle CPU, and the machine."""
 import argparse
-import csv
-import statistics
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from report import machine_facts  # noqa: E402  (benches/report.py)
+from report import SCHEMAS, Testbed, machine_facts, read_csv  # noqa: E402  (benches/report.py)
 
 ORDER = [
     ("bare-afxdp", "bare AF_XDP forwarder (ceiling, no classification)"),
@@ -53,24 +50,10 @@ def main():
     ap.add_argument("--rules-summary", action="append", default=[])
     a = ap.parse_args()
 
-    rates = defaultdict(list)
-    loads = []
-    idle = []
-    date = "?"
-    with open(a.csv) as f:
-        for row in csv.DictReader(f):
-            date = row["date"]
-            if row["kind"] == "idle-cpu":
-                idle.append(row)
-                continue
-            base = row["config"].rsplit("-", 1)[0]
-            flows = "few" if row["flows"] == a.few else "many"
-            rates[(base, flows)].append(float(row["mpps"]))
-            loads.append(float(row["load1"]))
-
-    def med(base, flows):
-        values = rates.get((base, flows))
-        return statistics.median(values) if values else None
+    tb = Testbed(read_csv(a.csv, SCHEMAS["testbed.csv"]))
+    date = max(tb.dates, default="?")
+    loads = tb.loads
+    idle = tb.idle
 
     out = []
     out.append("# Switch throughput on veth testbeds\n")
@@ -103,7 +86,7 @@ def main():
     )
     out.append("|---|---:|---:|---:|---:|---:|---:|---|")
     for base, label in ORDER:
-        few, many = med(base, "few"), med(base, "many")
+        few, many = tb.med(base, "few"), tb.med(base, "many")
         if few is None and many is None:
             continue
 
@@ -114,12 +97,12 @@ def main():
             label,
             fmt(few),
             fmt(many),
-            fmt(ratio(few, med("bare-afxdp", "few")), 2),
-            fmt(ratio(few, med("kernel-norules", "few")), 2),
-            fmt(ratio(many, med("bare-afxdp", "many")), 2),
-            fmt(ratio(many, med("kernel-norules", "many")), 2),
+            fmt(ratio(few, tb.med("bare-afxdp", "few")), 2),
+            fmt(ratio(few, tb.med("kernel-norules", "few")), 2),
+            fmt(ratio(many, tb.med("bare-afxdp", "many")), 2),
+            fmt(ratio(many, tb.med("kernel-norules", "many")), 2),
             " / ".join(
-                ", ".join(f"{v:.3f}" for v in rates.get((base, fl), [])) or "–"
+                ", ".join(f"{v:.3f}" for v in tb.runs.get((base, fl), [])) or "–"
                 for fl in ("few", "many")
             ),
         ]
@@ -137,7 +120,7 @@ def main():
         for row in idle:
             out.append(
                 f"| {row['config']} | {when.get(row['flows'], row['flows'])} | "
-                f"{row['idle_cpu_pct']} | {row['seconds']} | {row['load1']} |"
+                f"{row['idle_cpu_pct']:.2f} | {row['seconds']:g} | {row['load1']:.2f} |"
             )
         out.append("")
     out.append("How to read it:\n")
