@@ -339,8 +339,9 @@ def convert(raw, kind, where, column):
     return value
 
 
-def read_csv(path, schema):
-    """Rows of a CSV input as dicts typed by schema; '_line' is the line."""
+def read_csv(path, schema, allow_empty=False):
+    """Rows of a CSV input as dicts typed by schema; '_line' is the line.
+    A file with a header and no rows is an error unless `allow_empty`."""
     name = display(path)
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
@@ -370,7 +371,7 @@ def read_csv(path, schema):
                     fields[index[column]].strip(), kind, f"{name}: line {line}", column
                 )
             rows.append(row)
-    if not rows:
+    if not rows and not allow_empty:
         raise ReportError(f"{name}: no data rows")
     return rows
 

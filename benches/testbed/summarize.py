@@ -50,7 +50,8 @@ def main():
     ap.add_argument("--rules-summary", action="append", default=[])
     a = ap.parse_args()
 
-    tb = Testbed(read_csv(a.csv, SCHEMAS["testbed.csv"]))
+    # A partial run (ONLY=...) may have measured no throughput at all.
+    tb = Testbed(read_csv(a.csv, SCHEMAS["testbed.csv"], allow_empty=True))
     date = max(tb.dates, default="?")
     loads = tb.loads
     idle = tb.idle
