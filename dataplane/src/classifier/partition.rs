@@ -160,17 +160,10 @@ fn search_on_subset<A: AddrWord>(
     }
     let stride = rules.len().div_ceil(config.search_rules);
     let subset: Vec<BuildRule> = rules.iter().step_by(stride).copied().collect();
+    // Groups hold only classes with rules in the subset, so with rules in
+    // full; a class with none in the subset is in no group and
+    // `build_planned` builds it on its own.
     let (_, groups) = search_forest::<A>(&subset, &shape_classes(&subset, config), bbox, config);
-    // A class with no rule in the subset is in no group: built on its own.
-    let groups: Vec<Group> = groups
-        .into_iter()
-        .map(|g| {
-            (0..CLASSES)
-                .filter(|&c| g & (1 << c) != 0 && !classes[c].is_empty())
-                .fold(0, |acc, c| acc | 1 << c)
-        })
-        .filter(|&g| g != 0)
-        .collect();
     let trees = build_planned(classes, &groups, bbox, config)?;
     Some((trees, groups))
 }
