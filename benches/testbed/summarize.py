@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from report import SCHEMAS, Testbed, machine_facts, read_csv  # noqa: E402  (benches/report.py)
+from report import SCHEMAS, Testbed, machine_facts, num, read_csv  # noqa: E402  (benches/report.py)
 
 ORDER = [
     ("bare-afxdp", "bare AF_XDP forwarder (ceiling, no classification)"),
@@ -29,10 +29,6 @@ def machine():
         f"{facts['cores']} x {facts['cpu_model']}, {facts['memory_gib']} GiB RAM, "
         f"{facts['distro']}, kernel {facts['kernel']}, {facts['nft']}"
     )
-
-
-def fmt(x, digits=3):
-    return "–" if x is None else f"{x:.{digits}f}"
 
 
 def main():
@@ -66,8 +62,8 @@ def main():
     out.append(f"- machine: {machine()}")
     out.append(
         f"- load average (1/5/15 min) at start: {a.load_start}; at end: {a.load_end}; "
-        f"1-min load during runs: {fmt(min(loads) if loads else None, 2)}–"
-        f"{fmt(max(loads) if loads else None, 2)} (the machine is shared)"
+        f"1-min load during runs: {num(min(loads) if loads else None, 2)}–"
+        f"{num(max(loads) if loads else None, 2)} (the machine is shared)"
     )
     out.append(
         f"- {a.runs} run(s) of {a.duration} s per configuration after {a.warmup} s warm-up; "
@@ -96,12 +92,12 @@ def main():
 
         cells = [
             label,
-            fmt(few),
-            fmt(many),
-            fmt(ratio(few, tb.med("bare-afxdp", "few")), 2),
-            fmt(ratio(few, tb.med("kernel-norules", "few")), 2),
-            fmt(ratio(many, tb.med("bare-afxdp", "many")), 2),
-            fmt(ratio(many, tb.med("kernel-norules", "many")), 2),
+            num(few, 3),
+            num(many, 3),
+            num(ratio(few, tb.med("bare-afxdp", "few")), 2),
+            num(ratio(few, tb.med("kernel-norules", "few")), 2),
+            num(ratio(many, tb.med("bare-afxdp", "many")), 2),
+            num(ratio(many, tb.med("kernel-norules", "many")), 2),
             " / ".join(
                 ", ".join(f"{v:.3f}" for v in tb.runs.get((base, fl), [])) or "–"
                 for fl in ("few", "many")
