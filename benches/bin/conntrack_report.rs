@@ -1,8 +1,11 @@
 //! Conntrack report: at 10K, 100K and 1M entries, one and two threads:
 //! new connections per second (miss + insert), lookup hits (a hot working
 //! set of 1,024 connections, and cold: uniformly over all), the expiry
-//! sweep, and allocated bytes per entry. Prints a markdown table; `--csv
-//! PATH` writes the raw numbers.
+//! sweep, and allocated bytes per entry. Packets go through `track_batch`
+//! in batches of 64, as the dataplane's pipeline tracks an rx batch (each
+//! batch prefetched before it is tracked); hits are also measured one
+//! `track` at a time. Prints a markdown table; `--csv PATH` writes the raw
+//! numbers.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use microseg_benches::conntrack_traffic::{reply, request};
 use microseg_benches::median_ns;
 use microseg_dataplane::classifier::classbench::SplitMix64;
 use microseg_dataplane::conntrack::{
-    Admission, ConntrackConfig, ConntrackTable, TrackOutcome, ALL_SHARDS,
+    Admission, ConntrackConfig, ConntrackTable, TrackOutcome, TrackPacket, ALL_SHARDS, BATCH,
 };
 
 const ALLOW: Admission = Admission::Allow {
@@ -33,6 +36,44 @@ fn config(entries: u32) -> ConntrackConfig {
     }
 }
 
+/// Tracks the packets `packet(i)` for every `i` of `keys`, built and
+/// tracked one batch at a time (as an rx batch is parsed, then tracked);
+/// panics unless every outcome passes `expect`.
+fn track_keys(
+    table: &ConntrackTable,
+    keys: impl Iterator<Item = u32>,
+    packet: impl Fn(u32) -> TrackPacket,
+    now: u64,
+    expect: fn(&TrackOutcome) -> bool,
+) {
+    let mut batch = [TrackPacket::default(); BATCH];
+    let mut outcomes = [TrackOutcome::Denied; BATCH];
+    let mut keys = keys.peekable();
+    while keys.peek().is_some() {
+        let mut filled = 0;
+        for (slot, i) in batch.iter_mut().zip(keys.by_ref()) {
+            *slot = packet(i);
+            filled += 1;
+        }
+        let outcomes = &mut outcomes[..filled];
+        table.track_batch(
+            std::hint::black_box(&batch[..filled]),
+            now,
+            |_| ALLOW,
+            outcomes,
+        );
+        assert!(outcomes.iter().all(expect), "unexpected outcome");
+    }
+}
+
+fn created(outcome: &TrackOutcome) -> bool {
+    matches!(outcome, TrackOutcome::Tracked { created: true, .. })
+}
+
+fn hit(outcome: &TrackOutcome) -> bool {
+    matches!(outcome, TrackOutcome::Tracked { created: false, .. })
+}
+
 /// A table holding `entries` replied connections, built by `threads`.
 fn filled(entries: u32, threads: u32) -> (Arc<ConntrackTable>, f64) {
     let table = Arc::new(ConntrackTable::new(config(entries)));
@@ -41,26 +82,28 @@ fn filled(entries: u32, threads: u32) -> (Arc<ConntrackTable>, f64) {
         for t in 0..threads {
             let table = Arc::clone(&table);
             scope.spawn(move || {
-                for i in (t..entries).step_by(threads as usize) {
-                    let created = table.track(&request(i), 0, || ALLOW);
-                    assert!(matches!(
-                        created,
-                        TrackOutcome::Tracked { created: true, .. }
-                    ));
-                }
+                let keys = (t..entries).step_by(threads as usize);
+                track_keys(&table, keys, request, 0, created);
             });
         }
     });
     let per_second = f64::from(entries) / start.elapsed().as_secs_f64();
-    for i in 0..entries {
-        table.track(&reply(i), 1, || ALLOW);
-    }
+    track_keys(&table, 0..entries, reply, 1, hit);
     (table, per_second)
+}
+
+/// How hits are measured.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// `track_batch`, 64 packets at a time.
+    Batched,
+    /// `track`, one packet at a time.
+    Single,
 }
 
 /// ns per hit over `LOOKUPS` lookups of keys drawn from `0..span`, split
 /// over `threads` (wall time ÷ all lookups).
-fn hits(table: &ConntrackTable, span: u32, threads: u32) -> f64 {
+fn hits(table: &ConntrackTable, span: u32, threads: u32, mode: Mode) -> f64 {
     let keys: Vec<u32> = {
         let mut rng = SplitMix64::new(u64::from(span));
         (0..LOOKUPS)
@@ -71,13 +114,14 @@ fn hits(table: &ConntrackTable, span: u32, threads: u32) -> f64 {
     median_ns(RUNS, || {
         std::thread::scope(|scope| {
             for part in keys.chunks(chunk) {
-                scope.spawn(move || {
-                    for &i in part {
-                        let outcome = table.track(std::hint::black_box(&request(i)), 2, || ALLOW);
-                        assert!(matches!(
-                            outcome,
-                            TrackOutcome::Tracked { created: false, .. }
-                        ));
+                scope.spawn(move || match mode {
+                    Mode::Batched => track_keys(table, part.iter().copied(), request, 2, hit),
+                    Mode::Single => {
+                        for &i in part {
+                            let outcome =
+                                table.track(std::hint::black_box(&request(i)), 2, || ALLOW);
+                            assert!(hit(&outcome), "unexpected outcome");
+                        }
                     }
                 });
             }
@@ -88,11 +132,11 @@ fn hits(table: &ConntrackTable, span: u32, threads: u32) -> f64 {
 fn main() {
     let csv_path = microseg_benches::csv_path_arg("conntrack-report");
     let mut table_md = String::from(
-        "| entries | threads | new conn/s | hit, hot (ns) | hit, cold (ns) | sweep (ns/entry) | bytes/entry |\n\
-         |---|---|---|---|---|---|---|\n",
+        "| entries | threads | new conn/s | hit, hot (ns) | hit, cold (ns) | single hit, hot (ns) | single hit, cold (ns) | sweep (ns/entry) | bytes/entry |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     );
     let mut csv = String::from(
-        "entries,threads,new_per_s,hit_hot_ns,hit_cold_ns,sweep_ns_per_entry,bytes_per_entry\n",
+        "entries,threads,new_per_s,hit_hot_ns,hit_cold_ns,single_hot_ns,single_cold_ns,sweep_ns_per_entry,bytes_per_entry\n",
     );
     for entries in SIZES {
         // Memory: everything the table allocates, filled, per entry.
@@ -107,20 +151,22 @@ fn main() {
             sorted.sort_by(f64::total_cmp);
             let new_per_s = sorted[1];
             let (table, _) = filled(entries, threads);
-            let hot = hits(&table, HOT_SET.min(entries), threads);
-            let cold = hits(&table, entries, threads);
+            let hot = hits(&table, HOT_SET.min(entries), threads, Mode::Batched);
+            let cold = hits(&table, entries, threads, Mode::Batched);
+            let single_hot = hits(&table, HOT_SET.min(entries), threads, Mode::Single);
+            let single_cold = hits(&table, entries, threads, Mode::Single);
             // A full sweep pass where nothing has expired: the scan cost.
             let sweep = median_ns(RUNS, || {
                 std::hint::black_box(table.sweep(3, ALL_SHARDS));
             }) / f64::from(entries);
             let _ = writeln!(
                 table_md,
-                "| {entries} | {threads} | {:.2} M | {hot:.0} | {cold:.0} | {sweep:.1} | {bytes_per_entry:.0} |",
+                "| {entries} | {threads} | {:.2} M | {hot:.0} | {cold:.0} | {single_hot:.0} | {single_cold:.0} | {sweep:.1} | {bytes_per_entry:.0} |",
                 new_per_s / 1e6
             );
             let _ = writeln!(
                 csv,
-                "{entries},{threads},{new_per_s:.0},{hot:.1},{cold:.1},{sweep:.2},{bytes_per_entry:.1}"
+                "{entries},{threads},{new_per_s:.0},{hot:.1},{cold:.1},{single_hot:.1},{single_cold:.1},{sweep:.2},{bytes_per_entry:.1}"
             );
         }
     }

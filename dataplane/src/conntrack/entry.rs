@@ -146,7 +146,9 @@ pub struct ConnEntry {
     pub rule_id: u32,
     pub packets: [u32; 2],
     pub bytes: [u64; 2],
-    /// Nanoseconds on the caller's monotonic clock.
+    /// Nanoseconds on the caller's monotonic clock. The table keeps
+    /// `first_seen` to the millisecond (to the second once a connection is
+    /// older than 24 days): see `ENTRY_WORDS`.
     pub first_seen: u64,
     pub last_seen: u64,
     pub tcp: [TcpDirection; 2],
@@ -158,5 +160,138 @@ impl ConnEntry {
     /// Has the connection been answered?
     pub fn replied(&self) -> bool {
         self.packets[usize::from(1 - (self.originator & 1))] > 0
+    }
+}
+
+/// Words an entry takes in the table's slots: 72 bytes for the 88 of
+/// `ConnEntry`, so that a slot with its key is 112 bytes. The savings:
+/// state and window scales in 4 bits each, the endpoint bits in one
+/// nibble, and `first_seen` as a 32-bit time code (`FirstSeen`).
+pub(crate) const ENTRY_WORDS: usize = 9;
+
+const NS_PER_MS: u64 = 1_000_000;
+const NS_PER_S: u64 = 1_000_000_000;
+/// First-seen codes: the top bit says seconds (set) or milliseconds.
+const CODE_IN_SECONDS: u32 = 1 << 31;
+const CODE_VALUE: u64 = (1 << 31) - 1;
+
+/// `first_seen` in 32 bits, relative to nothing: the low 31 bits of the
+/// time in milliseconds while the connection is younger than 2^31 ms
+/// (24.8 days), then the low 31 bits of the time in seconds (good for 68
+/// years). Decoding takes the age modulo 2^31 units back from `last_seen`,
+/// so the code never drifts as `last_seen` moves.
+fn encode_first_seen(first_seen: u64, last_seen: u64) -> u32 {
+    let first = first_seen.min(last_seen);
+    if (last_seen - first) / NS_PER_MS <= CODE_VALUE {
+        ((first / NS_PER_MS) & CODE_VALUE) as u32
+    } else {
+        CODE_IN_SECONDS | ((first / NS_PER_S) & CODE_VALUE) as u32
+    }
+}
+
+fn decode_first_seen(code: u32, last_seen: u64) -> u64 {
+    // Two branches with constant divisors: multiplications, not a divide.
+    let back = |last: u64, value: u64| {
+        let age = (last & CODE_VALUE).wrapping_sub(value) & CODE_VALUE;
+        last - age.min(last)
+    };
+    if code & CODE_IN_SECONDS == 0 {
+        back(last_seen / NS_PER_MS, u64::from(code)) * NS_PER_MS
+    } else {
+        back(last_seen / NS_PER_S, u64::from(code & !CODE_IN_SECONDS)) * NS_PER_S
+    }
+}
+
+fn state_from_code(code: u64) -> ConnState {
+    match code & 0xf {
+        0 => ConnState::TcpSynSent,
+        1 => ConnState::TcpSynRecv,
+        2 => ConnState::TcpEstablished,
+        3 => ConnState::TcpFinWait,
+        4 => ConnState::TcpCloseWait,
+        5 => ConnState::TcpLastAck,
+        6 => ConnState::TcpTimeWait,
+        7 => ConnState::TcpClose,
+        9 => ConnState::Established,
+        _ => ConnState::New,
+    }
+}
+
+fn pair(low: u32, high: u32) -> u64 {
+    u64::from(low) | u64::from(high) << 32
+}
+
+fn unpair(word: u64) -> [u32; 2] {
+    [word as u32, (word >> 32) as u32]
+}
+
+impl ConnEntry {
+    /// The entry as the table stores it. Window scales above 15 (TCP
+    /// allows 14) do not fit and are clamped.
+    #[inline]
+    pub(crate) fn encode(&self) -> [u64; ENTRY_WORDS] {
+        let [a, b] = self.tcp;
+        let endpoint_bits = u64::from(self.originator & 1)
+            | u64::from(self.closer & 1) << 1
+            | u64::from(a.seen) << 2
+            | u64::from(b.seen) << 3;
+        [
+            self.state as u64
+                | u64::from(a.scale.min(15)) << 4
+                | endpoint_bits << 8
+                | u64::from(b.scale.min(15)) << 12
+                | u64::from(self.flags_seen[0]) << 16
+                | u64::from(self.flags_seen[1]) << 24
+                | u64::from(self.generation) << 32,
+            pair(
+                self.rule_id,
+                encode_first_seen(self.first_seen, self.last_seen),
+            ),
+            self.last_seen,
+            pair(self.packets[0], self.packets[1]),
+            self.bytes[0],
+            self.bytes[1],
+            pair(a.max_end, b.max_end),
+            pair(a.max_window, b.max_window),
+            pair(self.workloads[0], self.workloads[1]),
+        ]
+    }
+
+    /// The entry `encode` stored.
+    #[inline]
+    pub(crate) fn decode(words: &[u64; ENTRY_WORDS]) -> Self {
+        let head = words[0];
+        let bit = |n: u32| (head >> (8 + n)) & 1 == 1;
+        let [rule_id, first_code] = unpair(words[1]);
+        let last_seen = words[2];
+        let [end_a, end_b] = unpair(words[6]);
+        let [window_a, window_b] = unpair(words[7]);
+        ConnEntry {
+            state: state_from_code(head),
+            originator: u8::from(bit(0)),
+            closer: u8::from(bit(1)),
+            flags_seen: [(head >> 16) as u8, (head >> 24) as u8],
+            generation: (head >> 32) as u32,
+            rule_id,
+            packets: unpair(words[3]),
+            bytes: [words[4], words[5]],
+            first_seen: decode_first_seen(first_code, last_seen),
+            last_seen,
+            tcp: [
+                TcpDirection {
+                    max_end: end_a,
+                    max_window: window_a,
+                    scale: ((head >> 4) & 0xf) as u8,
+                    seen: bit(2),
+                },
+                TcpDirection {
+                    max_end: end_b,
+                    max_window: window_b,
+                    scale: ((head >> 12) & 0xf) as u8,
+                    seen: bit(3),
+                },
+            ],
+            workloads: unpair(words[8]),
+        }
     }
 }

@@ -21,22 +21,19 @@ pub struct ConnKey {
     addrs: [[u64; 2]; 2],
 }
 
-/// Five 64-bit words instead of the derived field-by-field hash (which
-/// also hashes array lengths): fewer hasher rounds on every packet.
+/// Hashed as its five stored words instead of the derived field-by-field
+/// hash (which also hashes array lengths): fewer hasher rounds on every
+/// packet.
 impl std::hash::Hash for ConnKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(
-            u64::from(self.zone)
-                | u64::from(self.family as u8) << 16
-                | u64::from(self.proto) << 24
-                | u64::from(self.ports[0]) << 32
-                | u64::from(self.ports[1]) << 48,
-        );
-        for half in self.addrs.iter().flatten() {
-            state.write_u64(*half);
+        for word in self.encode() {
+            state.write_u64(word);
         }
     }
 }
+
+/// Words a key takes in the table's slots.
+pub(crate) const KEY_WORDS: usize = 5;
 
 fn split(addr: u128) -> [u64; 2] {
     [(addr >> 64) as u64, addr as u64]
@@ -60,6 +57,41 @@ impl ConnKey {
             ports: [first.1, second.1],
         };
         (key, sender)
+    }
+
+    /// The key as the table stores it: zone, family, protocol and ports in
+    /// one word, then the addresses.
+    #[inline]
+    pub(crate) fn encode(&self) -> [u64; KEY_WORDS] {
+        let [[a0, a1], [b0, b1]] = self.addrs;
+        [
+            u64::from(self.zone)
+                | u64::from(self.family as u8) << 16
+                | u64::from(self.proto) << 24
+                | u64::from(self.ports[0]) << 32
+                | u64::from(self.ports[1]) << 48,
+            a0,
+            a1,
+            b0,
+            b1,
+        ]
+    }
+
+    /// The key `encode` stored.
+    #[inline]
+    pub(crate) fn decode(words: &[u64; KEY_WORDS]) -> Self {
+        let meta = words[0];
+        ConnKey {
+            zone: meta as u16,
+            family: if (meta >> 16) as u8 == AddrFamily::V6 as u8 {
+                AddrFamily::V6
+            } else {
+                AddrFamily::V4
+            },
+            proto: (meta >> 24) as u8,
+            ports: [(meta >> 32) as u16, (meta >> 48) as u16],
+            addrs: [[words[1], words[2]], [words[3], words[4]]],
+        }
     }
 
     /// The address of endpoint `which`.

@@ -3,15 +3,15 @@
 //!
 //! Design (measurements in `docs/benchmarks.md`, reasoning in
 //! `docs/architecture.md`):
-//! - **Sharded table** (`crate::sharded`): independently locked `hashbrown`
-//!   tables, a key's shard chosen by its hash. Their number is derived from
-//!   the capacity so each shard's power-of-two bucket array fills to at most
-//!   7/8 at capacity (with 5% headroom for uneven hashing): a fixed count
-//!   can leave every shard just past a power of two and double memory. Workers and the control plane
-//!   contend only when they touch the same shard at the same instant; there
-//!   is no global lock. This is dashmap's design; dashmap itself exposes
-//!   per-shard iteration only through `unsafe` raw tables, and the
-//!   incremental sweep and early drop need exactly that.
+//! - **Sharded open-addressing table** (`slots`): fixed arrays of 112-byte
+//!   slots, split into shards that lock independently; a key's shard is
+//!   chosen by its hash. Workers and the control plane contend only when
+//!   they touch the same shard at the same instant; there is no global
+//!   lock. A lookup that misses and opens a connection does both under one
+//!   shard lock.
+//! - **Batches**: `prepare`, `prefetch_tags`, `prefetch_slot`, then
+//!   `track_prepared` per packet (or `track_batch`): a batch's cache misses
+//!   overlap before any lock is taken.
 //! - **No I/O, no clock**: `now` (ns, monotonic) is an argument.
 //! - **Capacity is a hard limit**: an insert first reserves a slot. Under
 //!   pressure: sweep expired entries from a few shards, then early-drop an
@@ -30,6 +30,7 @@
 
 mod entry;
 mod key;
+mod slots;
 mod stats;
 mod tcp;
 
@@ -47,15 +48,21 @@ use crossbeam_queue::ArrayQueue;
 use crate::packet::{proto, AddrFamily, FlowKey, TcpSegment};
 use crate::sharded::ShardedTable;
 use entry::ProtoClass;
+use key::KEY_WORDS;
+use slots::{Place, Probe, ShardGuard, SlotTable};
 use tcp::{event_of, in_window, track_segment, transition, TcpEvent, Transition};
 
-/// Entries per shard at capacity: 7/8 of 8,192 buckets. Small enough that
-/// a sweep step or an early-drop scan is short.
+/// Most entries per shard at capacity. Small enough that a sweep step or an
+/// early-drop scan is short, large enough that shards fill evenly (spread
+/// about 1%).
 const SHARD_CAPACITY: usize = 7_168;
 
 /// Fewest shards, whatever the capacity: below this, workers on different
 /// cores would queue on the same few locks.
 const MIN_SHARDS: usize = 64;
+
+/// Packets a batch prefetches ahead of tracking them (an AF_XDP rx batch).
+pub const BATCH: usize = 64;
 
 /// Pass as `max_shards` to `sweep` to visit every shard.
 pub const ALL_SHARDS: usize = usize::MAX;
@@ -169,10 +176,21 @@ pub enum FlowEvent {
     },
 }
 
+/// A packet's connection key, sender and place in the table, computed once
+/// (`ConntrackTable::prepare`) so that a batch can prefetch before it
+/// tracks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Prepared {
+    key: ConnKey,
+    words: [u64; KEY_WORDS],
+    sender: Endpoint,
+    place: Place,
+}
+
 /// The connection table.
 #[derive(Debug)]
 pub struct ConntrackTable {
-    table: ShardedTable<(ConnKey, ConnEntry)>,
+    table: SlotTable,
     /// Entries each source holds, for the quota.
     sources: ShardedTable<(SourceKey, u32)>,
     config: ConntrackConfig,
@@ -192,11 +210,10 @@ struct SourceKey {
 
 impl ConntrackTable {
     pub fn new(config: ConntrackConfig) -> Self {
-        let with_headroom = config.max_entries.saturating_add(config.max_entries / 20);
-        let shards = with_headroom.div_ceil(SHARD_CAPACITY).max(MIN_SHARDS);
-        let per_shard = with_headroom.div_ceil(shards);
+        let shards = config.max_entries.div_ceil(SHARD_CAPACITY).max(MIN_SHARDS);
+        let per_shard = config.max_entries.div_ceil(shards);
         Self {
-            table: ShardedTable::new(shards, per_shard),
+            table: SlotTable::new(shards, per_shard),
             sources: ShardedTable::new(QUOTA_SHARDS, 0),
             entries: AtomicUsize::new(0),
             sweep_cursor: AtomicUsize::new(0),
@@ -256,19 +273,28 @@ impl ConntrackTable {
         entry.last_seen.saturating_add(timeout)
     }
 
-    /// A copy of the entry for `key`, if tracked (control plane: explain).
-    pub fn get(&self, key: &ConnKey) -> Option<ConnEntry> {
-        let hash = self.hash(key);
-        let shard = self.table.lock_for(hash);
-        shard.find(hash, |(k, _)| k == key).map(|(_, e)| *e)
+    /// Where `key` lives, with its stored words.
+    fn locate(&self, key: &ConnKey) -> (Place, [u64; KEY_WORDS]) {
+        (self.table.place(self.hash(key)), key.encode())
     }
 
-    /// Visits every entry, one shard at a time (control plane: listing).
+    /// A copy of the entry for `key`, if tracked (control plane: explain).
+    pub fn get(&self, key: &ConnKey) -> Option<ConnEntry> {
+        let (place, words) = self.locate(key);
+        let shard = self.table.lock(place.shard);
+        match shard.probe(&words, &place) {
+            Probe::Found(slot) => Some(shard.entry(slot)),
+            Probe::Vacant(_) => None,
+        }
+    }
+
+    /// Visits every entry, one shard at a time, with that shard locked
+    /// (control plane: listing). `visit` must not call back into the table.
     pub fn for_each(&self, mut visit: impl FnMut(&ConnKey, &ConnEntry)) {
         for index in 0..self.table.shard_count() {
-            let shard = self.table.lock_shard(index);
-            for (key, entry) in shard.iter() {
-                visit(key, entry);
+            let shard = self.table.lock(index);
+            for slot in shard.occupied() {
+                visit(&shard.key(slot), &shard.entry(slot));
             }
         }
     }
@@ -276,26 +302,28 @@ impl ConntrackTable {
     /// Updates the admission of a connection after a policy change
     /// re-check; false if it is gone.
     pub fn readmit(&self, key: &ConnKey, generation: u32, rule_id: u32) -> bool {
-        let hash = self.hash(key);
-        let mut shard = self.table.lock_for(hash);
-        match shard.find_mut(hash, |(k, _)| k == key) {
-            Some((_, entry)) => {
+        let (place, words) = self.locate(key);
+        let shard = self.table.lock(place.shard);
+        match shard.probe(&words, &place) {
+            Probe::Found(slot) => {
+                let mut entry = shard.entry(slot);
                 entry.generation = generation;
                 entry.rule_id = rule_id;
+                shard.set_entry(slot, &entry);
                 true
             }
-            None => false,
+            Probe::Vacant(_) => false,
         }
     }
 
     /// Removes a connection (cut by policy, or by the caller).
     pub fn remove(&self, key: &ConnKey, reason: EndReason) -> Option<ConnEntry> {
-        let hash = self.hash(key);
+        let (place, words) = self.locate(key);
         let removed = {
-            let mut shard = self.table.lock_for(hash);
-            match shard.find_entry(hash, |(k, _)| k == key) {
-                Ok(occupied) => Some(occupied.remove().0 .1),
-                Err(_) => None,
+            let shard = self.table.lock(place.shard);
+            match shard.probe(&words, &place) {
+                Probe::Found(slot) => Some(shard.remove(slot).1),
+                Probe::Vacant(_) => None,
             }
         };
         if let Some(entry) = removed {
@@ -304,7 +332,8 @@ impl ConntrackTable {
         removed
     }
 
-    /// Bookkeeping after an entry left the table (no shard lock held).
+    /// Bookkeeping after an entry left the table. Takes only the quota
+    /// lock, which is never held while taking a shard lock.
     fn forget(&self, key: &ConnKey, entry: &ConnEntry, reason: EndReason) {
         self.entries.fetch_sub(1, Ordering::Relaxed);
         self.release_quota(key, entry.originator);
@@ -324,16 +353,92 @@ impl ConntrackTable {
         now: u64,
         admit: impl FnOnce() -> Admission,
     ) -> TrackOutcome {
+        let prepared = self.prepare(&packet.flow, packet.zone);
+        self.track_prepared(packet, &prepared, now, admit)
+    }
+
+    /// The key, sender and place of a packet of `flow` in `zone`: the first
+    /// step of tracking a batch.
+    pub fn prepare(&self, flow: &FlowKey, zone: u16) -> Prepared {
+        let (key, sender) = ConnKey::from_flow(flow, zone);
+        let (place, words) = self.locate(&key);
+        Prepared {
+            key,
+            words,
+            sender,
+            place,
+        }
+    }
+
+    /// Second step of a batch: prefetch the tags of every packet's home.
+    pub fn prefetch_tags(&self, prepared: &Prepared) {
+        self.table.prefetch_tags(&prepared.place);
+    }
+
+    /// Third step, after every packet's `prefetch_tags`: prefetch the slot
+    /// each packet's lookup will read.
+    pub fn prefetch_slot(&self, prepared: &Prepared) {
+        self.table.prefetch_slot(&prepared.place);
+    }
+
+    /// Tracks every packet of `packets` in batches of `BATCH`, prefetching
+    /// each batch first; `out[i]` is for `packets[i]`, `admit(i)` is asked
+    /// for a packet that would open a connection.
+    pub fn track_batch(
+        &self,
+        packets: &[TrackPacket],
+        now: u64,
+        mut admit: impl FnMut(usize) -> Admission,
+        out: &mut [TrackOutcome],
+    ) {
+        let mut prepared = [Prepared::default(); BATCH];
+        for (batch, (packets, out)) in packets.chunks(BATCH).zip(out.chunks_mut(BATCH)).enumerate()
+        {
+            for (packet, prepared) in packets.iter().zip(prepared.iter_mut()) {
+                *prepared = self.prepare(&packet.flow, packet.zone);
+                self.prefetch_tags(prepared);
+            }
+            for prepared in &prepared[..packets.len()] {
+                self.prefetch_slot(prepared);
+            }
+            for (index, ((packet, prepared), out)) in packets
+                .iter()
+                .zip(&prepared)
+                .zip(out.iter_mut())
+                .enumerate()
+            {
+                *out = self.track_prepared(packet, prepared, now, || admit(batch * BATCH + index));
+            }
+        }
+    }
+
+    /// Decides one packet whose key `prepare` computed. A lookup that
+    /// misses and opens a connection does both under one shard lock.
+    pub fn track_prepared(
+        &self,
+        packet: &TrackPacket,
+        prepared: &Prepared,
+        now: u64,
+        admit: impl FnOnce() -> Admission,
+    ) -> TrackOutcome {
         if let Some(quoted) = &packet.quoted {
             return self.track_related(quoted, packet.zone);
         }
-        let (key, sender) = ConnKey::from_flow(&packet.flow, packet.zone);
-        let hash = self.hash(&key);
-        match self.update_existing(&key, hash, sender, packet, now) {
-            Existing::Done(outcome) => return outcome,
-            Existing::Absent => {}
-        }
-        self.open(&key, hash, sender, packet, now, admit)
+        let shard = self.table.lock(prepared.place.shard);
+        let vacant = match shard.probe(&prepared.words, &prepared.place) {
+            Probe::Vacant(slot) => slot,
+            Probe::Found(slot) => {
+                if let Some(outcome) = self.update_existing(&shard, slot, prepared, packet, now) {
+                    return outcome;
+                }
+                // It ended; this packet may open it again.
+                match shard.probe(&prepared.words, &prepared.place) {
+                    Probe::Vacant(slot) => slot,
+                    Probe::Found(_) => return TrackOutcome::Refused(RefuseReason::Raced),
+                }
+            }
+        };
+        self.open(shard, vacant, prepared, packet, now, admit)
     }
 
     fn track_related(&self, quoted: &FlowKey, zone: u16) -> TrackOutcome {
@@ -355,61 +460,56 @@ impl ConntrackTable {
         TrackOutcome::Invalid(reason)
     }
 
-    /// Applies a packet to its existing entry, if there is a live one.
+    /// Applies a packet to its live entry in `slot`; `None` if the entry
+    /// had ended (expired, or a SYN reopening a closed connection) and was
+    /// removed.
     fn update_existing(
         &self,
-        key: &ConnKey,
-        hash: u64,
-        sender: Endpoint,
+        shard: &ShardGuard<'_>,
+        slot: usize,
+        prepared: &Prepared,
         packet: &TrackPacket,
         now: u64,
-    ) -> Existing {
-        let mut shard = self.table.lock_for(hash);
-        let Ok(occupied) = shard.find_entry(hash, |(k, _)| k == key) else {
-            return Existing::Absent;
-        };
-        let entry = occupied.get().1;
+    ) -> Option<TrackOutcome> {
+        let (key, sender) = (&prepared.key, prepared.sender);
+        let mut entry = shard.entry(slot);
         let ended = if now >= self.expires_at(key, &entry) {
             Some(end_reason_at_expiry(entry.state))
         } else if key.proto == proto::TCP {
             match self.tcp_step(&entry, sender, packet) {
                 Ok(Transition::Reopen) => Some(EndReason::Removed),
                 Ok(Transition::To(_)) => None,
-                Err(reason) => return Existing::Done(self.invalid(reason)),
+                Err(reason) => return Some(self.invalid(reason)),
             }
         } else {
             None
         };
         if let Some(reason) = ended {
-            let (_, entry) = occupied.remove().0;
-            drop(shard);
+            let (_, entry) = shard.remove(slot);
             self.forget(key, &entry, reason);
-            return Existing::Absent;
+            return None;
         }
-        let (_, entry) = occupied.into_mut();
-        self.apply(entry, sender, packet, now);
+        self.apply(&mut entry, sender, packet, now);
         let direction = if sender == entry.originator {
             Direction::Original
         } else {
             Direction::Reply
         };
-        let outcome = TrackOutcome::Tracked {
+        // A reset ends the connection now: the RST itself is forwarded, and
+        // stray segments after it find no connection.
+        if entry.state == ConnState::TcpClose {
+            shard.remove(slot);
+            self.forget(key, &entry, EndReason::Reset);
+        } else {
+            shard.set_entry(slot, &entry);
+        }
+        Some(TrackOutcome::Tracked {
             direction,
             state: entry.state,
             generation: entry.generation,
             rule_id: entry.rule_id,
             created: false,
-        };
-        // A reset ends the connection now: the RST itself is forwarded, and
-        // stray segments after it find no connection.
-        if entry.state == ConnState::TcpClose {
-            if let Ok(occupied) = shard.find_entry(hash, |(k, _)| k == key) {
-                let (_, entry) = occupied.remove().0;
-                drop(shard);
-                self.forget(key, &entry, EndReason::Reset);
-            }
-        }
-        Existing::Done(outcome)
+        })
     }
 
     /// Validates a TCP segment against an entry: flags, window, transition.
@@ -458,12 +558,13 @@ impl ConntrackTable {
         }
     }
 
-    /// Opens a new connection for a packet with no live entry.
+    /// Opens a new connection for a packet with no live entry; `vacant` is
+    /// where the probe under `shard`'s lock ended.
     fn open(
         &self,
-        key: &ConnKey,
-        hash: u64,
-        sender: Endpoint,
+        shard: ShardGuard<'_>,
+        vacant: usize,
+        prepared: &Prepared,
         packet: &TrackPacket,
         now: u64,
         admit: impl FnOnce() -> Admission,
@@ -481,13 +582,7 @@ impl ConntrackTable {
                 return TrackOutcome::Denied;
             }
         };
-        if let Err(reason) = self.reserve_slot(now) {
-            return self.refuse(reason);
-        }
-        if let Err(reason) = self.take_quota(key, sender) {
-            self.entries.fetch_sub(1, Ordering::Relaxed);
-            return self.refuse(reason);
-        }
+        let (key, sender) = (&prepared.key, prepared.sender);
         let mut entry = ConnEntry {
             state: if key.proto == proto::TCP {
                 ConnState::TcpSynSent
@@ -503,24 +598,34 @@ impl ConntrackTable {
             ..ConnEntry::default()
         };
         self.apply(&mut entry, sender, packet, now);
-        let inserted = {
-            let mut shard = self.table.lock_for(hash);
-            match shard.entry(hash, |(k, _)| k == key, |(k, _)| self.hash(k)) {
-                hashbrown::hash_table::Entry::Vacant(vacant) => {
-                    vacant.insert((*key, entry));
-                    true
+        let (shard, vacant) = if !shard.is_full() && self.try_reserve() {
+            (shard, vacant)
+        } else {
+            // Reclaiming locks other shards: not while holding this one.
+            drop(shard);
+            if let Err(reason) = self.reserve_slot(now) {
+                return self.refuse(reason);
+            }
+            match self.relock_for_insert(prepared, packet, now) {
+                Ok(locked) => locked,
+                Err(Some(slot_taken)) => {
+                    // Another worker opened it meanwhile: this packet is
+                    // part of that connection.
+                    self.entries.fetch_sub(1, Ordering::Relaxed);
+                    return slot_taken;
                 }
-                // Another worker opened it first.
-                hashbrown::hash_table::Entry::Occupied(_) => false,
+                Err(None) => {
+                    self.entries.fetch_sub(1, Ordering::Relaxed);
+                    return self.refuse(RefuseReason::TableFull);
+                }
             }
         };
-        if !inserted {
+        if let Err(reason) = self.take_quota(key, sender) {
             self.entries.fetch_sub(1, Ordering::Relaxed);
-            self.release_quota(key, sender);
-            return self
-                .update_existing(key, hash, sender, packet, now)
-                .into_outcome();
+            return self.refuse(reason);
         }
+        shard.insert(vacant, &prepared.place, &prepared.words, &entry);
+        drop(shard);
         self.stats.count_created();
         self.emit(FlowEvent::Created { key: *key, entry });
         TrackOutcome::Tracked {
@@ -530,6 +635,44 @@ impl ConntrackTable {
             rule_id,
             created: true,
         }
+    }
+
+    /// After reserving capacity without a lock: locks the packet's shard
+    /// again and finds its vacant slot, reclaiming expired entries of the
+    /// shard if it is full. `Err(Some(outcome))`: another worker opened the
+    /// connection meanwhile, and the packet was applied to it;
+    /// `Err(None)`: the shard stayed full.
+    fn relock_for_insert(
+        &self,
+        prepared: &Prepared,
+        packet: &TrackPacket,
+        now: u64,
+    ) -> Result<(ShardGuard<'_>, usize), Option<TrackOutcome>> {
+        let shard = self.table.lock(prepared.place.shard);
+        if shard.is_full() {
+            self.reclaim_expired(&shard, now);
+        }
+        let mut probe = shard.probe(&prepared.words, &prepared.place);
+        if let Probe::Found(slot) = probe {
+            if let Some(outcome) = self.update_existing(&shard, slot, prepared, packet, now) {
+                return Err(Some(outcome));
+            }
+            probe = shard.probe(&prepared.words, &prepared.place);
+        }
+        match probe {
+            Probe::Vacant(slot) if !shard.is_full() => Ok((shard, slot)),
+            _ => Err(None),
+        }
+    }
+
+    /// Removes the expired entries of a locked shard; returns how many.
+    fn reclaim_expired(&self, shard: &ShardGuard<'_>, now: u64) -> usize {
+        let mut expired = Vec::new();
+        shard.retain(|key, entry| now < self.expires_at(key, entry), &mut expired);
+        for (key, entry) in &expired {
+            self.forget(key, entry, end_reason_at_expiry(entry.state));
+        }
+        expired.len()
     }
 
     /// Only a SYN opens TCP; an ICMP echo reply, or any ICMP error, never
@@ -588,32 +731,37 @@ impl ConntrackTable {
     fn early_drop(&self) -> bool {
         let start = self.sweep_cursor.load(Ordering::Relaxed);
         let mut examined = 0;
-        let mut oldest: Option<(u64, usize, ConnKey)> = None;
+        let mut oldest: Option<(u64, ConnKey)> = None;
         let shards = self.table.shard_count();
         for offset in 0..shards {
             if examined >= self.config.early_drop_scan {
                 break;
             }
-            let index = (start + offset) % shards;
-            let shard = self.table.lock_shard(index);
-            for (key, entry) in shard.iter().take(self.config.early_drop_scan - examined) {
+            let shard = self.table.lock((start + offset) % shards);
+            for slot in shard
+                .occupied()
+                .take(self.config.early_drop_scan - examined)
+            {
                 examined += 1;
-                let older = oldest.is_none_or(|(seen, _, _)| entry.last_seen < seen);
+                let entry = shard.entry(slot);
+                let older = oldest.is_none_or(|(seen, _)| entry.last_seen < seen);
                 if entry.state.is_embryonic() && older {
-                    oldest = Some((entry.last_seen, index, *key));
+                    oldest = Some((entry.last_seen, shard.key(slot)));
                 }
             }
         }
-        let Some((_, index, key)) = oldest else {
+        let Some((_, key)) = oldest else {
             return false;
         };
-        let hash = self.hash(&key);
+        let (place, words) = self.locate(&key);
         let victim = {
-            let mut shard = self.table.lock_shard(index);
+            let shard = self.table.lock(place.shard);
             // It may have been answered or removed since the scan.
-            match shard.find_entry(hash, |(k, e)| *k == key && e.state.is_embryonic()) {
-                Ok(occupied) => Some(occupied.remove().0),
-                Err(_) => None,
+            match shard.probe(&words, &place) {
+                Probe::Found(slot) if shard.entry(slot).state.is_embryonic() => {
+                    Some(shard.remove(slot))
+                }
+                _ => None,
             }
         };
         match victim {
@@ -678,27 +826,13 @@ impl ConntrackTable {
     /// Removes expired entries from the next `max_shards` shards; returns
     /// how many. Bounded work per call: never a full-table pause.
     pub fn sweep(&self, now: u64, max_shards: usize) -> usize {
-        let mut removed = 0;
-        let mut expired: Vec<(ConnKey, ConnEntry)> = Vec::new();
         let shards = self.table.shard_count();
-        for _ in 0..max_shards.min(shards) {
-            let index = self.sweep_cursor.fetch_add(1, Ordering::Relaxed) % shards;
-            {
-                let mut shard = self.table.lock_shard(index);
-                shard.retain(|(key, entry)| {
-                    let live = now < self.expires_at(key, entry);
-                    if !live {
-                        expired.push((*key, *entry));
-                    }
-                    live
-                });
-            }
-            removed += expired.len();
-            for (key, entry) in expired.drain(..) {
-                self.forget(&key, &entry, end_reason_at_expiry(entry.state));
-            }
-        }
-        removed
+        (0..max_shards.min(shards))
+            .map(|_| {
+                let index = self.sweep_cursor.fetch_add(1, Ordering::Relaxed) % shards;
+                self.reclaim_expired(&self.table.lock(index), now)
+            })
+            .sum()
     }
 }
 
@@ -708,22 +842,5 @@ fn end_reason_at_expiry(state: ConnState) -> EndReason {
     match state {
         ConnState::TcpTimeWait | ConnState::TcpLastAck | ConnState::TcpClose => EndReason::Closed,
         _ => EndReason::Expired,
-    }
-}
-
-/// Result of looking for a live entry.
-enum Existing {
-    Done(TrackOutcome),
-    Absent,
-}
-
-impl Existing {
-    /// A packet that raced with another worker's insert: the entry is
-    /// there now, so it is never absent here.
-    fn into_outcome(self) -> TrackOutcome {
-        match self {
-            Existing::Done(outcome) => outcome,
-            Existing::Absent => TrackOutcome::Refused(RefuseReason::Raced),
-        }
     }
 }

@@ -780,11 +780,123 @@ fn concurrent_workers_keep_counts_consistent() {
     }
 }
 
+fn round_trip(entry: &ConnEntry) -> ConnEntry {
+    ConnEntry::decode(&entry.encode())
+}
+
 #[test]
-fn an_entry_with_its_key_fits_128_bytes() {
-    assert_eq!(std::mem::size_of::<ConnKey>(), 40);
-    assert_eq!(std::mem::size_of::<ConnEntry>(), 88);
-    assert!(std::mem::size_of::<(ConnKey, ConnEntry)>() <= 128);
+fn entries_round_trip_through_their_stored_words() {
+    let entry = ConnEntry {
+        state: ConnState::TcpCloseWait,
+        originator: 1,
+        closer: 0,
+        flags_seen: [0x12, 0xff],
+        generation: u32::MAX,
+        rule_id: 0xdead_beef,
+        packets: [7, u32::MAX],
+        bytes: [u64::MAX, 3],
+        first_seen: 5_000 * S,
+        last_seen: 9_000 * S + 123,
+        tcp: [
+            TcpDirection {
+                max_end: 1,
+                max_window: u32::MAX,
+                scale: 14,
+                seen: true,
+            },
+            TcpDirection {
+                max_end: u32::MAX,
+                max_window: 2,
+                scale: 0,
+                seen: false,
+            },
+        ],
+        workloads: [42, u32::MAX],
+    };
+    assert_eq!(round_trip(&entry), entry);
+    for state in [
+        ConnState::TcpSynSent,
+        ConnState::TcpSynRecv,
+        ConnState::TcpEstablished,
+        ConnState::TcpFinWait,
+        ConnState::TcpCloseWait,
+        ConnState::TcpLastAck,
+        ConnState::TcpTimeWait,
+        ConnState::TcpClose,
+        ConnState::New,
+        ConnState::Established,
+    ] {
+        let entry = ConnEntry {
+            state,
+            closer: 1,
+            ..entry
+        };
+        assert_eq!(round_trip(&entry), entry);
+    }
+}
+
+#[test]
+fn first_seen_is_kept_to_the_millisecond_then_to_the_second() {
+    const MS: u64 = 1_000_000;
+    const DAY: u64 = 86_400 * S;
+    let young = ConnEntry {
+        first_seen: 1_000 * DAY + 7 * MS + 999,
+        last_seen: 1_003 * DAY,
+        ..ConnEntry::default()
+    };
+    assert_eq!(round_trip(&young).first_seen, 1_000 * DAY + 7 * MS);
+    // Older than 2^31 ms (24.8 days): seconds.
+    let old = ConnEntry {
+        first_seen: 1_000 * DAY + 7 * S + 5 * MS,
+        last_seen: 1_030 * DAY,
+        ..ConnEntry::default()
+    };
+    assert_eq!(round_trip(&old).first_seen, 1_000 * DAY + 7 * S);
+    // A year-old connection keeps its start.
+    let ancient = ConnEntry {
+        last_seen: 1_365 * DAY,
+        ..old
+    };
+    assert_eq!(round_trip(&ancient).first_seen, 1_000 * DAY + 7 * S);
+}
+
+/// Every packet re-encodes the entry with a later `last_seen`: the start
+/// must not creep.
+#[test]
+fn first_seen_does_not_drift_as_packets_arrive() {
+    let mut entry = ConnEntry {
+        first_seen: 3 * S + 250_000_000,
+        last_seen: 3 * S + 250_000_000,
+        ..ConnEntry::default()
+    };
+    let mut now = entry.last_seen;
+    for step in 0..10_000u64 {
+        now += 1_234_567 + step * 977_777_777;
+        entry.last_seen = now;
+        entry = round_trip(&entry);
+    }
+    assert!(
+        now - entry.first_seen > 30 * 86_400 * S,
+        "crossed to seconds"
+    );
+    assert_eq!(entry.first_seen, 3 * S);
+}
+
+#[test]
+fn keys_round_trip_through_their_stored_words() {
+    for family in [AddrFamily::V4, AddrFamily::V6] {
+        let flow = FlowKey {
+            family,
+            src: 0xfd00_0000_0000_0000_0000_0000_0000_00aa,
+            dst: 0x2001_0db8_0000_0000_0000_0000_0000_0001,
+            proto: proto::TCP,
+            src_port: 65535,
+            dst_port: 1,
+            ..FlowKey::default()
+        };
+        let (key, _) = ConnKey::from_flow(&flow, 4094);
+        assert_eq!(ConnKey::decode(&key.encode()), key);
+    }
 }
 
 #[test]
