@@ -7,6 +7,9 @@
 //! snapshot → verdict → L2 switch. Details:
 //! - One `ArcSwap` load per batch: every packet of a batch is judged by
 //!   exactly one policy generation (DESIGN invariant 2).
+//! - A batch is parsed first, and every IP frame's conntrack lookup
+//!   prefetched, before any frame is judged: the lookups' cache misses
+//!   overlap (`conntrack::ConntrackTable::prepare`).
 //! - A connection admitted under an older generation is re-checked on its
 //!   next packet, in its original direction; if the new policy denies it,
 //!   it is cut: the entry is removed and the packet dropped (invariant 3).
@@ -34,11 +37,12 @@ use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 
 use crate::conntrack::{
-    Admission, ConnKey, ConntrackTable, Direction, EndReason, InvalidReason, TrackOutcome,
-    TrackPacket,
+    Admission, ConnKey, ConntrackTable, Direction, EndReason, InvalidReason, Prepared,
+    TrackOutcome, TrackPacket, BATCH,
 };
 use crate::packet::{
-    parse_frame, parse_quoted, proto, AddrFamily, FlowKey, FragmentKind, FrameKind, ParsedFrame,
+    parse_frame, parse_quoted, proto, AddrFamily, DropReason, FlowKey, FragmentKind, FrameKind,
+    ParsedFrame,
 };
 use crate::switch::{Forward, MacTable};
 
@@ -124,30 +128,73 @@ impl Pipeline {
     /// entries of either are left alone).
     pub fn process(&self, frames: &[Frame<'_>], now: u64, out: &mut [FrameAction]) {
         let policy = self.policy.load();
-        for (frame, action) in frames.iter().zip(out.iter_mut()) {
-            *action = self.process_one(&policy, frame, now);
+        for (frames, out) in frames.chunks(BATCH).zip(out.chunks_mut(BATCH)) {
+            self.process_batch(&policy, frames, now, out);
+        }
+    }
+
+    /// Parses a batch and prefetches its conntrack lookups, then judges
+    /// each frame.
+    fn process_batch(
+        &self,
+        policy: &PolicySnapshot,
+        frames: &[Frame<'_>],
+        now: u64,
+        out: &mut [FrameAction],
+    ) {
+        let mut parsed = [Err(DropReason::TruncatedEthernet); BATCH];
+        let mut prepared: [Option<Prepared>; BATCH] = [None; BATCH];
+        for ((frame, parsed), prepared) in frames.iter().zip(&mut parsed).zip(&mut prepared) {
+            *parsed = parse_frame(frame.data, frame.port);
+            if let Ok(ParsedFrame {
+                kind: FrameKind::Ip(key),
+                vlan,
+                ..
+            }) = parsed
+            {
+                let lookup = self.conntrack.prepare(key, vlan.inner);
+                self.conntrack.prefetch_tags(&lookup);
+                *prepared = Some(lookup);
+            }
+        }
+        for lookup in prepared.iter().flatten() {
+            self.conntrack.prefetch_slot(lookup);
+        }
+        for (((frame, parsed), prepared), action) in frames
+            .iter()
+            .zip(&parsed)
+            .zip(&prepared)
+            .zip(out.iter_mut())
+        {
+            *action = match parsed {
+                Ok(parsed) => self.process_parsed(policy, frame, parsed, prepared.as_ref(), now),
+                Err(reason) => FrameAction::Drop(DropCause::Parse(*reason)),
+            };
             self.stats.count(action);
         }
     }
 
-    fn process_one(&self, policy: &PolicySnapshot, frame: &Frame<'_>, now: u64) -> FrameAction {
-        let parsed = match parse_frame(frame.data, frame.port) {
-            Ok(parsed) => parsed,
-            Err(reason) => return FrameAction::Drop(DropCause::Parse(reason)),
-        };
+    fn process_parsed(
+        &self,
+        policy: &PolicySnapshot,
+        frame: &Frame<'_>,
+        parsed: &ParsedFrame,
+        prepared: Option<&Prepared>,
+        now: u64,
+    ) -> FrameAction {
         let l2 = &policy.l2;
         match parsed.kind {
-            FrameKind::Arp(_) if l2.switch_arp => self.switch(&parsed, now),
+            FrameKind::Arp(_) if l2.switch_arp => self.switch(parsed, now),
             FrameKind::Arp(_) => FrameAction::Drop(DropCause::ArpBlocked),
-            FrameKind::Other if l2.switch_other_ethertypes => self.switch(&parsed, now),
+            FrameKind::Other if l2.switch_other_ethertypes => self.switch(parsed, now),
             FrameKind::Other => FrameAction::Drop(DropCause::Ethertype),
             FrameKind::Ip(key) if is_neighbour_discovery(&key) && l2.switch_neighbour_discovery => {
-                self.switch(&parsed, now)
+                self.switch(parsed, now)
             }
             FrameKind::Ip(key) if key.fragment.kind == FragmentKind::Later => {
                 FrameAction::Drop(DropCause::LaterFragment)
             }
-            FrameKind::Ip(key) => self.judge(policy, frame, &parsed, &key, now),
+            FrameKind::Ip(key) => self.judge(policy, frame, parsed, &key, prepared, now),
         }
     }
 
@@ -165,12 +212,14 @@ impl Pipeline {
     }
 
     /// Conntrack, policy for new flows, re-check for stale ones.
+    /// `prepared`: the frame's conntrack lookup, if the batch prepared it.
     fn judge(
         &self,
         policy: &PolicySnapshot,
         frame: &Frame<'_>,
         parsed: &ParsedFrame,
         key: &FlowKey,
+        prepared: Option<&Prepared>,
         now: u64,
     ) -> FrameAction {
         let quoted = match parsed.icmp_error_quote {
@@ -193,7 +242,11 @@ impl Pipeline {
             workload: 0,
         };
         let decided: Cell<Option<Decision>> = Cell::new(None);
-        let outcome = self.conntrack.track(&packet, now, || {
+        let prepared = match prepared {
+            Some(prepared) => *prepared,
+            None => self.conntrack.prepare(key, packet.zone),
+        };
+        let outcome = self.conntrack.track_prepared(&packet, &prepared, now, || {
             let decision = policy.decide(key);
             decided.set(Some(decision));
             if decision.pass {

@@ -408,6 +408,44 @@ fn a_batch_is_judged_by_one_generation_and_counted_in_full() {
     assert_eq!(bed.events().len(), 5);
 }
 
+/// Batches longer than the prefetch batch, mixing allowed, denied and
+/// malformed frames with a reply to a connection opened earlier in the
+/// same batch: every frame gets its own action, in order.
+#[test]
+fn long_batches_get_one_action_per_frame_in_order() {
+    let bed = Bed::new(allow_https());
+    let mut frames_owned: Vec<Vec<u8>> = (0..150u16)
+        .map(|i| match i % 3 {
+            0 => from_a(proto::TCP, &tcp(20000 + i, 443, SYN, 0)),
+            1 => from_a(proto::TCP, &tcp(20000 + i, 22, SYN, 0)),
+            _ => vec![0u8; 7],
+        })
+        .collect();
+    frames_owned.push(from_b(proto::TCP, &tcp(443, 20000, SYN | ACK, 0)));
+    let reply = frames_owned.len() - 1;
+    let batch: Vec<Frame<'_>> = frames_owned
+        .iter()
+        .enumerate()
+        .map(|(i, data)| Frame {
+            data,
+            port: if i == reply { PORT_B } else { PORT_A },
+        })
+        .collect();
+    let mut out = vec![FrameAction::Drop(DropCause::LaterFragment); batch.len()];
+    bed.pipeline.process(&batch, S, &mut out);
+    for (i, action) in out[..150].iter().enumerate() {
+        let expected = match i % 3 {
+            0 => FLOOD,
+            1 => FrameAction::Drop(DropCause::Policy),
+            _ => FrameAction::Drop(DropCause::Parse(DropReason::TruncatedEthernet)),
+        };
+        assert_eq!(*action, expected, "frame {i}");
+    }
+    // The reply, from B, goes to the port A was learned on.
+    assert_eq!(out[reply], TO_A);
+    assert_eq!(bed.pipeline.conntrack().len(), 50);
+}
+
 #[test]
 fn a_full_event_queue_counts_its_losses() {
     let bed = Bed::new(vec![]);
