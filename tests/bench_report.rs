@@ -210,6 +210,18 @@ fn every_section_table_target_and_figure_comes_from_the_data() {
         let line = row(section(&md, SECTIONS[index]), target);
         assert_eq!(last_cell(line), verdict, "{numbers}: {line}");
     }
+    // Conntrack hits: batched, with the one-at-a-time figure beside it.
+    let conntrack = section(&md, SECTIONS[2]);
+    let hot = row(
+        conntrack,
+        "hit ≤ 50 ns median at 1M entries: hot, 2 threads",
+    );
+    assert!(hot.contains("47.7 ns (one at a time: 57.2 ns)"), "{hot}");
+    let million = row(conntrack, "1,000,000 | 1 |");
+    assert!(
+        million.contains("| 289 ns | 72.2 ns | 549 ns |"),
+        "{million}"
+    );
 
     // Every figure: an SVG beside its data, both linked from the page.
     let links = image_links(&md);
