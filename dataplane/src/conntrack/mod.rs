@@ -181,7 +181,7 @@ pub enum FlowEvent {
 /// tracks.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Prepared {
-    key: ConnKey,
+    /// The key as stored (`ConnKey::encode`): compared by the probe.
     words: [u64; KEY_WORDS],
     sender: Endpoint,
     place: Place,
@@ -363,7 +363,6 @@ impl ConntrackTable {
         let (key, sender) = ConnKey::from_flow(flow, zone);
         let (place, words) = self.locate(&key);
         Prepared {
-            key,
             words,
             sender,
             place,
@@ -471,7 +470,7 @@ impl ConntrackTable {
         packet: &TrackPacket,
         now: u64,
     ) -> Option<TrackOutcome> {
-        let (key, sender) = (&prepared.key, prepared.sender);
+        let (key, sender) = (&ConnKey::decode(&prepared.words), prepared.sender);
         let mut entry = shard.entry(slot);
         let ended = if now >= self.expires_at(key, &entry) {
             Some(end_reason_at_expiry(entry.state))
@@ -582,7 +581,7 @@ impl ConntrackTable {
                 return TrackOutcome::Denied;
             }
         };
-        let (key, sender) = (&prepared.key, prepared.sender);
+        let (key, sender) = (&ConnKey::decode(&prepared.words), prepared.sender);
         let mut entry = ConnEntry {
             state: if key.proto == proto::TCP {
                 ConnState::TcpSynSent
