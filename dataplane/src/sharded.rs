@@ -1,5 +1,6 @@
 //! A hash table split into independently locked shards: the concurrency
-//! scheme of the dataplane's shared tables (conntrack, the MAC table).
+//! scheme of the MAC table and of conntrack's per-source quotas (the
+//! connection table itself has its own storage, `conntrack::slots`).
 //!
 //! Workers and the control plane contend only when they touch the same
 //! shard at the same instant; there is no global lock. Shards are
