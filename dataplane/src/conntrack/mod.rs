@@ -47,7 +47,7 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::packet::{proto, AddrFamily, FlowKey, TcpSegment};
 use crate::sharded::ShardedTable;
-use entry::ProtoClass;
+use entry::{ProtoClass, StoredEntry};
 use key::KEY_WORDS;
 use slots::{Place, Probe, ShardGuard, SlotTable};
 use tcp::{event_of, in_window, track_segment, transition, TcpEvent, Transition};
@@ -266,11 +266,17 @@ impl ConntrackTable {
     }
 
     fn expires_at(&self, key: &ConnKey, entry: &ConnEntry) -> u64 {
+        self.expiry(key, entry.state, entry.last_seen)
+    }
+
+    /// When a connection of `key` in `state`, last seen at `last_seen`,
+    /// expires.
+    fn expiry(&self, key: &ConnKey, state: ConnState, last_seen: u64) -> u64 {
         let timeout = self
             .config
             .timeouts
-            .for_state(Self::class(key.proto, key.family), entry.state);
-        entry.last_seen.saturating_add(timeout)
+            .for_state(Self::class(key.proto, key.family), state);
+        last_seen.saturating_add(timeout)
     }
 
     /// Where `key` lives, with its stored words.
@@ -471,17 +477,18 @@ impl ConntrackTable {
         now: u64,
     ) -> Option<TrackOutcome> {
         let (key, sender) = (&ConnKey::decode(&prepared.words), prepared.sender);
+        if key.proto != proto::TCP {
+            return self.update_stateless(shard, slot, key, sender, packet, now);
+        }
         let mut entry = shard.entry(slot);
         let ended = if now >= self.expires_at(key, &entry) {
             Some(end_reason_at_expiry(entry.state))
-        } else if key.proto == proto::TCP {
+        } else {
             match self.tcp_step(&entry, sender, packet) {
                 Ok(Transition::Reopen) => Some(EndReason::Removed),
                 Ok(Transition::To(_)) => None,
                 Err(reason) => return Some(self.invalid(reason)),
             }
-        } else {
-            None
         };
         if let Some(reason) = ended {
             let (_, entry) = shard.remove(slot);
@@ -489,11 +496,6 @@ impl ConntrackTable {
             return None;
         }
         self.apply(&mut entry, sender, packet, now);
-        let direction = if sender == entry.originator {
-            Direction::Original
-        } else {
-            Direction::Reply
-        };
         // A reset ends the connection now: the RST itself is forwarded, and
         // stray segments after it find no connection.
         if entry.state == ConnState::TcpClose {
@@ -503,10 +505,49 @@ impl ConntrackTable {
             shard.set_entry(slot, &entry);
         }
         Some(TrackOutcome::Tracked {
-            direction,
+            direction: Self::direction(sender, entry.originator),
             state: entry.state,
             generation: entry.generation,
             rule_id: entry.rule_id,
+            created: false,
+        })
+    }
+
+    /// Which way a packet from `sender` goes on a connection `originator`
+    /// opened.
+    fn direction(sender: Endpoint, originator: Endpoint) -> Direction {
+        if sender == originator {
+            Direction::Original
+        } else {
+            Direction::Reply
+        }
+    }
+
+    /// `update_existing` for protocols without a state machine (UDP, ICMP,
+    /// others), on the stored words: a hit only counts, stamps the time and
+    /// marks the reply.
+    fn update_stateless(
+        &self,
+        shard: &ShardGuard<'_>,
+        slot: usize,
+        key: &ConnKey,
+        sender: Endpoint,
+        packet: &TrackPacket,
+        now: u64,
+    ) -> Option<TrackOutcome> {
+        let mut stored = StoredEntry(shard.entry_words(slot));
+        if now >= self.expiry(key, stored.state(), stored.last_seen()) {
+            let (_, entry) = shard.remove(slot);
+            self.forget(key, &entry, end_reason_at_expiry(entry.state));
+            return None;
+        }
+        stored.count_stateless(sender, packet.bytes, packet.workload, now);
+        shard.set_entry_words(slot, &stored.0);
+        Some(TrackOutcome::Tracked {
+            direction: Self::direction(sender, stored.originator()),
+            state: stored.state(),
+            generation: stored.generation(),
+            rule_id: stored.rule_id(),
             created: false,
         })
     }

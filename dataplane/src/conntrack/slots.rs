@@ -78,7 +78,8 @@ struct Shard {
 #[derive(Debug)]
 pub(crate) struct SlotTable {
     tags: Box<[AtomicU8]>,
-    words: Box<[AtomicU64]>,
+    /// Per slot its words, the key then the entry.
+    slots: Box<[[AtomicU64; SLOT_WORDS]]>,
     shards: Box<[CachePadded<Shard>]>,
     shard_slots: usize,
     shard_limit: usize,
@@ -101,7 +102,9 @@ impl SlotTable {
         let slots = shards * shard_slots;
         Self {
             tags: (0..slots).map(|_| AtomicU8::new(EMPTY)).collect(),
-            words: (0..slots * SLOT_WORDS).map(|_| AtomicU64::new(0)).collect(),
+            slots: (0..slots)
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                .collect(),
             shards: (0..shards).map(|_| CachePadded::default()).collect(),
             shard_slots,
             shard_limit: shard_slots * MAX_SHARD_LOAD_PERCENT / 100,
@@ -160,11 +163,12 @@ impl SlotTable {
             }
             slot = if slot + 1 == end { base } else { slot + 1 };
         }
+        let words = self.slots.as_flattened();
         let first = slot * SLOT_WORDS;
         // A 112-byte slot spans up to three cache lines.
-        prefetch_index(&self.words, first);
-        prefetch_index(&self.words, first + 8);
-        prefetch_index(&self.words, first + SLOT_WORDS - 1);
+        prefetch_index(words, first);
+        prefetch_index(words, first + 8);
+        prefetch_index(words, first + SLOT_WORDS - 1);
     }
 
     /// Locks shard `shard` (below `shard_count`): spins briefly, then yields the core between
@@ -231,12 +235,12 @@ impl ShardGuard<'_> {
 
     #[inline]
     fn word(&self, slot: usize, index: usize) -> u64 {
-        self.table.words[slot * SLOT_WORDS + index].load(Ordering::Relaxed)
+        self.table.slots[slot][index].load(Ordering::Relaxed)
     }
 
     #[inline]
     fn set_word(&self, slot: usize, index: usize, value: u64) {
-        self.table.words[slot * SLOT_WORDS + index].store(value, Ordering::Relaxed);
+        self.table.slots[slot][index].store(value, Ordering::Relaxed);
     }
 
     #[inline]
@@ -273,15 +277,26 @@ impl ShardGuard<'_> {
 
     #[inline]
     pub fn entry(&self, slot: usize) -> ConnEntry {
-        ConnEntry::decode(&std::array::from_fn(|index| {
-            self.word(slot, KEY_WORDS + index)
-        }))
+        ConnEntry::decode(&self.entry_words(slot))
     }
 
     #[inline]
     pub fn set_entry(&self, slot: usize, entry: &ConnEntry) {
-        for (index, word) in entry.encode().into_iter().enumerate() {
-            self.set_word(slot, KEY_WORDS + index, word);
+        self.set_entry_words(slot, &entry.encode());
+    }
+
+    /// The stored entry of `slot` as words (`ConnEntry::encode`).
+    #[inline]
+    pub fn entry_words(&self, slot: usize) -> [u64; ENTRY_WORDS] {
+        let words = &self.table.slots[slot][KEY_WORDS..];
+        std::array::from_fn(|index| words[index].load(Ordering::Relaxed))
+    }
+
+    #[inline]
+    pub fn set_entry_words(&self, slot: usize, entry: &[u64; ENTRY_WORDS]) {
+        let words = &self.table.slots[slot][KEY_WORDS..];
+        for (stored, word) in words.iter().zip(entry) {
+            stored.store(*word, Ordering::Relaxed);
         }
     }
 

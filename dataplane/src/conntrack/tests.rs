@@ -912,3 +912,66 @@ fn key_addresses_round_trip_for_both_families() {
     assert_eq!(key.addr(sender), v6.src);
     assert_eq!(key.addr(1 - sender), v6.dst);
 }
+
+/// The word-level hit of UDP, ICMP and other protocols must store exactly
+/// what decoding, `apply` and encoding store: random entries (counters
+/// near saturation, both time-code forms) and packets (either end, with
+/// and without a workload, times that cross the code's 24.8-day switch).
+#[test]
+fn stateless_hits_on_stored_words_match_decoding_and_applying() {
+    use crate::classifier::classbench::SplitMix64;
+    const DAY: u64 = 86_400 * S;
+    let table = table();
+    let mut rng = SplitMix64::new(0x5eed);
+    let mut pick = |n: u64| rng.next_u64() % n;
+    for case in 0..20_000 {
+        let last_seen = pick(400 * DAY);
+        let near_max = |value: u64, max: u64| {
+            if value % 3 == 0 {
+                max - value % 3
+            } else {
+                value
+            }
+        };
+        let entry = ConnEntry {
+            state: if pick(2) == 0 {
+                ConnState::New
+            } else {
+                ConnState::Established
+            },
+            originator: pick(2) as u8,
+            generation: pick(1 << 32) as u32,
+            rule_id: pick(1 << 32) as u32,
+            packets: [
+                near_max(pick(1 << 32), u64::from(u32::MAX)) as u32,
+                near_max(pick(1 << 32), u64::from(u32::MAX)) as u32,
+            ],
+            bytes: [near_max(pick(u64::MAX), u64::MAX), pick(1 << 40)],
+            first_seen: last_seen - last_seen.min(pick(60 * DAY)),
+            last_seen,
+            workloads: [pick(5) as u32, pick(5) as u32],
+            ..ConnEntry::default()
+        };
+        let words = entry.encode();
+        let sender = pick(2) as u8;
+        let packet = TrackPacket {
+            flow: flow(CLIENT, SERVER, proto::UDP, 1000, 53),
+            bytes: pick(1 << 16) as u32,
+            workload: pick(3) as u32,
+            ..TrackPacket::default()
+        };
+        let now = last_seen + pick(30 * DAY);
+
+        let mut stored = StoredEntry(words);
+        stored.count_stateless(sender, packet.bytes, packet.workload, now);
+        let mut decoded = ConnEntry::decode(&words);
+        table.apply(&mut decoded, sender, &packet, now);
+        assert_eq!(stored.0, decoded.encode(), "case {case}: {entry:?}");
+        assert_eq!(stored.state(), decoded.state);
+        assert_eq!(stored.originator(), decoded.originator);
+        assert_eq!(
+            (stored.generation(), stored.rule_id(), stored.last_seen()),
+            (decoded.generation, decoded.rule_id, decoded.last_seen)
+        );
+    }
+}
