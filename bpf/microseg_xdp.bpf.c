@@ -4,6 +4,11 @@
  * - Counts every frame in per-CPU counters.
  * - Drops frames whose IPv4/IPv6 source or destination is quarantined
  *   (the map is updated from userspace without reloading).
+ * - Fast path: a frame of a flow userspace admitted and installed in the
+ *   `fast` map (untagged IPv4/IPv6 TCP or UDP, no SYN/FIN/RST, same MACs,
+ *   admitted by the policy generation in force) is counted in its entry
+ *   and redirected straight to its egress port through the `ports`
+ *   devmap. Everything else, and every doubt, goes to userspace.
  * - Redirects everything else to the AF_XDP socket of the receive queue;
  *   with no socket bound it drops (fail closed), never passing traffic to
  *   the host stack unjudged.
@@ -14,6 +19,9 @@
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -44,6 +52,30 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } xsks SEC(".maps");
+
+/* Sized from the conntrack capacity at load time; entries are allocated
+ * as they are installed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, MS_FAST_MAX_DEFAULT);
+	__type(key, struct ms_flow);
+	__type(value, struct ms_fast);
+} fast SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, MS_PORTS_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ms_policy);
+} policy SEC(".maps");
 
 static __always_inline void count(__u32 index)
 {
@@ -114,6 +146,104 @@ static __always_inline int check_quarantine(void *data, void *end)
 	return 0;
 }
 
+static __always_inline int same_mac(const unsigned char *a, const unsigned char *b)
+{
+	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) |
+		(a[4] ^ b[4]) | (a[5] ^ b[5])) == 0;
+}
+
+/* Reads the ports of a TCP or UDP header at `l4` into the key; 0 if the
+ * frame may take the fast path so far. TCP control segments (SYN, FIN,
+ * RST) always go to userspace: they drive the connection's state. */
+static __always_inline int fast_ports(struct ms_flow *key, void *l4, void *end)
+{
+	if (key->proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+
+		if ((void *)(tcp + 1) > end)
+			return -1;
+		if (tcp->syn || tcp->fin || tcp->rst)
+			return -1;
+		key->src_port = tcp->source;
+		key->dst_port = tcp->dest;
+		return 0;
+	}
+	if (key->proto == IPPROTO_UDP) {
+		struct udphdr *udp = l4;
+
+		if ((void *)(udp + 1) > end)
+			return -1;
+		key->src_port = udp->source;
+		key->dst_port = udp->dest;
+		return 0;
+	}
+	return -1;
+}
+
+/* The fast path: the egress port's devmap key if this frame belongs to an
+ * installed flow of the generation in force (counted in its entry), else
+ * -1 (userspace judges it). */
+static __always_inline long fast_path(void *data, void *end)
+{
+	struct ethhdr *eth = data;
+	void *l3 = eth + 1;
+	struct ms_flow key = {};
+	struct ms_fast *flow;
+	struct ms_policy *in_force;
+	__u32 zero = 0;
+	void *l4;
+
+	if (l3 > end)
+		return -1;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = l3;
+
+		if ((void *)(ip + 1) > end || ip->ihl < 5)
+			return -1;
+		/* Fragments (more-fragments flag or an offset) go to userspace. */
+		if (ip->frag_off & bpf_htons(0x3fff))
+			return -1;
+		key.src[10] = 0xff;
+		key.src[11] = 0xff;
+		__builtin_memcpy(&key.src[12], &ip->saddr, 4);
+		key.dst[10] = 0xff;
+		key.dst[11] = 0xff;
+		__builtin_memcpy(&key.dst[12], &ip->daddr, 4);
+		key.proto = ip->protocol;
+		l4 = l3 + ip->ihl * 4;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
+
+		if ((void *)(ip6 + 1) > end)
+			return -1;
+		/* Extension headers go to userspace. */
+		__builtin_memcpy(key.src, &ip6->saddr, 16);
+		__builtin_memcpy(key.dst, &ip6->daddr, 16);
+		key.proto = ip6->nexthdr;
+		l4 = ip6 + 1;
+	} else {
+		return -1;
+	}
+	if (fast_ports(&key, l4, end) < 0)
+		return -1;
+	flow = bpf_map_lookup_elem(&fast, &key);
+	if (!flow)
+		return -1;
+	in_force = bpf_map_lookup_elem(&policy, &zero);
+	if (!in_force || flow->generation != in_force->generation) {
+		count(MS_CNT_FAST_STALE);
+		return -1;
+	}
+	if (!same_mac(flow->src_mac, eth->h_source) || !same_mac(flow->dst_mac, eth->h_dest))
+		return -1;
+	if (!bpf_map_lookup_elem(&ports, &flow->egress))
+		return -1;
+	__sync_fetch_and_add(&flow->packets, 1);
+	__sync_fetch_and_add(&flow->bytes, (__u64)(end - data));
+	flow->last_seen = bpf_ktime_get_ns();
+	return flow->egress;
+}
+
 SEC("xdp")
 int microseg_port(struct xdp_md *ctx)
 {
@@ -121,6 +251,7 @@ int microseg_port(struct xdp_md *ctx)
 	void *end = (void *)(long)ctx->data_end;
 	__u32 queue = ctx->rx_queue_index; /* map keys must live on the stack */
 	int verdict;
+	long egress;
 
 	count(MS_CNT_RX);
 	verdict = check_quarantine(data, end);
@@ -130,6 +261,13 @@ int microseg_port(struct xdp_md *ctx)
 	}
 	if (verdict < 0)
 		count(MS_CNT_TRUNCATED); /* userspace parses and counts the reason */
+	if (verdict == 0) {
+		egress = fast_path(data, end);
+		if (egress >= 0) {
+			count(MS_CNT_FAST_FORWARD);
+			return bpf_redirect_map(&ports, (__u32)egress, XDP_DROP);
+		}
+	}
 	if (bpf_map_lookup_elem(&xsks, &queue)) {
 		count(MS_CNT_REDIRECT);
 		return bpf_redirect_map(&xsks, queue, XDP_DROP);

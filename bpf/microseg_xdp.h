@@ -9,7 +9,9 @@
 #define MS_CNT_REDIRECT 2        /* handed to the port's AF_XDP socket */
 #define MS_CNT_NO_SOCKET_DROP 3  /* no socket bound: dropped (fail closed) */
 #define MS_CNT_TRUNCATED 4       /* too short to parse: sent to userspace */
-#define MS_CNT_COUNT 5
+#define MS_CNT_FAST_FORWARD 5    /* forwarded by the fast path (XDP_REDIRECT) */
+#define MS_CNT_FAST_STALE 6      /* fast-path entry of an older policy: sent to userspace */
+#define MS_CNT_COUNT 7
 
 /* Quarantine map key: an IPv4 address is stored as an IPv4-mapped IPv6
  * address (::ffff:a.b.c.d), so one map serves both families. */
@@ -19,5 +21,39 @@ struct ms_addr {
 
 #define MS_QUARANTINE_MAX 65536
 #define MS_XSK_MAX 64
+
+/* Fast path (admitted flows forwarded in XDP; dataplane/src/offload.rs).
+ * One entry per direction of a connection, keyed by the frame's own
+ * addresses and ports as it arrives on this port. */
+struct ms_flow {
+	unsigned char src[16]; /* IPv4 as IPv4-mapped IPv6, as ms_addr */
+	unsigned char dst[16];
+	unsigned short src_port; /* network byte order */
+	unsigned short dst_port;
+	unsigned char proto;
+	unsigned char pad[3]; /* zero */
+};
+
+struct ms_fast {
+	unsigned int egress;     /* key of the egress port in the `ports` devmap */
+	unsigned int generation; /* policy generation that admitted the flow */
+	unsigned char src_mac[6];
+	unsigned char dst_mac[6];
+	unsigned int pad;
+	/* Written by the program: */
+	unsigned long long packets;
+	unsigned long long bytes;
+	unsigned long long last_seen; /* bpf_ktime_get_ns() */
+};
+
+/* `policy` array map, key 0: the generation in force. Entries of another
+ * generation are sent to userspace, which re-checks them. */
+struct ms_policy {
+	unsigned int generation;
+	unsigned int pad;
+};
+
+#define MS_FAST_MAX_DEFAULT 1048576
+#define MS_PORTS_MAX 64
 
 #endif

@@ -70,6 +70,10 @@ up() {
     # veth leaves checksums to the receiver (CHECKSUM_PARTIAL), but AF_XDP
     # copy mode forwards frames as they are: workloads must fill them in.
     ip netns exec "$ns" ethtool -K eth0 tx off >/dev/null
+    # GRO gives the workload's veth end a NAPI context, without which veth
+    # silently drops the frames the XDP fast path redirects to it
+    # (TESTBED-NOTES); the appliance's ports have their XDP program.
+    ip netns exec "$ns" ethtool -K eth0 gro on >/dev/null
   done
   mkdir -p "$dir"
   # An admin token for the API (the config names this file).

@@ -9,12 +9,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use common::testbed::{root_or_skip, Testbed, TestbedSwitch};
 use microseg_dataplane::classifier::{IpPrefix, PortRange, Rule};
 use microseg_dataplane::packet::proto;
 use microseg_dataplane::pipeline::{
-    Action, DropCause, L2Policy, Mode, PolicySnapshot, RuleVerdict, VerdictKind,
+    Action, DropCause, L2Policy, Mode, PolicyCell, PolicySnapshot, RuleVerdict, VerdictKind,
 };
 
 fn host(addr: &str) -> IpPrefix {
@@ -39,8 +38,9 @@ fn the_switch_enforces_policy_between_two_namespaces() {
     );
     let policy = PolicySnapshot::build(1, vec![echo_a_to_b], Action::Deny, L2Policy::default())
         .expect("policy builds");
-    let mut switch = TestbedSwitch::new(Arc::new(ArcSwap::from_pointee(policy)), &[&a, &b], 1024)
-        .expect("switch");
+    let mut switch =
+        TestbedSwitch::new(Arc::new(PolicyCell::from_pointee(policy)), &[&a, &b], 1024)
+            .expect("switch");
     let pipeline = Arc::clone(&switch.pipeline);
 
     let (a_ns, b_ns) = (a.namespace.clone(), b.namespace.clone());
@@ -119,7 +119,7 @@ fn an_established_connection_survives_a_republish_and_is_cut_by_a_denying_policy
                 .expect("policy builds"),
         )
     };
-    let policy = Arc::new(ArcSwap::new(snapshot(1, vec![tcp_a_to_b(1)])));
+    let policy = Arc::new(PolicyCell::new(snapshot(1, vec![tcp_a_to_b(1)])));
     let mut switch = TestbedSwitch::new(Arc::clone(&policy), &[&a, &b], 1024).expect("switch");
     let pipeline = Arc::clone(&switch.pipeline);
     let server_cmd = format!("nc -lk 9000 > {}", received.display());
@@ -230,8 +230,9 @@ fn ipv6_and_udp_are_judged_by_policy_through_the_switch() {
     ];
     let policy =
         PolicySnapshot::build(1, rules, Action::Deny, L2Policy::default()).expect("policy builds");
-    let mut switch = TestbedSwitch::new(Arc::new(ArcSwap::from_pointee(policy)), &[&e, &f], 1024)
-        .expect("switch");
+    let mut switch =
+        TestbedSwitch::new(Arc::new(PolicyCell::from_pointee(policy)), &[&e, &f], 1024)
+            .expect("switch");
     let pipeline = Arc::clone(&switch.pipeline);
     let _f_server = f
         .spawn(&[

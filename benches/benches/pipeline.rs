@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use microseg_benches::{load_rules, trace};
 use microseg_dataplane::classifier::Rule;
@@ -14,7 +13,8 @@ use microseg_dataplane::conntrack::{ConntrackConfig, ConntrackTable};
 use microseg_dataplane::frames::{ethernet, ipv4, tcp, with_macs};
 use microseg_dataplane::packet::{tcp_flags, FlowKey};
 use microseg_dataplane::pipeline::{
-    Action, DropCause, Frame, FrameAction, L2Policy, Mode, Pipeline, PolicySnapshot, RuleVerdict,
+    Action, DropCause, Frame, FrameAction, L2Policy, Mode, Pipeline, PolicyCell, PolicySnapshot,
+    RuleVerdict,
 };
 use microseg_dataplane::switch::{MacTable, SwitchConfig};
 
@@ -46,7 +46,7 @@ fn policy() -> PolicySnapshot {
 
 fn pipeline(policy: &Arc<PolicySnapshot>, max_entries: usize) -> Pipeline {
     Pipeline::new(
-        Arc::new(ArcSwap::new(Arc::clone(policy))),
+        Arc::new(PolicyCell::new(Arc::clone(policy))),
         Arc::new(ConntrackTable::new(ConntrackConfig {
             max_entries,
             ..ConntrackConfig::default()

@@ -5,18 +5,25 @@
 //! stopping anything; `stop` ends the workers, checks their UMEM frames
 //! and detaches the XDP programs.
 //!
+//! With `fast_path: true` the XDP programs also forward the frames of
+//! admitted flows themselves: an offloader thread installs them and copies
+//! their counts back into conntrack (`dataplane::offload`), and every
+//! port's program follows the policy generation in force.
+//!
 //! A reload that fails (bad file, compile error) changes nothing: the
 //! running policy stays in force and the error says why.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use microseg_dataplane::bpf::{AttachMode, BpfError, XdpPort};
+use microseg_dataplane::bpf::{AttachMode, BpfError, FastPath, XdpPort};
 use microseg_dataplane::conntrack::ConntrackTable;
-use microseg_dataplane::pipeline::{Pipeline, PolicySnapshot};
+use microseg_dataplane::offload::{self, OffloadStats, Offloader};
+use microseg_dataplane::pipeline::{OffloadQueue, Pipeline, PolicyCell, PolicySnapshot, WatchId};
 use microseg_dataplane::stats::PortStats;
 use microseg_dataplane::switch::{MacTable, SwitchConfig};
 use microseg_dataplane::worker::{
@@ -41,6 +48,8 @@ pub enum ApplianceError {
     Worker(#[from] WorkerError),
     #[error("the policy is managed through the API (`policy` mode), not a rules file")]
     NoRulesFile,
+    #[error("fast path: starting its thread: {0}")]
+    FastPathThread(std::io::Error),
 }
 
 /// Where the appliance's policy comes from.
@@ -50,11 +59,24 @@ pub enum PolicyFeed {
     RulesFile(std::path::PathBuf),
     /// A cell the policy engine publishes into (it compiled the first
     /// snapshot already).
-    Engine(Arc<ArcSwap<PolicySnapshot>>),
+    Engine(Arc<PolicyCell>),
 }
 
 /// Capacity of the pipeline's verdict event queue.
 const EVENT_CAPACITY: usize = 1 << 14;
+/// Capacity of the fast path's request queue (about 16 ms of offers at
+/// 1 Mpps of new flows; a full queue only delays an install).
+const OFFLOAD_CAPACITY: usize = 1 << 14;
+
+/// The fast path's running parts.
+#[derive(Debug)]
+struct FastPathRun {
+    stats: Arc<OffloadStats>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The watcher that keeps every port's program on the generation in
+    /// force.
+    watch: WatchId,
+}
 
 /// A port: its name and XDP program.
 #[derive(Debug)]
@@ -69,7 +91,7 @@ pub struct Appliance {
     config: Config,
     ports: Vec<Port>,
     pipeline: Arc<Pipeline>,
-    policy: Arc<ArcSwap<PolicySnapshot>>,
+    policy: Arc<PolicyCell>,
     /// The rules file and its last good contents (rules-file mode only).
     rules: Option<(std::path::PathBuf, ArcSwap<RuleSet>)>,
     /// Serializes reloads (control plane only; workers never take it).
@@ -77,6 +99,7 @@ pub struct Appliance {
     workers: Mutex<Vec<WorkerHandle>>,
     stop: Arc<AtomicBool>,
     started: Instant,
+    fast_path: Option<FastPathRun>,
 }
 
 impl Appliance {
@@ -87,17 +110,25 @@ impl Appliance {
         let (policy, rules) = match feed {
             PolicyFeed::RulesFile(path) => {
                 let rules = RuleSet::load(&path)?;
-                let cell = Arc::new(ArcSwap::from_pointee(rules.compile(1)?));
+                let cell = Arc::new(PolicyCell::from_pointee(rules.compile(1)?));
                 (cell, Some((path, ArcSwap::from_pointee(rules))))
             }
             PolicyFeed::Engine(cell) => (cell, None),
         };
-        let pipeline = Arc::new(Pipeline::new(
+        let offload_queue = config
+            .fast_path
+            .then(|| Arc::new(OffloadQueue::new(OFFLOAD_CAPACITY)));
+        let mut pipeline = Pipeline::new(
             Arc::clone(&policy),
             Arc::new(ConntrackTable::new(config.conntrack)),
             Arc::new(MacTable::new(SwitchConfig::default())),
             EVENT_CAPACITY,
-        ));
+        );
+        if let Some(queue) = &offload_queue {
+            pipeline = pipeline.with_offload(Arc::clone(queue));
+        }
+        let pipeline = Arc::new(pipeline);
+        let fast_flows = u32::try_from(config.conntrack.max_entries).unwrap_or(u32::MAX);
         let mut ports = Vec::new();
         for name in &config.ports {
             let ifindex =
@@ -105,9 +136,11 @@ impl Appliance {
                     port: name.clone(),
                     source,
                 })?;
-            let xdp = XdpPort::attach(ifindex).map_err(|source| ApplianceError::Xdp {
-                port: name.clone(),
-                source,
+            let xdp = XdpPort::attach_sized(ifindex, fast_flows).map_err(|source| {
+                ApplianceError::Xdp {
+                    port: name.clone(),
+                    source,
+                }
             })?;
             ports.push(Port {
                 name: name.clone(),
@@ -128,7 +161,7 @@ impl Appliance {
                 })
             })
             .collect::<Result<Vec<_>, ApplianceError>>()?;
-        let appliance = Self {
+        let mut appliance = Self {
             ports,
             pipeline,
             policy,
@@ -138,7 +171,12 @@ impl Appliance {
             stop: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
             config,
+            fast_path: None,
         };
+        if let Some(queue) = offload_queue {
+            // On error `appliance` drops: XDP detaches.
+            appliance.fast_path = Some(appliance.start_fast_path(queue)?);
+        }
         for id in 0..appliance.config.workers {
             let spec = WorkerSpec {
                 id,
@@ -158,6 +196,50 @@ impl Appliance {
             appliance.lock_workers().push(handle);
         }
         Ok(appliance)
+    }
+
+    /// Fills every port's devmap with the ports, makes the programs follow
+    /// the policy generation, and starts the offloader.
+    fn start_fast_path(&self, queue: Arc<OffloadQueue>) -> Result<FastPathRun, ApplianceError> {
+        let fast_path = |port: &Port| {
+            port.xdp.fast_path().map_err(|source| ApplianceError::Xdp {
+                port: port.name.clone(),
+                source,
+            })
+        };
+        let mut for_offloader = Vec::new();
+        let mut for_watcher = Vec::new();
+        for port in &self.ports {
+            let maps = fast_path(port)?;
+            for (index, egress) in self.ports.iter().enumerate() {
+                maps.set_port(index as u16, egress.xdp.ifindex())
+                    .map_err(|source| ApplianceError::Xdp {
+                        port: port.name.clone(),
+                        source,
+                    })?;
+            }
+            for_offloader.push(maps);
+            for_watcher.push((port.name.clone(), fast_path(port)?));
+        }
+        let watch = self
+            .policy
+            .watch(move |generation| follow_generation(&for_watcher, generation));
+        let offloader = Offloader::new(
+            for_offloader,
+            Arc::clone(&self.pipeline),
+            queue,
+            offload::clock_offset(self.started),
+        );
+        let stats = Arc::clone(offloader.stats());
+        let thread = offload::spawn(offloader, Arc::clone(&self.stop)).map_err(|error| {
+            self.policy.unwatch(watch);
+            ApplianceError::FastPathThread(error)
+        })?;
+        Ok(FastPathRun {
+            stats,
+            thread: Mutex::new(Some(thread)),
+            watch,
+        })
     }
 
     fn lock_workers(&self) -> std::sync::MutexGuard<'_, Vec<WorkerHandle>> {
@@ -256,6 +338,8 @@ impl Appliance {
                     xdp_redirected: xdp.redirect,
                     xdp_quarantine_drops: xdp.quarantine_drop,
                     xdp_no_socket_drops: xdp.no_socket_drop,
+                    xdp_fast_forwarded: xdp.fast_forward,
+                    xdp_fast_stale: xdp.fast_stale,
                 }
             })
             .collect();
@@ -285,6 +369,17 @@ impl Appliance {
                     }
                 })
                 .collect(),
+            fast_path: self.fast_path.as_ref().map(|run| {
+                let stats = run.stats.snapshot();
+                FastPathStatus {
+                    installed: stats.installed,
+                    installs: stats.installs,
+                    removals: stats.removals,
+                    errors: stats.errors,
+                    synced_frames: stats.synced_packets,
+                    requests_dropped: self.pipeline.offload().map_or(0, |queue| queue.dropped()),
+                }
+            }),
         }
     }
 
@@ -292,6 +387,16 @@ impl Appliance {
     /// their reports; the XDP programs detach when the appliance drops.
     pub fn stop(&self) -> Result<Vec<WorkerReport>, ApplianceError> {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(fast_path) = &self.fast_path {
+            let thread = fast_path
+                .thread
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+            if let Some(thread) = thread {
+                let _ = thread.join();
+            }
+        }
         let handles = std::mem::take(&mut *self.lock_workers());
         let mut reports = Vec::new();
         for handle in handles {
@@ -306,6 +411,23 @@ impl Drop for Appliance {
         // Workers first: their sockets go before the programs they are
         // registered in.
         let _ = self.stop();
+        if let Some(fast_path) = &self.fast_path {
+            self.policy.unwatch(fast_path.watch);
+        }
+    }
+}
+
+/// Makes every port's program forward only flows admitted by
+/// `generation` (a `PolicyCell` watcher, run by whoever stores a policy).
+/// A port that cannot be told is reported: its old-generation flows would
+/// keep their fast path until their connections end.
+fn follow_generation(ports: &[(String, FastPath)], generation: u32) {
+    for (name, maps) in ports {
+        if let Err(error) = maps.set_generation(generation) {
+            eprintln!(
+                "microseg: port {name}: fast path not moved to generation {generation}: {error}"
+            );
+        }
     }
 }
 
@@ -324,6 +446,23 @@ pub struct Status {
     pub conntrack_entries: usize,
     pub ports: Vec<PortStatus>,
     pub workers: Vec<WorkerStatus>,
+    /// The XDP fast path's offloader, when it is on.
+    pub fast_path: Option<FastPathStatus>,
+}
+
+/// What the fast path's offloader did.
+#[derive(Debug, Clone, Serialize)]
+pub struct FastPathStatus {
+    /// Flow directions forwarded in XDP now.
+    pub installed: u64,
+    pub installs: u64,
+    pub removals: u64,
+    /// Map operations that failed (their flows stay in userspace).
+    pub errors: u64,
+    /// Frames forwarded in XDP, as counted into conntrack.
+    pub synced_frames: u64,
+    /// Requests lost to a full queue (the flows are offered again).
+    pub requests_dropped: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -340,6 +479,10 @@ pub struct PortStatus {
     pub xdp_redirected: u64,
     pub xdp_quarantine_drops: u64,
     pub xdp_no_socket_drops: u64,
+    /// Forwarded by the fast path, in XDP.
+    pub xdp_fast_forwarded: u64,
+    /// Fast-path flows of an older policy, sent to userspace to be judged.
+    pub xdp_fast_stale: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -6,6 +6,7 @@
 //! cpus: [1]                  # optional: the core of each worker
 //! poll_mode: adaptive        # adaptive (sleep when idle) | busy (spin)
 //! frames_per_port: 4096      # UMEM frames per port and worker
+//! fast_path: false           # forward admitted TCP/UDP flows in XDP (docs/operations.md)
 //! rules: rules.yaml          # EITHER a rules file (relative to this file), reloaded on SIGHUP
 //! policy: policy.yaml        # OR the policy engine: first start's document; then the API
 //! state_dir: /var/lib/microseg   # policy versions, audit trail, generated API token
@@ -56,6 +57,8 @@ struct ConfigFile {
     poll_mode: PollModeText,
     #[serde(default = "default_frames")]
     frames_per_port: u32,
+    #[serde(default)]
+    fast_path: bool,
     rules: Option<PathBuf>,
     policy: Option<PathBuf>,
     #[serde(default = "default_state_dir")]
@@ -196,6 +199,8 @@ pub struct Config {
     pub cpus: Vec<Option<usize>>,
     pub poll_mode: PollMode,
     pub frames_per_port: u32,
+    /// Forward the frames of admitted flows in XDP (the fast path).
+    pub fast_path: bool,
     /// Where the policy comes from (paths absolute, or relative to the
     /// working directory).
     pub source: PolicySource,
@@ -433,6 +438,7 @@ impl Config {
                 PollModeText::Busy => PollMode::Busy,
             },
             frames_per_port: file.frames_per_port,
+            fast_path: file.fast_path,
             source,
             state_dir,
             conntrack,
@@ -575,6 +581,7 @@ workers: 2
 cpus: [2, 3]
 poll_mode: busy
 frames_per_port: 2048
+fast_path: true
 rules: rules.yaml
 conntrack:
   max_entries: 1000
@@ -602,6 +609,7 @@ alerts:
             (2, vec![Some(2), Some(3)])
         );
         assert_eq!(config.poll_mode, PollMode::Busy);
+        assert!(config.fast_path);
         assert_eq!(config.conntrack.max_entries, 1000);
         assert_eq!(config.conntrack.timeouts.tcp_established, 3600 * SECOND);
         assert_eq!(config.conntrack.timeouts.icmp, 5 * SECOND);
@@ -619,6 +627,7 @@ alerts:
         let minimal = Config::parse("ports: [one]\nrules: rules.yaml\n", &folder.0, &FakeMachine)
             .expect("valid");
         assert_eq!(minimal.poll_mode, PollMode::Adaptive);
+        assert!(!minimal.fast_path, "off unless asked for");
         assert_eq!(minimal.workers, default_worker_count());
         assert!(minimal.api_listen.ip().is_loopback(), "loopback by default");
     }

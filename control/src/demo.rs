@@ -252,6 +252,7 @@ pub fn run(out: &mut impl Write, once: bool) -> Result<bool, DemoError> {
         cpus: vec![None],
         poll_mode: PollMode::Adaptive,
         frames_per_port: 1024,
+        fast_path: false,
         source: PolicySource::Policy(Some(policy_path)),
         state_dir: scratch.0.join("state"),
         api_tokens: None,

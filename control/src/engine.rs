@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use microseg_dataplane::classifier::BuildConfig;
-use microseg_dataplane::pipeline::PolicySnapshot;
+use microseg_dataplane::pipeline::{PolicyCell, PolicySnapshot};
 use serde::Serialize;
 
 use crate::policy::{
@@ -66,7 +66,7 @@ pub trait SwapObserver: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct PolicyEngine {
     store: Store,
-    cell: Arc<ArcSwap<PolicySnapshot>>,
+    cell: Arc<PolicyCell>,
     current: Mutex<Current>,
     /// Rule references of the snapshot in force (for explain, names).
     rules: ArcSwap<RuleBook>,
@@ -126,7 +126,7 @@ impl PolicyEngine {
         });
         let engine = PolicyEngine {
             store,
-            cell: Arc::new(ArcSwap::from_pointee(compiled.snapshot)),
+            cell: Arc::new(PolicyCell::from_pointee(compiled.snapshot)),
             current: Mutex::new(Current {
                 version: stored.version,
                 document: stored.document,
@@ -144,7 +144,7 @@ impl PolicyEngine {
     }
 
     /// The cell the dataplane reads its policy from.
-    pub fn cell(&self) -> &Arc<ArcSwap<PolicySnapshot>> {
+    pub fn cell(&self) -> &Arc<PolicyCell> {
         &self.cell
     }
 

@@ -200,6 +200,8 @@ fn dataplane_families(
                 ("redirected", p.xdp_redirected),
                 ("quarantine_drop", p.xdp_quarantine_drops),
                 ("no_socket_drop", p.xdp_no_socket_drops),
+                ("fast_forward", p.xdp_fast_forwarded),
+                ("fast_stale", p.xdp_fast_stale),
             ]
             .map(|(outcome, n)| (vec![p.name.as_str(), outcome], n))
         }),

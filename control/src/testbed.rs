@@ -269,7 +269,7 @@ impl TestbedSwitch {
     /// Ports on `beds` (in order: port id = index), a conntrack table of
     /// `max_connections`, and `policy`, which callers may republish.
     pub fn new(
-        policy: std::sync::Arc<arc_swap::ArcSwap<microseg_dataplane::pipeline::PolicySnapshot>>,
+        policy: std::sync::Arc<microseg_dataplane::pipeline::PolicyCell>,
         beds: &[&Testbed],
         max_connections: usize,
     ) -> Result<Self, microseg_dataplane::xsk::XskError> {

@@ -10,6 +10,7 @@ pub mod classifier;
 pub mod conntrack;
 pub mod forward;
 pub mod frames;
+pub mod offload;
 pub mod packet;
 pub mod pipeline;
 pub mod sharded;

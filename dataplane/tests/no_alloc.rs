@@ -60,13 +60,13 @@ fn classifying_does_not_allocate() {
 fn the_pipeline_does_not_allocate_on_established_flows() {
     use std::sync::Arc;
 
-    use arc_swap::ArcSwap;
     use microseg_dataplane::classifier::{IpPrefix, PortRange, Rule};
     use microseg_dataplane::conntrack::{ConntrackConfig, ConntrackTable};
     use microseg_dataplane::frames::{ethernet, ipv4, tcp, with_macs};
     use microseg_dataplane::packet::{tcp_flags, AddrFamily};
     use microseg_dataplane::pipeline::{
-        Action, Frame, FrameAction, L2Policy, Mode, Pipeline, PolicySnapshot, RuleVerdict,
+        Action, Frame, FrameAction, L2Policy, Mode, Pipeline, PolicyCell, PolicySnapshot,
+        RuleVerdict,
     };
     use microseg_dataplane::switch::{MacTable, SwitchConfig};
 
@@ -86,7 +86,7 @@ fn the_pipeline_does_not_allocate_on_established_flows() {
     let policy = PolicySnapshot::build(1, vec![allow], Action::Deny, L2Policy::default())
         .expect("policy builds");
     let pipeline = Pipeline::new(
-        Arc::new(ArcSwap::from_pointee(policy)),
+        Arc::new(PolicyCell::from_pointee(policy)),
         Arc::new(ConntrackTable::new(ConntrackConfig::default())),
         Arc::new(MacTable::new(SwitchConfig::default())),
         64,

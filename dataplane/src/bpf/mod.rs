@@ -2,8 +2,10 @@
 //! updates its quarantine map and reads its per-CPU counters.
 //!
 //! The program counts every frame, drops frames to or from a quarantined
-//! address, and redirects the rest to the port's AF_XDP socket (dropping
-//! them while none is bound: fail closed). It is attached in native
+//! address, forwards frames of flows installed in its fast path straight
+//! to their egress port (`fast`, driven by `crate::offload`), and
+//! redirects the rest to the port's AF_XDP socket (dropping them while
+//! none is bound: fail closed). It is attached in native
 //! (driver) mode where the driver supports it (veth does) and in generic
 //! mode otherwise; the mode chosen is reported. Attaching replaces any
 //! program already on the interface, such as one left by a crashed run;
@@ -34,10 +36,18 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/microseg_xdp.skel.rs"));
 }
 
+mod fast;
+
+pub use fast::{FastCounters, FastKey, FastPath, FastRoute};
+
 use skel::{MicrosegXdpSkel, MicrosegXdpSkelBuilder};
 
 /// Counter indexes, as `bpf/microseg_xdp.h` defines them.
-const COUNTERS: usize = 5;
+const COUNTERS: usize = 7;
+
+/// Most flows a port's fast path holds unless told otherwise
+/// (`MS_FAST_MAX_DEFAULT`); entries take memory only once installed.
+pub const FAST_FLOWS_DEFAULT: u32 = 1 << 20;
 
 /// How the program is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +77,8 @@ pub enum BpfError {
     Socket(libbpf_rs::Error),
     #[error("reading counters: {0}")]
     Counters(libbpf_rs::Error),
+    #[error("fast path map: {0}")]
+    FastPath(libbpf_rs::Error),
 }
 
 /// Sums of the program's per-CPU counters.
@@ -82,6 +94,11 @@ pub struct XdpCounters {
     pub no_socket_drop: u64,
     /// Too short to check against the quarantine map (sent on).
     pub truncated: u64,
+    /// Forwarded by the fast path, straight to the egress port.
+    pub fast_forward: u64,
+    /// Of a fast-path flow installed by an older policy generation: sent
+    /// to userspace to be judged again.
+    pub fast_stale: u64,
 }
 
 /// The XDP program attached to one interface.
@@ -114,12 +131,21 @@ impl XdpPort {
     /// Loads a fresh copy of the program and attaches it to `ifindex`,
     /// natively if the driver allows, else in generic mode.
     pub fn attach(ifindex: i32) -> Result<Self, BpfError> {
+        Self::attach_sized(ifindex, FAST_FLOWS_DEFAULT)
+    }
+
+    /// As `attach`, with room for `fast_flows` flows in the fast path.
+    pub fn attach_sized(ifindex: i32, fast_flows: u32) -> Result<Self, BpfError> {
         // The skeleton borrows its object storage for its whole life; one
         // small allocation per attached port is kept for the process's life.
         let storage: &'static mut MaybeUninit<OpenObject> =
             Box::leak(Box::new(MaybeUninit::uninit()));
-        let open = MicrosegXdpSkelBuilder::default()
+        let mut open = MicrosegXdpSkelBuilder::default()
             .open(storage)
+            .map_err(BpfError::Load)?;
+        open.maps
+            .fast
+            .set_max_entries(fast_flows.max(1))
             .map_err(BpfError::Load)?;
         let skel = open.load().map_err(BpfError::Load)?;
         let xdp = Xdp::new(skel.progs.microseg_port.as_fd());
@@ -197,6 +223,17 @@ impl XdpPort {
         })
     }
 
+    /// Handles on this port's fast-path maps, usable from another thread.
+    pub fn fast_path(&self) -> Result<FastPath, BpfError> {
+        let maps = &self.skel.maps;
+        let handle = |map| MapHandle::try_from(map).map_err(BpfError::FastPath);
+        Ok(FastPath {
+            fast: handle(&maps.fast)?,
+            ports: handle(&maps.ports)?,
+            policy: handle(&maps.policy)?,
+        })
+    }
+
     /// Lifts the quarantine of `ip` (no error if it was not quarantined).
     pub fn release(&self, ip: IpAddr) -> Result<(), BpfError> {
         match self.skel.maps.quarantine.delete(&quarantine_key(ip)) {
@@ -224,13 +261,16 @@ impl XdpPort {
                 .map(u64::from_ne_bytes)
                 .sum();
         }
-        let [rx, quarantine_drop, redirect, no_socket_drop, truncated] = sums;
+        let [rx, quarantine_drop, redirect, no_socket_drop, truncated, fast_forward, fast_stale] =
+            sums;
         Ok(XdpCounters {
             rx,
             quarantine_drop,
             redirect,
             no_socket_drop,
             truncated,
+            fast_forward,
+            fast_stale,
         })
     }
 }
@@ -275,5 +315,32 @@ impl Drop for XdpPort {
             let _ =
                 Xdp::new(self.skel.progs.microseg_port.as_fd()).detach(self.ifindex, self.flags());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::{offset_of, size_of};
+
+    use super::fast::{KEY_BYTES, VALUE_BYTES};
+    use super::skel::types::{ms_fast, ms_flow, ms_policy};
+
+    /// `fast.rs` writes the maps' keys and values by hand: they must match
+    /// the C structs as compiled (the skeleton's types come from BTF).
+    #[test]
+    fn hand_written_layouts_match_the_compiled_structs() {
+        assert_eq!(size_of::<ms_flow>(), KEY_BYTES);
+        assert_eq!(offset_of!(ms_flow, dst), 16);
+        assert_eq!(offset_of!(ms_flow, src_port), 32);
+        assert_eq!(offset_of!(ms_flow, dst_port), 34);
+        assert_eq!(offset_of!(ms_flow, proto), 36);
+        assert_eq!(size_of::<ms_fast>(), VALUE_BYTES);
+        assert_eq!(offset_of!(ms_fast, generation), 4);
+        assert_eq!(offset_of!(ms_fast, src_mac), 8);
+        assert_eq!(offset_of!(ms_fast, dst_mac), 14);
+        assert_eq!(offset_of!(ms_fast, packets), 24);
+        assert_eq!(offset_of!(ms_fast, bytes), 32);
+        assert_eq!(offset_of!(ms_fast, last_seen), 40);
+        assert_eq!(size_of::<ms_policy>(), 8);
     }
 }

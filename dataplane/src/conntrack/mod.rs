@@ -308,13 +308,55 @@ impl ConntrackTable {
     /// Updates the admission of a connection after a policy change
     /// re-check; false if it is gone.
     pub fn readmit(&self, key: &ConnKey, generation: u32, rule_id: u32) -> bool {
+        self.modify(key, |entry| {
+            entry.generation = generation;
+            entry.rule_id = rule_id;
+        })
+    }
+
+    /// Counts into its connection what the XDP fast path forwarded of
+    /// `flow` (one direction, in `zone`): `packets` frames of `bytes` in
+    /// all, the last at `last_seen`. For TCP the window tracking starts
+    /// over, as Linux does for a flow its flowtable gives back: the
+    /// sequence numbers moved on unseen, and the next segment userspace
+    /// sees sets them again. False if the connection is no longer tracked.
+    pub fn refresh_offloaded(
+        &self,
+        flow: &FlowKey,
+        zone: u16,
+        packets: u64,
+        bytes: u64,
+        last_seen: u64,
+    ) -> bool {
+        let (key, sender) = ConnKey::from_flow(flow, zone);
+        let side = usize::from(sender & 1);
+        self.modify(&key, |entry| {
+            let packets = u32::try_from(packets).unwrap_or(u32::MAX);
+            entry.packets[side] = entry.packets[side].saturating_add(packets);
+            entry.bytes[side] = entry.bytes[side].saturating_add(bytes);
+            entry.last_seen = entry.last_seen.max(last_seen);
+            restart_window(entry);
+        })
+    }
+
+    /// Stops checking the TCP window of `flow`'s connection until the next
+    /// segment userspace sees sets it again. For a connection handed to
+    /// the XDP fast path, whose segments conntrack no longer sees: without
+    /// this, its FIN (always given back to userspace) would be out of
+    /// window. False if the connection is not tracked.
+    pub fn restart_window(&self, flow: &FlowKey, zone: u16) -> bool {
+        let (key, _) = ConnKey::from_flow(flow, zone);
+        self.modify(&key, restart_window)
+    }
+
+    /// Changes the entry of `key` in place; false if it is not tracked.
+    fn modify(&self, key: &ConnKey, change: impl FnOnce(&mut ConnEntry)) -> bool {
         let (place, words) = self.locate(key);
         let shard = self.table.lock(place.shard);
         match shard.probe(&words, &place) {
             Probe::Found(slot) => {
                 let mut entry = shard.entry(slot);
-                entry.generation = generation;
-                entry.rule_id = rule_id;
+                change(&mut entry);
                 shard.set_entry(slot, &entry);
                 true
             }
@@ -878,6 +920,14 @@ impl ConntrackTable {
 
 /// Why an entry that timed out ended: FIN-closed connections closed,
 /// everything else expired.
+/// Forgets what the window tracking learned (`tcp::in_window` checks
+/// nothing until both sides are seen again).
+fn restart_window(entry: &mut ConnEntry) {
+    for direction in &mut entry.tcp {
+        direction.seen = false;
+    }
+}
+
 fn end_reason_at_expiry(state: ConnState) -> EndReason {
     match state {
         ConnState::TcpTimeWait | ConnState::TcpLastAck | ConnState::TcpClose => EndReason::Closed,

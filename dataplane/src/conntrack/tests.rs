@@ -975,3 +975,32 @@ fn stateless_hits_on_stored_words_match_decoding_and_applying() {
         );
     }
 }
+
+/// The XDP fast path forwards data conntrack never sees: its counts come
+/// back through `refresh_offloaded`, and the sequence numbers that moved
+/// on meanwhile must not make the connection's FIN out of window.
+#[test]
+fn frames_forwarded_by_the_fast_path_are_counted_and_restart_the_window() {
+    let table = table();
+    let mut tcp = Tcp::new();
+    handshake(&table, &mut tcp);
+    let before = table.get(&conn_key()).expect("tracked");
+    // 10 MB from the client in XDP.
+    tcp.client_seq = tcp.client_seq.wrapping_add(10_000_000);
+    let data = tcp.segment(true, ACK, 0).flow;
+    assert!(table.refresh_offloaded(&data, 0, 7_000, 10_000_000, 9 * S));
+    let after = table.get(&conn_key()).expect("tracked");
+    let (_, client) = ConnKey::from_flow(&data, 0);
+    let client = usize::from(client);
+    assert_eq!(after.packets[client], before.packets[client] + 7_000);
+    assert_eq!(after.bytes[client], before.bytes[client] + 10_000_000);
+    assert_eq!(after.last_seen, 9 * S);
+    // Without the restart this FIN would be 10 MB beyond the window.
+    assert_eq!(
+        state_of(table.track(&tcp.segment(true, FIN | ACK, 0), 10 * S, || ALLOW)),
+        ConnState::TcpFinWait
+    );
+    // A connection no longer tracked is reported gone.
+    let other = flow(CLIENT, SERVER, proto::UDP, 1, 2);
+    assert!(!table.refresh_offloaded(&other, 0, 1, 1, S));
+}

@@ -20,24 +20,30 @@
 //!   ports to judge. Tiny and overlapping fragments never get this far.
 //! - Only frames that pass are learned by the switch, so a denied host
 //!   cannot steer the MAC table.
+//! - With the XDP fast path on (`with_offload`), forwarded frames of
+//!   admitted connections offer their direction to it, and FIN, RST and
+//!   cuts revoke it (`offload`).
 
+mod cell;
+mod offload;
 mod policy;
 mod stats;
 
 #[cfg(test)]
 mod tests;
 
+pub use cell::{PolicyCell, WatchId};
+pub use offload::{OffloadOffer, OffloadQueue, OffloadRequest};
 pub use policy::{Action, Decision, L2Policy, Mode, PolicySnapshot, RuleVerdict, DEFAULT_RULE_ID};
 pub use stats::{DropCause, PipelineStats, StatsSnapshot};
 
 use std::cell::Cell;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 
 use crate::conntrack::{
-    Admission, ConnKey, ConntrackTable, Direction, EndReason, InvalidReason, Prepared,
+    Admission, ConnKey, ConnState, ConntrackTable, Direction, EndReason, InvalidReason, Prepared,
     TrackOutcome, TrackPacket, BATCH,
 };
 use crate::packet::{
@@ -84,16 +90,18 @@ pub enum VerdictKind {
 /// The pipeline: shared state for all workers.
 #[derive(Debug)]
 pub struct Pipeline {
-    policy: Arc<ArcSwap<PolicySnapshot>>,
+    policy: Arc<PolicyCell>,
     conntrack: Arc<ConntrackTable>,
     switch: Arc<MacTable>,
     events: ArrayQueue<VerdictEvent>,
     stats: PipelineStats,
+    /// Requests to the XDP fast path, when it is on.
+    offload: Option<Arc<OffloadQueue>>,
 }
 
 impl Pipeline {
     pub fn new(
-        policy: Arc<ArcSwap<PolicySnapshot>>,
+        policy: Arc<PolicyCell>,
         conntrack: Arc<ConntrackTable>,
         switch: Arc<MacTable>,
         event_capacity: usize,
@@ -104,7 +112,19 @@ impl Pipeline {
             switch,
             events: ArrayQueue::new(event_capacity.max(1)),
             stats: PipelineStats::default(),
+            offload: None,
         }
+    }
+
+    /// Turns the fast path's requests on: they go to `queue`.
+    pub fn with_offload(mut self, queue: Arc<OffloadQueue>) -> Self {
+        self.offload = Some(queue);
+        self
+    }
+
+    /// The fast path's request queue, if it is on.
+    pub fn offload(&self) -> Option<&Arc<OffloadQueue>> {
+        self.offload.as_ref()
     }
 
     pub fn events(&self) -> &ArrayQueue<VerdictEvent> {
@@ -273,11 +293,15 @@ impl Pipeline {
             TrackOutcome::Tracked {
                 generation,
                 direction,
+                state,
                 ..
             } if generation != policy.generation => {
-                self.recheck(policy, parsed, key, direction, now)
+                self.recheck(policy, parsed, key, direction, state, now)
             }
-            TrackOutcome::Tracked { .. } | TrackOutcome::Related { .. } => self.switch(parsed, now),
+            TrackOutcome::Tracked { state, .. } => {
+                self.forward_tracked(parsed, key, state, policy.generation, now)
+            }
+            TrackOutcome::Related { .. } => self.switch(parsed, now),
             TrackOutcome::Denied => {
                 let rule_id = decided.get().map_or(DEFAULT_RULE_ID, |d| d.rule_id);
                 self.emit(VerdictKind::Denied, key, policy.generation, rule_id, now);
@@ -288,6 +312,36 @@ impl Pipeline {
         }
     }
 
+    /// Switches a frame of a connection in `state` admitted by the
+    /// generation in force, and tells the fast path (when on) whether it
+    /// may take the frame's direction or must give the connection back.
+    fn forward_tracked(
+        &self,
+        parsed: &ParsedFrame,
+        key: &FlowKey,
+        state: ConnState,
+        generation: u32,
+        now: u64,
+    ) -> FrameAction {
+        let action = self.switch(parsed, now);
+        if let Some(queue) = &self.offload {
+            if offload::ends_offload(key) {
+                queue.push(OffloadRequest::Revoke { flow: *key });
+            } else if let FrameAction::Forward(Forward::Port(egress)) = action {
+                if let Some(offer) = offload::offer_for(parsed, key, state, generation, egress) {
+                    // From now on its segments may pass in XDP, unseen:
+                    // the next one userspace sees (a FIN at the latest)
+                    // must not be judged by a window they moved past.
+                    if key.proto == proto::TCP {
+                        self.conntrack.restart_window(key, parsed.vlan.inner);
+                    }
+                    queue.push(OffloadRequest::Install(offer));
+                }
+            }
+        }
+        action
+    }
+
     /// A connection admitted by an older generation: judge it again, in its
     /// original direction; keep it (with the new admission) or cut it.
     fn recheck(
@@ -296,6 +350,7 @@ impl Pipeline {
         parsed: &ParsedFrame,
         key: &FlowKey,
         direction: Direction,
+        state: ConnState,
         now: u64,
     ) -> FrameAction {
         let original = original_direction(key, direction);
@@ -313,9 +368,12 @@ impl Pipeline {
                     now,
                 );
             }
-            return self.switch(parsed, now);
+            return self.forward_tracked(parsed, key, state, policy.generation, now);
         }
         self.conntrack.remove(&conn, EndReason::Removed);
+        if let Some(queue) = &self.offload {
+            queue.push(OffloadRequest::Revoke { flow: *key });
+        }
         self.emit(
             VerdictKind::Cut,
             &original,

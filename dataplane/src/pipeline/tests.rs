@@ -1,12 +1,12 @@
 //! Pipeline tests on synthetic frames: two hosts, A on port 1 and B on
-//! port 2, and policies published through the same `ArcSwap` the control
-//! plane will use.
+//! port 2, and policies published through the same `PolicyCell` the control
+//! plane uses.
 
 use super::*;
 use crate::classifier::{IpPrefix, PortRange, Rule};
 use crate::conntrack::ConntrackConfig;
 use crate::frames::{self, ethernet, icmp, ipv4, ipv6, tcp, udp, with_macs};
-use crate::packet::tcp_flags::{ACK, PSH, SYN};
+use crate::packet::tcp_flags::{ACK, FIN, PSH, RST, SYN};
 use crate::switch::SwitchConfig;
 
 const S: u64 = 1_000_000_000;
@@ -42,7 +42,7 @@ fn snapshot(generation: u32, rules: Vec<Rule<RuleVerdict>>, l2: L2Policy) -> Pol
 }
 
 struct Bed {
-    policy: Arc<ArcSwap<PolicySnapshot>>,
+    policy: Arc<PolicyCell>,
     pipeline: Pipeline,
 }
 
@@ -52,7 +52,7 @@ impl Bed {
     }
 
     fn with_l2(rules: Vec<Rule<RuleVerdict>>, l2: L2Policy) -> Self {
-        let policy = Arc::new(ArcSwap::from_pointee(snapshot(1, rules, l2)));
+        let policy = Arc::new(PolicyCell::from_pointee(snapshot(1, rules, l2)));
         let pipeline = Pipeline::new(
             Arc::clone(&policy),
             Arc::new(ConntrackTable::new(ConntrackConfig::default())),
@@ -60,6 +60,19 @@ impl Bed {
             16,
         );
         Self { policy, pipeline }
+    }
+
+    /// With the fast path's requests on.
+    fn offloading(rules: Vec<Rule<RuleVerdict>>) -> Self {
+        let Self { policy, pipeline } = Self::new(rules);
+        let pipeline = pipeline.with_offload(Arc::new(OffloadQueue::new(64)));
+        Self { policy, pipeline }
+    }
+
+    /// The fast-path requests made so far.
+    fn requests(&self) -> Vec<OffloadRequest> {
+        let queue = self.pipeline.offload().expect("offloading bed");
+        std::iter::from_fn(|| queue.pop()).collect()
     }
 
     fn publish(&self, generation: u32, rules: Vec<Rule<RuleVerdict>>) {
@@ -508,4 +521,163 @@ fn rule_hits_count_decisions_per_rule_and_for_the_default() {
     odd.decide(&flow(443));
     odd.decide(&flow(80));
     assert_eq!(odd.rule_hits(), [(DEFAULT_RULE_ID, 1)]);
+}
+
+fn installs(requests: &[OffloadRequest]) -> Vec<(u16, u16, u32, u8)> {
+    requests
+        .iter()
+        .filter_map(|request| match request {
+            OffloadRequest::Install(offer) => Some((
+                offer.ingress,
+                offer.egress,
+                offer.generation,
+                offer.flow.tcp_flags,
+            )),
+            OffloadRequest::Revoke { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn established_tcp_directions_are_offered_to_the_fast_path_not_the_handshake() {
+    let bed = Bed::offloading(allow_https());
+    open_https(&bed);
+    // SYN (flooded), SYN-ACK (not ESTABLISHED yet): no offer; the ACK
+    // that establishes it: offered, A's direction.
+    assert_eq!(installs(&bed.requests()), vec![(PORT_A, PORT_B, 1, ACK)]);
+    let data_b = from_b(proto::TCP, &tcp(443, 40000, PSH | ACK, 1));
+    assert_eq!(bed.send(PORT_B, &data_b, S), TO_A);
+    let offers = bed.requests();
+    assert_eq!(installs(&offers), vec![(PORT_B, PORT_A, 1, PSH | ACK)]);
+    let OffloadRequest::Install(offer) = offers[0] else {
+        panic!("an install")
+    };
+    assert_eq!((offer.src_mac, offer.dst_mac), (MAC_B, MAC_A));
+    assert_eq!((offer.flow.src_port, offer.flow.dst_port), (443, 40000));
+}
+
+#[test]
+fn fin_and_rst_revoke_the_fast_path() {
+    let bed = Bed::offloading(allow_https());
+    open_https(&bed);
+    bed.requests();
+    let fin = from_a(proto::TCP, &tcp(40000, 443, FIN | ACK, 1));
+    assert_eq!(bed.send(PORT_A, &fin, S), TO_B);
+    assert!(matches!(
+        bed.requests()[..],
+        [OffloadRequest::Revoke { flow }] if flow.src_port == 40000
+    ));
+    // After the FIN the connection is not ESTABLISHED: no new offers.
+    let ack = from_b(proto::TCP, &tcp(443, 40000, ACK, 1));
+    assert_eq!(bed.send(PORT_B, &ack, S), TO_A);
+    assert!(bed.requests().is_empty());
+    let rst = from_b(proto::TCP, &tcp(443, 40000, RST, 1));
+    assert_eq!(bed.send(PORT_B, &rst, S), TO_A);
+    assert!(matches!(
+        bed.requests()[..],
+        [OffloadRequest::Revoke { .. }]
+    ));
+}
+
+#[test]
+fn udp_is_offered_from_its_first_known_unicast_frame_floods_are_not() {
+    let bed = Bed::offloading(vec![rule(53, proto::UDP, Action::Allow, Mode::Enforce, 5)]);
+    let query = from_a(proto::UDP, &udp(5000, 53, 1));
+    // B's MAC is unknown yet: flooded, nothing to offer.
+    assert_eq!(bed.send(PORT_A, &query, S), FLOOD);
+    assert!(bed.requests().is_empty());
+    let answer = from_b(proto::UDP, &udp(53, 5000, 1));
+    assert_eq!(bed.send(PORT_B, &answer, S), TO_A);
+    assert_eq!(installs(&bed.requests()), vec![(PORT_B, PORT_A, 1, 0)]);
+    assert_eq!(bed.send(PORT_A, &query, S), TO_B);
+    assert_eq!(installs(&bed.requests()), vec![(PORT_A, PORT_B, 1, 0)]);
+}
+
+#[test]
+fn vlan_tagged_frames_and_denied_flows_are_never_offered() {
+    let bed = Bed::offloading(vec![rule(53, proto::UDP, Action::Allow, Mode::Enforce, 5)]);
+    let tagged = |src: [u8; 4], dst: [u8; 4], macs: ([u8; 6], [u8; 6]), ports: (u16, u16)| {
+        let l4 = udp(ports.0, ports.1, 1);
+        with_macs(
+            ethernet(&[7], 0x0800, &ipv4(src, dst, proto::UDP, &l4)),
+            macs.0,
+            macs.1,
+        )
+    };
+    let query = tagged(A, B, (MAC_A, MAC_B), (5000, 53));
+    assert_eq!(bed.send(PORT_A, &query, S), FLOOD);
+    assert_eq!(
+        bed.send(PORT_B, &tagged(B, A, (MAC_B, MAC_A), (53, 5000)), S),
+        TO_A
+    );
+    assert_eq!(bed.send(PORT_A, &query, S), TO_B);
+    assert!(bed.requests().is_empty());
+    let denied = from_a(proto::UDP, &udp(5000, 54, 1));
+    assert_eq!(
+        bed.send(PORT_A, &denied, S),
+        FrameAction::Drop(DropCause::Policy)
+    );
+    assert!(bed.requests().is_empty());
+}
+
+#[test]
+fn a_policy_change_reoffers_what_it_keeps_and_revokes_what_it_cuts() {
+    let bed = Bed::offloading(allow_https());
+    open_https(&bed);
+    bed.requests();
+    let data = from_a(proto::TCP, &tcp(40000, 443, PSH | ACK, 1));
+    bed.publish(2, allow_https());
+    assert_eq!(bed.send(PORT_A, &data, S), TO_B);
+    assert_eq!(
+        installs(&bed.requests()),
+        vec![(PORT_A, PORT_B, 2, PSH | ACK)]
+    );
+    bed.publish(3, vec![]);
+    assert_eq!(
+        bed.send(PORT_A, &data, S),
+        FrameAction::Drop(DropCause::PolicyCut)
+    );
+    assert!(matches!(
+        bed.requests()[..],
+        [OffloadRequest::Revoke { .. }]
+    ));
+}
+
+#[test]
+fn a_full_request_queue_drops_and_counts() {
+    let bed = Bed::offloading(vec![rule(53, proto::UDP, Action::Allow, Mode::Enforce, 5)]);
+    let query = from_a(proto::UDP, &udp(5000, 53, 1));
+    assert_eq!(bed.send(PORT_A, &query, S), FLOOD);
+    let answer = from_b(proto::UDP, &udp(53, 5000, 1));
+    assert_eq!(bed.send(PORT_B, &answer, S), TO_A);
+    for _ in 0..100 {
+        assert_eq!(bed.send(PORT_A, &query, S), TO_B);
+    }
+    let queue = bed.pipeline.offload().expect("offloading bed");
+    assert_eq!(bed.requests().len(), 64);
+    assert_eq!(queue.dropped(), 101 - 64);
+}
+
+#[test]
+fn a_fin_after_data_forwarded_in_xdp_is_in_window() {
+    let bed = Bed::offloading(allow_https());
+    open_https(&bed);
+    // The ACK that established it was offered: the fast path may now
+    // carry 50 MB that conntrack never sees.
+    assert_eq!(installs(&bed.requests()).len(), 1);
+    let mut fin = tcp(40000, 443, FIN | ACK, 0);
+    fin[4..8].copy_from_slice(&(1_000u32 + 50_000_000).to_be_bytes());
+    assert_eq!(bed.send(PORT_A, &from_a(proto::TCP, &fin), S), TO_B);
+    assert!(matches!(
+        bed.requests()[..],
+        [OffloadRequest::Revoke { .. }]
+    ));
+
+    // Without the fast path the same FIN is out of window.
+    let bed = Bed::new(allow_https());
+    open_https(&bed);
+    assert_eq!(
+        bed.send(PORT_A, &from_a(proto::TCP, &fin), S),
+        FrameAction::Drop(DropCause::Conntrack(InvalidReason::OutOfWindow))
+    );
 }

@@ -1,0 +1,252 @@
+//! The XDP fast path's maps as userspace sees them: the flows installed on
+//! a port (`fast`), the egress ports (`ports` devmap) and the generation in
+//! force (`policy`), with the byte layouts of `bpf/microseg_xdp.h`'s
+//! `ms_flow`, `ms_fast` and `ms_policy`. `crate::offload` decides what to
+//! install and when; this module only reads and writes the maps.
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use super::BpfError;
+use crate::packet::{AddrFamily, FlowKey};
+
+/// Bytes of `struct ms_flow`.
+pub const KEY_BYTES: usize = 40;
+/// Bytes of `struct ms_fast`.
+pub const VALUE_BYTES: usize = 48;
+/// Entries read per batch when the whole map is read.
+const READ_BATCH: u32 = 4096;
+
+/// One direction of a connection as the XDP program matches it: the
+/// frame's own addresses, protocol and ports as it arrives on the port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FastKey([u8; KEY_BYTES]);
+
+impl FastKey {
+    /// The key of frames carrying `flow` (IPv4 stored IPv4-mapped).
+    pub fn of(flow: &FlowKey) -> Self {
+        let address = |addr: u128| match flow.family {
+            AddrFamily::V4 => (0xffff_u128 << 32 | (addr & 0xffff_ffff)).to_be_bytes(),
+            AddrFamily::V6 => addr.to_be_bytes(),
+        };
+        let mut bytes = [0; KEY_BYTES];
+        bytes[..16].copy_from_slice(&address(flow.src));
+        bytes[16..32].copy_from_slice(&address(flow.dst));
+        bytes[32..34].copy_from_slice(&flow.src_port.to_be_bytes());
+        bytes[34..36].copy_from_slice(&flow.dst_port.to_be_bytes());
+        bytes[36] = flow.proto;
+        Self(bytes)
+    }
+
+    pub fn bytes(&self) -> &[u8; KEY_BYTES] {
+        &self.0
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self(bytes.get(..KEY_BYTES)?.try_into().ok()?))
+    }
+}
+
+/// Where an installed flow goes and what it must look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FastRoute {
+    /// Egress port id (its key in the `ports` devmap).
+    pub egress: u16,
+    /// The policy generation that admitted the flow.
+    pub generation: u32,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+}
+
+impl FastRoute {
+    /// The map value: the route, counters zero.
+    fn value(&self) -> [u8; VALUE_BYTES] {
+        let mut bytes = [0; VALUE_BYTES];
+        bytes[..4].copy_from_slice(&u32::from(self.egress).to_ne_bytes());
+        bytes[4..8].copy_from_slice(&self.generation.to_ne_bytes());
+        bytes[8..14].copy_from_slice(&self.src_mac);
+        bytes[14..20].copy_from_slice(&self.dst_mac);
+        bytes
+    }
+}
+
+/// What the program counted on an installed flow since it was installed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FastCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns()` of the last frame (CLOCK_MONOTONIC; 0: none).
+    pub last_seen: u64,
+}
+
+impl FastCounters {
+    fn from_value(bytes: &[u8]) -> Option<Self> {
+        let word = |at: usize| -> Option<u64> {
+            Some(u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+        };
+        Some(Self {
+            packets: word(24)?,
+            bytes: word(32)?,
+            last_seen: word(40)?,
+        })
+    }
+}
+
+/// One port's fast-path maps, usable from any thread while its `XdpPort`
+/// is attached.
+#[derive(Debug)]
+pub struct FastPath {
+    pub(super) fast: MapHandle,
+    pub(super) ports: MapHandle,
+    pub(super) policy: MapHandle,
+}
+
+impl FastPath {
+    /// Lets the program redirect to port `port` (devmap key) = `ifindex`.
+    pub fn set_port(&self, port: u16, ifindex: i32) -> Result<(), BpfError> {
+        self.ports
+            .update(
+                &u32::from(port).to_ne_bytes(),
+                &ifindex.to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .map_err(BpfError::FastPath)
+    }
+
+    /// From now on only flows installed with `generation` take the fast
+    /// path; the others go to userspace to be judged again.
+    pub fn set_generation(&self, generation: u32) -> Result<(), BpfError> {
+        let mut value = [0u8; 8];
+        value[..4].copy_from_slice(&generation.to_ne_bytes());
+        self.policy
+            .update(&0u32.to_ne_bytes(), &value, MapFlags::ANY)
+            .map_err(BpfError::FastPath)
+    }
+
+    /// Installs (or replaces) flows, counters from zero.
+    pub fn install(&self, flows: &[(FastKey, FastRoute)]) -> Result<(), BpfError> {
+        if flows.is_empty() {
+            return Ok(());
+        }
+        let mut keys = Vec::with_capacity(flows.len() * KEY_BYTES);
+        let mut values = Vec::with_capacity(flows.len() * VALUE_BYTES);
+        for (key, route) in flows {
+            keys.extend_from_slice(key.bytes());
+            values.extend_from_slice(&route.value());
+        }
+        self.fast
+            .update_batch(
+                &keys,
+                &values,
+                flows.len() as u32,
+                MapFlags::ANY,
+                MapFlags::ANY,
+            )
+            .map_err(BpfError::FastPath)
+    }
+
+    /// Removes a flow (no error if it is not installed).
+    pub fn remove(&self, key: &FastKey) -> Result<(), BpfError> {
+        match self.fast.delete(key.bytes()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BpfError::FastPath(e)),
+        }
+    }
+
+    /// The counters of one installed flow (None: not installed).
+    pub fn read(&self, key: &FastKey) -> Result<Option<FastCounters>, BpfError> {
+        let value = self
+            .fast
+            .lookup(key.bytes(), MapFlags::ANY)
+            .map_err(BpfError::FastPath)?;
+        Ok(value.as_deref().and_then(FastCounters::from_value))
+    }
+
+    /// Every installed flow with its counters, read in batches.
+    pub fn read_all(&self, out: &mut Vec<(FastKey, FastCounters)>) -> Result<(), BpfError> {
+        out.clear();
+        let entries = self
+            .fast
+            .lookup_batch(READ_BATCH, MapFlags::ANY, MapFlags::ANY)
+            .map_err(BpfError::FastPath)?;
+        for (key, value) in entries {
+            if let (Some(key), Some(counters)) =
+                (FastKey::from_bytes(&key), FastCounters::from_value(&value))
+            {
+                out.push((key, counters));
+            }
+        }
+        Ok(())
+    }
+
+    /// Flows installed now.
+    pub fn len(&self) -> usize {
+        self.fast.keys().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::proto;
+
+    #[test]
+    fn keys_lay_out_as_ms_flow() {
+        let flow = FlowKey {
+            family: AddrFamily::V4,
+            src: 0x0a00_0001,
+            dst: 0x0a00_0002,
+            proto: proto::UDP,
+            src_port: 0x1234,
+            dst_port: 53,
+            ..FlowKey::default()
+        };
+        let key = FastKey::of(&flow);
+        let mut expected = [0u8; KEY_BYTES];
+        expected[10..16].copy_from_slice(&[0xff, 0xff, 10, 0, 0, 1]);
+        expected[26..32].copy_from_slice(&[0xff, 0xff, 10, 0, 0, 2]);
+        expected[32..37].copy_from_slice(&[0x12, 0x34, 0, 53, proto::UDP]);
+        assert_eq!(key.bytes(), &expected);
+
+        let v6 = FlowKey {
+            family: AddrFamily::V6,
+            src: 0xfd00 << 112 | 1,
+            ..flow
+        };
+        assert_eq!(FastKey::of(&v6).bytes()[..2], [0xfd, 0x00]);
+        assert_eq!(FastKey::of(&v6).bytes()[15], 1);
+    }
+
+    #[test]
+    fn values_lay_out_as_ms_fast() {
+        let route = FastRoute {
+            egress: 3,
+            generation: 0x0102_0304,
+            src_mac: [1, 2, 3, 4, 5, 6],
+            dst_mac: [7, 8, 9, 10, 11, 12],
+        };
+        let value = route.value();
+        assert_eq!(value[..4], 3u32.to_ne_bytes());
+        assert_eq!(value[4..8], 0x0102_0304u32.to_ne_bytes());
+        assert_eq!(value[8..20], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        assert!(value[20..].iter().all(|&b| b == 0));
+
+        let mut counted = value;
+        counted[24..32].copy_from_slice(&5u64.to_ne_bytes());
+        counted[32..40].copy_from_slice(&640u64.to_ne_bytes());
+        counted[40..48].copy_from_slice(&99u64.to_ne_bytes());
+        assert_eq!(
+            FastCounters::from_value(&counted),
+            Some(FastCounters {
+                packets: 5,
+                bytes: 640,
+                last_seen: 99
+            })
+        );
+        assert_eq!(FastCounters::from_value(&counted[..47]), None);
+    }
+}
