@@ -64,3 +64,55 @@ fn xdp_program_counts_quarantines_and_detaches() {
         common::testbed::run("ip", &["link", "show", "dev", &bed.host_if]).expect("ip link");
     assert!(!shown.contains("xdp"), "detached from {ifindex}: {shown}");
 }
+
+/// The fast path's map holds what is installed, every entry of it is read
+/// back (a hash map's batches end at bucket boundaries, so a batch can be
+/// short without being the last), and removals take.
+#[test]
+fn the_fast_path_map_reads_back_every_installed_flow() {
+    use microseg_dataplane::bpf::{FastKey, FastRoute};
+    use microseg_dataplane::packet::{proto, AddrFamily, FlowKey};
+
+    if !root_or_skip("the_fast_path_map_reads_back_every_installed_flow") {
+        return;
+    }
+    let bed = Testbed::with_ghost("y", 2).expect("testbed");
+    let port = XdpPort::attach_sized(bed.host_ifindex().expect("ifindex"), 50_000)
+        .expect("XDP attaches to veth");
+    let maps = port.fast_path().expect("fast path maps");
+    let route = FastRoute {
+        egress: 1,
+        generation: 3,
+        src_mac: [2, 0, 0, 0, 0, 1],
+        dst_mac: [2, 0, 0, 0, 0, 2],
+    };
+    let key = |i: u32| {
+        FastKey::of(&FlowKey {
+            family: AddrFamily::V4,
+            src: u128::from(0x0a00_0000 | (i >> 8)),
+            dst: 0x0a80_0001,
+            proto: proto::UDP,
+            src_port: 1024 + (i & 0xff) as u16,
+            dst_port: 53,
+            ..FlowKey::default()
+        })
+    };
+    let flows: Vec<_> = (0..20_000).map(|i| (key(i), route)).collect();
+    for chunk in flows.chunks(4096) {
+        maps.install(chunk).expect("install");
+    }
+    let mut read = Vec::new();
+    maps.read_all(&mut read).expect("read");
+    assert_eq!(read.len(), 20_000);
+    let mut keys: Vec<_> = read.iter().map(|(k, _)| *k).collect();
+    keys.sort_by_key(|k| *k.bytes());
+    keys.dedup();
+    assert_eq!(keys.len(), 20_000, "each flow once");
+    assert!(read.iter().all(|(_, counters)| counters.packets == 0));
+    maps.remove(&key(7)).expect("remove");
+    maps.remove(&key(7)).expect("removing twice is fine");
+    assert_eq!(maps.read(&key(7)).expect("read"), None);
+    assert!(maps.read(&key(8)).expect("read").is_some());
+    maps.read_all(&mut read).expect("read");
+    assert_eq!(read.len(), 19_999);
+}

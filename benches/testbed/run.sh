@@ -82,6 +82,14 @@
 #                   the set's final catch-all replaced by a rule allowing
 #                   the benchmark traffic, which matches no other rule, so
 #                   every new flow walks all rules before it is admitted).
+#   microseg-fastpath-acl1_10k
+#                   the same with `fast_path: true`: once a flow is
+#                   admitted, the XDP program on PFXgh forwards its frames
+#                   to PFXsh itself (XDP_REDIRECT through a devmap). That
+#                   program then does the forwarding work, so PFXgh's NAPI
+#                   is made threaded and pinned to the DUT core, as for
+#                   kernel forwarding below (the worker, on the same core,
+#                   only sees each flow's first frames).
 #   kernel-norules  Linux IP forwarding in PFX-sw (PFXgh 10.203.1.254,
 #                   PFXsh 10.203.2.254, static neighbour entry for the
 #                   sink, which answers nothing), no nftables table, so no
@@ -280,7 +288,18 @@ printf 'default_action: allow\nrules: []\n' >"$WORK/0rules/rules.yaml"
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 mac_of() { ip -n "$1" -j link show "$2" | jq -r '.[0].address'; }
 
-topology_up() { # kind: bare | microseg | kernel
+# Makes PFXgh's NAPI a kthread on the DUT core (its receive work, and any
+# XDP program's, then runs there instead of on the generator's core).
+napi_on_dut_core() {
+    in_ns "$NS_SW" sh -c "echo 1 > /sys/class/net/$IF_GH/threaded"
+    local kt
+    kt=$(pgrep -x "napi/$IF_GH-.*" | head -n1 || true)
+    [[ -n $kt ]] || kt=$(ps -e -o pid=,comm= | awk -v p="napi/$IF_GH" 'index($2, p) == 1 {print $1; exit}')
+    [[ -n $kt ]] || die "no NAPI kthread for $IF_GH"
+    taskset -pc "$DUT_CPU" "$kt" >/dev/null
+}
+
+topology_up() { # kind: bare | microseg | microseg-fastpath | kernel-*
     local kind=$1
     ip netns add "$NS_GEN"; ip netns add "$NS_SW"; ip netns add "$NS_SINK"
     ip link add "$IF_G" type veth peer name "$IF_GH"
@@ -314,13 +333,9 @@ topology_up() { # kind: bare | microseg | kernel
         ip -n "$NS_GEN" route add 10.203.2.0/24 via 10.203.1.254
         ip -n "$NS_SINK" route add 10.203.1.0/24 via 10.203.2.254
         # Forwarding runs in PFXgh's NAPI: make it a kthread on the DUT core.
-        in_ns "$NS_SW" sh -c "echo 1 > /sys/class/net/$IF_GH/threaded"
-        local kt
-        kt=$(pgrep -x "napi/$IF_GH-.*" | head -n1 || true)
-        [[ -n $kt ]] || kt=$(ps -e -o pid=,comm= | awk -v p="napi/$IF_GH" 'index($2, p) == 1 {print $1; exit}')
-        [[ -n $kt ]] || die "no NAPI kthread for $IF_GH"
-        taskset -pc "$DUT_CPU" "$kt" >/dev/null
+        napi_on_dut_core
     fi
+    [[ $kind != microseg-fastpath ]] || napi_on_dut_core
     # The sink: XDP counter and drop on PFXs.
     rm -f "$WORK/sink.log" "$WORK/sink.err"
     ip netns exec "$NS_SINK" taskset -c "$GEN_CPU" "$BIN/testbed-xdp" sink --ifname "$IF_S" \
@@ -337,13 +352,14 @@ sink_sample() { tail -n1 "$WORK/sink.log" | awk '{print $1, $2}'; }
 
 # --- devices under test ---------------------------------------------------------
 DUT_PID=
-start_microseg() { # rules-dir
+start_microseg() { # rules-dir [fast_path: true|false]
     cat >"$WORK/config.yaml" <<EOF
 ports: [$IF_GH, $IF_SH]
 workers: 1
 cpus: [$DUT_CPU]
 poll_mode: $POLL_MODE
 frames_per_port: 4096
+fast_path: ${2:-false}
 rules: $1/rules.yaml
 conntrack: {max_entries: 2097152, per_source_limit: 2097152}
 state_dir: $WORK/state
@@ -458,6 +474,9 @@ run_config() {
             dmac=$(mac_of "$NS_SINK" "$IF_S")
             if [[ $POLL_MODE == adaptive && $RULESET == acl1_10k ]]; then idle_cpu before-traffic; fi
             ;;
+        microseg-fastpath)
+            start_microseg "$WORK/$RULESET" true
+            dmac=$(mac_of "$NS_SINK" "$IF_S") ;;
         kernel-*)
             dmac=$(mac_of "$NS_SW" "$IF_GH")
             [[ $KIND == kernel-norules ]] || start_nft "$WORK/$RULESET" "${KIND#kernel-nft-}" ;;
@@ -465,6 +484,7 @@ run_config() {
     local run
     for run in $(seq "$RUNS"); do gen_run "$flows" "$dmac" "$run"; done
     case $KIND in
+        microseg-fastpath) status >"$LOGS/$CONFIG.status.json" || true ;;
         microseg)
             status >"$LOGS/$CONFIG.status.json" || true
             if [[ $POLL_MODE == adaptive && $RULESET == acl1_10k ]]; then idle_cpu after-traffic; fi ;;
@@ -550,6 +570,7 @@ for flows_name in few many; do
     for set in 0rules acl1_1k acl1_10k; do
         run_config "microseg-$set-$flows_name" microseg "$set" "$flows"
     done
+    run_config "microseg-fastpath-acl1_10k-$flows_name" microseg-fastpath acl1_10k "$flows"
     for set in acl1_1k acl1_10k; do
         run_config "kernel-nft-linear-$set-$flows_name" kernel-nft-linear "$set" "$flows"
         run_config "kernel-nft-vmap-$set-$flows_name" kernel-nft-vmap "$set" "$flows"

@@ -224,12 +224,20 @@ impl Appliance {
         let watch = self
             .policy
             .watch(move |generation| follow_generation(&for_watcher, generation));
+        // Syncs at least three times per shortest timeout of an offloaded
+        // flow (UDP, established TCP), so none expires while it flows.
+        let timeouts = &self.config.conntrack.timeouts;
+        let shortest = timeouts
+            .udp_unreplied
+            .min(timeouts.udp_replied)
+            .min(timeouts.tcp_established);
         let offloader = Offloader::new(
             for_offloader,
             Arc::clone(&self.pipeline),
             queue,
             offload::clock_offset(self.started),
-        );
+        )
+        .with_max_sync_period(std::time::Duration::from_nanos(shortest / 3));
         let stats = Arc::clone(offloader.stats());
         let thread = offload::spawn(offloader, Arc::clone(&self.stop)).map_err(|error| {
             self.policy.unwatch(watch);

@@ -21,7 +21,9 @@
 //!
 //! The maps are behind `FastMaps`, so the logic is tested without root.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use ahash::RandomState;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,10 +35,17 @@ use crate::packet::FlowKey;
 use crate::pipeline::{OffloadOffer, OffloadQueue, OffloadRequest, Pipeline};
 use crate::switch::Forward;
 
-/// How often the program's counters are copied into conntrack. Well below
-/// the shortest timeout (10 s) so that no offloaded flow expires while
-/// its frames flow.
+/// How often, at most, the program's counters are copied into conntrack.
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// Flows a sync may visit per second of its period: with more flows
+/// installed, syncs come less often (a visit costs a conntrack update,
+/// ~0.3-0.5 µs with a cold cache; measured in docs/performance-notes.md),
+/// so bookkeeping stays near a tenth of a core however many flows run in
+/// XDP, down to `max_sync_period`.
+const SYNC_FLOWS_PER_SECOND: usize = 250_000;
+/// Every how many syncs a direction that forwarded nothing is checked for
+/// its connection still being tracked.
+const IDLE_CHECK_EVERY: u64 = 8;
 /// Most requests taken off the queue per step.
 const REQUESTS_PER_STEP: usize = 4096;
 /// Sleep of an idle offloader between steps.
@@ -127,11 +136,18 @@ pub struct Offloader<M> {
     ports: Vec<M>,
     pipeline: Arc<Pipeline>,
     queue: Arc<OffloadQueue>,
-    installed: HashMap<At, Installed>,
+    installed: HashMap<At, Installed, RandomState>,
     /// Each connection's installed directions, for revocation.
-    by_connection: HashMap<ConnKey, Vec<At>>,
+    by_connection: HashMap<ConnKey, Vec<At>, RandomState>,
+    /// Routes found still valid in the current sync: the MAC table is
+    /// asked once per (ingress, MACs, egress), not once per flow.
+    routes_checked: HashSet<(u16, FastRoute), RandomState>,
     /// CLOCK_MONOTONIC (the program's clock) at the workers' time zero.
     clock_offset: u64,
+    /// Longest time between syncs: a third of the shortest timeout an
+    /// offloaded flow can have, so none expires while its frames flow.
+    max_sync_period: Duration,
+    syncs: u64,
     stats: Arc<OffloadStats>,
     /// Per port, the installs of the current step (reused).
     pending: Vec<Vec<(FastKey, FastRoute)>>,
@@ -152,12 +168,31 @@ impl<M: FastMaps> Offloader<M> {
             ports,
             pipeline,
             queue,
-            installed: HashMap::new(),
-            by_connection: HashMap::new(),
+            installed: HashMap::default(),
+            by_connection: HashMap::default(),
+            routes_checked: HashSet::default(),
             clock_offset,
+            max_sync_period: SYNC_EVERY,
+            syncs: 0,
             stats: Arc::new(OffloadStats::default()),
             scratch: Vec::new(),
         }
+    }
+
+    /// Lets syncs come as rarely as `period` when many flows are installed
+    /// (at least `SYNC_EVERY`). Pass a third of the shortest timeout of
+    /// UDP and established TCP.
+    pub fn with_max_sync_period(mut self, period: Duration) -> Self {
+        self.max_sync_period = period.max(SYNC_EVERY);
+        self
+    }
+
+    /// Time until the next sync: `SYNC_EVERY`, longer with many flows.
+    pub fn sync_period(&self) -> Duration {
+        let by_flows = Duration::from_secs_f64(
+            self.installed.len() as f64 / SYNC_FLOWS_PER_SECOND as f64,
+        );
+        by_flows.clamp(SYNC_EVERY, self.max_sync_period)
     }
 
     pub fn stats(&self) -> &Arc<OffloadStats> {
@@ -204,19 +239,19 @@ impl<M: FastMaps> Offloader<M> {
             src_mac: offer.src_mac,
             dst_mac: offer.dst_mac,
         };
-        if let Some(installed) = self.installed.get(&at) {
-            if installed.route == route {
-                return;
+        let pending = match self.installed.get(&at) {
+            None => &mut self.pending[usize::from(offer.ingress)],
+            Some(installed) if installed.route == route => return,
+            Some(_) => {
+                // Replacing it zeroes the program's counters: count them
+                // first. It may also be staged in this step already.
+                self.account_one(at);
+                let pending = &mut self.pending[usize::from(offer.ingress)];
+                pending.retain(|(staged, _)| *staged != key);
+                pending
             }
-            // Replacing it zeroes the program's counters: count them first.
-            self.account_one(at);
-        }
-        let pending = &mut self.pending[usize::from(offer.ingress)];
-        if let Some(staged) = pending.iter_mut().find(|(staged, _)| *staged == key) {
-            staged.1 = route;
-        } else {
-            pending.push((key, route));
-        }
+        };
+        pending.push((key, route));
         self.installed.insert(
             at,
             Installed {
@@ -303,6 +338,9 @@ impl<M: FastMaps> Offloader<M> {
         let installed = *installed;
         let conntrack = self.pipeline.conntrack();
         if packets == 0 {
+            if self.syncs % IDLE_CHECK_EVERY != 0 {
+                return true;
+            }
             let (key, _) = ConnKey::from_flow(&installed.flow, 0);
             return conntrack.get(&key).is_some();
         }
@@ -311,7 +349,13 @@ impl<M: FastMaps> Offloader<M> {
             .fetch_add(packets, Ordering::Relaxed);
         let last_seen = counters.last_seen.saturating_sub(self.clock_offset);
         let alive = conntrack.refresh_offloaded(&installed.flow, 0, packets, bytes, last_seen);
-        let route = &installed.route;
+        // Learns the source again (its frames no longer reach the switch)
+        // and checks the destination is still behind the egress port.
+        let route = installed.route;
+        let checked = (installed.ingress, route);
+        if self.routes_checked.contains(&checked) {
+            return alive;
+        }
         let still_there = self.pipeline.mac_table().switch(
             installed.ingress,
             0,
@@ -319,6 +363,9 @@ impl<M: FastMaps> Offloader<M> {
             route.dst_mac,
             last_seen,
         ) == Forward::Port(route.egress);
+        if still_there {
+            self.routes_checked.insert(checked);
+        }
         alive && still_there
     }
 
@@ -338,6 +385,7 @@ impl<M: FastMaps> Offloader<M> {
     /// Copies every port's counters into conntrack and removes the
     /// directions that must go (see `account`).
     pub fn sync(&mut self) {
+        self.routes_checked.clear();
         let mut scratch = std::mem::take(&mut self.scratch);
         for port in 0..self.ports.len() {
             if self.ports[port].read_all(&mut scratch).is_err() {
@@ -359,6 +407,7 @@ impl<M: FastMaps> Offloader<M> {
             }
         }
         self.scratch = scratch;
+        self.syncs += 1;
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -369,7 +418,7 @@ impl<M: FastMaps> Offloader<M> {
             let taken = self.step();
             if Instant::now() >= next_sync {
                 self.sync();
-                next_sync = Instant::now() + SYNC_EVERY;
+                next_sync = Instant::now() + self.sync_period();
             }
             if taken == 0 {
                 std::thread::sleep(IDLE_SLEEP);
@@ -379,7 +428,11 @@ impl<M: FastMaps> Offloader<M> {
 }
 
 /// Drops `at` from its connection's list of directions.
-fn forget_direction(by_connection: &mut HashMap<ConnKey, Vec<At>>, flow: &FlowKey, at: At) {
+fn forget_direction(
+    by_connection: &mut HashMap<ConnKey, Vec<At>, RandomState>,
+    flow: &FlowKey,
+    at: At,
+) {
     let connection = ConnKey::from_flow(flow, 0).0;
     if let Some(directions) = by_connection.get_mut(&connection) {
         directions.retain(|other| *other != at);

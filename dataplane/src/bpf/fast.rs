@@ -3,6 +3,15 @@
 //! force (`policy`), with the byte layouts of `bpf/microseg_xdp.h`'s
 //! `ms_flow`, `ms_fast` and `ms_policy`. `crate::offload` decides what to
 //! install and when; this module only reads and writes the maps.
+//!
+//! Reading the whole `fast` map calls libbpf's batch lookup itself (one
+//! `unsafe` block): libbpf-rs 0.25's `lookup_batch` iterator takes a batch
+//! shorter than asked for as the last one, but a hash map's batches stop
+//! at bucket boundaries, so it ended after the first batch and synced
+//! only ~4,000 of a million flows.
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsFd, AsRawFd};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
@@ -47,7 +56,7 @@ impl FastKey {
 }
 
 /// Where an installed flow goes and what it must look like.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FastRoute {
     /// Egress port id (its key in the `ports` devmap).
     pub egress: u16,
@@ -165,18 +174,84 @@ impl FastPath {
     /// Every installed flow with its counters, read in batches.
     pub fn read_all(&self, out: &mut Vec<(FastKey, FastCounters)>) -> Result<(), BpfError> {
         out.clear();
-        let entries = self
-            .fast
-            .lookup_batch(READ_BATCH, MapFlags::ANY, MapFlags::ANY)
-            .map_err(BpfError::FastPath)?;
-        for (key, value) in entries {
-            if let (Some(key), Some(counters)) =
-                (FastKey::from_bytes(&key), FastCounters::from_value(&value))
+        let batch = READ_BATCH as usize;
+        let mut keys = vec![0u8; batch * KEY_BYTES];
+        let mut values = vec![0u8; batch * VALUE_BYTES];
+        // The batch cursor: for hash maps a bucket index, in a key-sized
+        // buffer.
+        let mut cursor = [0u8; KEY_BYTES];
+        let mut next = [0u8; KEY_BYTES];
+        let options = libbpf_sys::bpf_map_batch_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+            ..Default::default()
+        };
+        let fd = self.fast.as_fd().as_raw_fd();
+        let mut first = true;
+        loop {
+            let mut count = READ_BATCH;
+            let in_batch = if first {
+                std::ptr::null_mut()
+            } else {
+                cursor.as_mut_ptr().cast()
+            };
+            // SAFETY: `keys` and `values` have room for `count` entries of
+            // the map's key and value sizes (`FastPath::check` verified
+            // them against KEY_BYTES and VALUE_BYTES when the handles were
+            // made); `in_batch` is null or the key-sized cursor and `next` a key-sized
+            // buffer, as the kernel's hash map batch cursor needs; `count`
+            // and `options` outlive the call; `fd` is the map's, open as
+            // long as `self`.
+            let status = unsafe {
+                libbpf_sys::bpf_map_lookup_batch(
+                    fd,
+                    in_batch,
+                    next.as_mut_ptr().cast(),
+                    keys.as_mut_ptr().cast(),
+                    values.as_mut_ptr().cast(),
+                    &mut count,
+                    &options,
+                )
+            };
+            let read = (count as usize).min(batch);
+            for (key, value) in keys
+                .chunks_exact(KEY_BYTES)
+                .zip(values.chunks_exact(VALUE_BYTES))
+                .take(read)
             {
-                out.push((key, counters));
+                if let (Some(key), Some(counters)) =
+                    (FastKey::from_bytes(key), FastCounters::from_value(value))
+                {
+                    out.push((key, counters));
+                }
             }
+            match status {
+                0 => {}
+                // The end of the map: `count` entries were the last.
+                error if error == -libc_enoent() => return Ok(()),
+                error => {
+                    return Err(BpfError::FastPath(libbpf_rs::Error::from(
+                        std::io::Error::from_raw_os_error(-error),
+                    )))
+                }
+            }
+            cursor = next;
+            first = false;
         }
-        Ok(())
+    }
+
+    /// Refuses maps whose key or value size differs from the layouts
+    /// written here (a program built from another header).
+    pub(super) fn check(&self) -> Result<(), BpfError> {
+        let sizes = (self.fast.key_size() as usize, self.fast.value_size() as usize);
+        if sizes == (KEY_BYTES, VALUE_BYTES) {
+            return Ok(());
+        }
+        Err(BpfError::FastPath(libbpf_rs::Error::from(
+            std::io::Error::other(format!(
+                "the fast map has {}-byte keys and {}-byte values, not {KEY_BYTES} and {VALUE_BYTES}",
+                sizes.0, sizes.1
+            )),
+        )))
     }
 
     /// Flows installed now.
@@ -187,6 +262,11 @@ impl FastPath {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// ENOENT: what a batch lookup returns once it has read the last entries.
+fn libc_enoent() -> i32 {
+    nix::errno::Errno::ENOENT as i32
 }
 
 #[cfg(test)]

@@ -227,11 +227,13 @@ impl XdpPort {
     pub fn fast_path(&self) -> Result<FastPath, BpfError> {
         let maps = &self.skel.maps;
         let handle = |map| MapHandle::try_from(map).map_err(BpfError::FastPath);
-        Ok(FastPath {
+        let fast_path = FastPath {
             fast: handle(&maps.fast)?,
             ports: handle(&maps.ports)?,
             policy: handle(&maps.policy)?,
-        })
+        };
+        fast_path.check()?;
+        Ok(fast_path)
     }
 
     /// Lifts the quarantine of `ip` (no error if it was not quarantined).

@@ -241,17 +241,56 @@ fn a_sync_counts_the_programs_frames_into_conntrack() {
 }
 
 #[test]
-fn a_connection_that_ended_loses_its_fast_path_at_the_next_sync() {
+fn a_connection_that_ended_loses_its_fast_path() {
     let mut bed = Bed::new();
     bed.offload_both_ways();
+    bed.offloader.sync();
     // Expired (UDP: 120 s replied) and swept.
     bed.pipeline
         .conntrack()
         .sweep(200 * S, crate::conntrack::ALL_SHARDS);
+    // A direction that still forwards goes at the next sync...
+    bed.ports[0].forward(&query_flow(), 1, 62, 201 * S);
     bed.offloader.sync();
-    assert!(bed.ports.iter().all(|port| port.flows().is_empty()));
+    assert!(bed.ports[0].flows().is_empty());
+    assert_eq!(bed.offloader.len(), 1);
+    // ...an idle one within IDLE_CHECK_EVERY syncs.
+    for _ in 0..IDLE_CHECK_EVERY {
+        bed.offloader.sync();
+    }
+    assert!(bed.ports[1].flows().is_empty());
     assert!(bed.offloader.is_empty());
     assert_eq!(bed.offloader.stats().snapshot().removals, 2);
+}
+
+#[test]
+fn syncs_come_less_often_with_many_flows_but_within_the_cap() {
+    let bed = Bed::new();
+    assert_eq!(bed.offloader.sync_period(), SYNC_EVERY);
+    let mut offloader = bed.offloader.with_max_sync_period(Duration::from_secs(10));
+    let flow = query_flow();
+    for n in 0..1_000_000u32 {
+        let mut flow = flow;
+        flow.src_port = n as u16;
+        flow.src = u128::from(n >> 16);
+        offloader.installed.insert(
+            (0, FastKey::of(&flow)),
+            Installed {
+                flow,
+                ingress: 0,
+                route: FastRoute {
+                    egress: 1,
+                    generation: 1,
+                    src_mac: MAC_A,
+                    dst_mac: MAC_B,
+                },
+                counted: FastCounters::default(),
+            },
+        );
+    }
+    assert_eq!(offloader.sync_period(), Duration::from_secs(4));
+    let capped = offloader.with_max_sync_period(Duration::from_secs(2));
+    assert_eq!(capped.sync_period(), Duration::from_secs(2));
 }
 
 #[test]
