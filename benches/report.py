@@ -973,7 +973,14 @@ def section_conntrack(page, data):
         )
 
 
-KIND_ORDER = ["bare", "kernel-norules", "microseg", "kernel-nft-linear", "kernel-nft-vmap"]
+KIND_ORDER = [
+    "bare",
+    "kernel-norules",
+    "microseg",
+    "microseg-fastpath",
+    "kernel-nft-linear",
+    "kernel-nft-vmap",
+]
 
 
 def testbed_label(kind, rules):
@@ -985,6 +992,8 @@ def testbed_label(kind, rules):
         if rule_count(rules) == 0:
             return "microseg, 0 rules (default allow), conntrack"
         return f"microseg, ClassBench {pretty_set(rules)}, conntrack"
+    if kind == "microseg-fastpath":
+        return f"microseg with the XDP fast path, ClassBench {pretty_set(rules)}, conntrack"
     if kind == "kernel-nft-linear":
         return f"Linux + nftables linear chain, {pretty_set(rules)}, conntrack"
     if kind == "kernel-nft-vmap":
@@ -1096,6 +1105,17 @@ def section_testbed(page, data):
         targets.append(
             (
                 f"microseg (0 rules) ≥ kernel forwarding without rules, {f} flows",
+                f"{mpps(m)} vs {mpps(k)} Mpps ({pct(ratio(m, k))})" if m and k else "–",
+                None if not (m and k) else m >= k,
+            )
+        )
+    fast = tb.base_of("microseg-fastpath")
+    for f in flows:
+        m, k = fast and tb.med(fast, f), kernel and tb.med(kernel, f)
+        targets.append(
+            (
+                f"microseg with the XDP fast path ({pretty_set(tb.meta[fast][1]) if fast else '–'}) "
+                f"≥ kernel forwarding without rules, {f} flows",
                 f"{mpps(m)} vs {mpps(k)} Mpps ({pct(ratio(m, k))})" if m and k else "–",
                 None if not (m and k) else m >= k,
             )

@@ -195,6 +195,18 @@ fn every_section_table_target_and_figure_comes_from_the_data() {
         ),
         (
             3,
+            "microseg with the XDP fast path (acl1 10k) ≥ kernel forwarding without rules, few",
+            "met",
+            "1.848 vs 0.878",
+        ),
+        (
+            3,
+            "microseg with the XDP fast path (acl1 10k) ≥ kernel forwarding without rules, many",
+            "**not met**",
+            "0.839 vs 0.848",
+        ),
+        (
+            3,
             "microseg, acl1 10k, conntrack ≥ 90% of bare AF_XDP, few",
             "met",
             "0.649 vs 0.712",

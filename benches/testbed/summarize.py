@@ -16,6 +16,7 @@ ORDER = [
     ("microseg-0rules", "microseg, 0 rules (default allow), conntrack"),
     ("microseg-acl1_1k", "microseg, ClassBench acl1 1k, conntrack"),
     ("microseg-acl1_10k", "microseg, ClassBench acl1 10k, conntrack"),
+    ("microseg-fastpath-acl1_10k", "microseg with the XDP fast path, acl1 10k, conntrack"),
     ("kernel-nft-linear-acl1_1k", "Linux + nftables linear chain, acl1 1k, conntrack"),
     ("kernel-nft-linear-acl1_10k", "Linux + nftables linear chain, acl1 10k, conntrack"),
     ("kernel-nft-vmap-acl1_1k", "Linux + nftables verdict maps, acl1 1k, conntrack"),

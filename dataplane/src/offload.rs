@@ -189,9 +189,8 @@ impl<M: FastMaps> Offloader<M> {
 
     /// Time until the next sync: `SYNC_EVERY`, longer with many flows.
     pub fn sync_period(&self) -> Duration {
-        let by_flows = Duration::from_secs_f64(
-            self.installed.len() as f64 / SYNC_FLOWS_PER_SECOND as f64,
-        );
+        let by_flows =
+            Duration::from_secs_f64(self.installed.len() as f64 / SYNC_FLOWS_PER_SECOND as f64);
         by_flows.clamp(SYNC_EVERY, self.max_sync_period)
     }
 

@@ -242,7 +242,10 @@ impl FastPath {
     /// Refuses maps whose key or value size differs from the layouts
     /// written here (a program built from another header).
     pub(super) fn check(&self) -> Result<(), BpfError> {
-        let sizes = (self.fast.key_size() as usize, self.fast.value_size() as usize);
+        let sizes = (
+            self.fast.key_size() as usize,
+            self.fast.value_size() as usize,
+        );
         if sizes == (KEY_BYTES, VALUE_BYTES) {
             return Ok(());
         }
