@@ -8,16 +8,21 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::appliance::{RunningAppliance, ScriptTestbed};
+use common::appliance::{ChildGuard, RunningAppliance, ScriptTestbed};
 use common::testbed::root_or_skip;
 
-fn fast_path_bed(tag: &str, subnet: u8) -> ScriptTestbed {
+/// A testbed with the fast path on, the appliance running on it, and an
+/// iperf3 server on app:8080 (allowed from web by the testbed's rules).
+fn fast_path_bed(tag: &str, subnet: u8) -> (ScriptTestbed, RunningAppliance, ChildGuard) {
     let bed = ScriptTestbed::up(tag, subnet, 1);
     bed.edit_config(
         "poll_mode: adaptive",
         "poll_mode: adaptive\nfast_path: true",
     );
-    bed
+    let appliance = RunningAppliance::start(&bed);
+    let server = bed.spawn("app", &["iperf3", "-s", "-p", "8080"]);
+    std::thread::sleep(Duration::from_millis(500));
+    (bed, appliance, server)
 }
 
 /// A port's counter from the status API.
@@ -54,10 +59,7 @@ fn an_allowed_transfer_runs_in_xdp_is_counted_and_closes() {
     if !root_or_skip("an_allowed_transfer_runs_in_xdp_is_counted_and_closes") {
         return;
     }
-    let bed = fast_path_bed("f", 36);
-    let appliance = RunningAppliance::start(&bed);
-    let _server = bed.spawn("app", &["iperf3", "-s", "-p", "8080"]);
-    std::thread::sleep(Duration::from_millis(500));
+    let (bed, appliance, _server) = fast_path_bed("f", 36);
     let app = bed.addr("app");
     let client = bed.exec(
         "web",
@@ -110,10 +112,7 @@ fn a_reload_that_denies_an_offloaded_connection_cuts_it() {
     if !root_or_skip("a_reload_that_denies_an_offloaded_connection_cuts_it") {
         return;
     }
-    let bed = fast_path_bed("g", 37);
-    let appliance = RunningAppliance::start(&bed);
-    let _server = bed.spawn("app", &["iperf3", "-s", "-p", "8080"]);
-    std::thread::sleep(Duration::from_millis(500));
+    let (bed, appliance, _server) = fast_path_bed("g", 37);
     let app = bed.addr("app");
     let _client = bed.spawn("web", &["iperf3", "-c", &app, "-p", "8080", "-t", "30"]);
     let web = bed.port("web");

@@ -71,7 +71,8 @@ fn xdp_program_counts_quarantines_and_detaches() {
 #[test]
 fn the_fast_path_map_reads_back_every_installed_flow() {
     use microseg_dataplane::bpf::{FastKey, FastRoute};
-    use microseg_dataplane::packet::{proto, AddrFamily, FlowKey};
+    use microseg_dataplane::frames::flow_v4;
+    use microseg_dataplane::packet::proto;
 
     if !root_or_skip("the_fast_path_map_reads_back_every_installed_flow") {
         return;
@@ -86,16 +87,16 @@ fn the_fast_path_map_reads_back_every_installed_flow() {
         src_mac: [2, 0, 0, 0, 0, 1],
         dst_mac: [2, 0, 0, 0, 0, 2],
     };
+    // 20,000 distinct UDP flows: 80 sources x 250 ports.
     let key = |i: u32| {
-        FastKey::of(&FlowKey {
-            family: AddrFamily::V4,
-            src: u128::from(0x0a00_0000 | (i >> 8)),
-            dst: 0x0a80_0001,
-            proto: proto::UDP,
-            src_port: 1024 + (i & 0xff) as u16,
-            dst_port: 53,
-            ..FlowKey::default()
-        })
+        let source = [10, 0, 0, (i / 250) as u8];
+        FastKey::of(&flow_v4(
+            source,
+            [10, 0, 1, 1],
+            proto::UDP,
+            1024 + (i % 250) as u16,
+            53,
+        ))
     };
     let flows: Vec<_> = (0..20_000).map(|i| (key(i), route)).collect();
     for chunk in flows.chunks(4096) {

@@ -7,10 +7,27 @@
 
 use etherparse::{IpFragOffset, IpNumber, Ipv4Header, Ipv6FragmentHeader, Ipv6Header, TcpHeader};
 
+use crate::packet::{AddrFamily, FlowKey};
+
 /// Source MAC used by default in built frames.
 pub const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 /// Destination MAC used by default in built frames.
 pub const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+/// The parsed key of an IPv4 frame from `src:src_port` to `dst:dst_port`
+/// (no TCP flags, not fragmented): what the parser makes of the frames
+/// built here, for tests that check keys.
+pub fn flow_v4(src: [u8; 4], dst: [u8; 4], proto: u8, src_port: u16, dst_port: u16) -> FlowKey {
+    FlowKey {
+        family: AddrFamily::V4,
+        src: u128::from(u32::from_be_bytes(src)),
+        dst: u128::from(u32::from_be_bytes(dst)),
+        proto,
+        src_port,
+        dst_port,
+        ..FlowKey::default()
+    }
+}
 
 /// An Ethernet frame around `l3`, with VLAN tags outermost first (the outer
 /// of two uses the 802.1ad TPID, every other tag 802.1Q).

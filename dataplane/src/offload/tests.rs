@@ -122,15 +122,7 @@ fn answer() -> Vec<u8> {
 }
 
 fn query_flow() -> FlowKey {
-    FlowKey {
-        family: AddrFamily::V4,
-        src: u128::from(u32::from_be_bytes(A)),
-        dst: u128::from(u32::from_be_bytes(B)),
-        proto: proto::UDP,
-        src_port: 5000,
-        dst_port: 53,
-        ..FlowKey::default()
-    }
+    crate::frames::flow_v4(A, B, proto::UDP, 5000, 53)
 }
 
 fn answer_flow() -> FlowKey {

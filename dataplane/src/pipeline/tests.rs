@@ -226,15 +226,7 @@ fn a_policy_that_still_allows_a_connection_readmits_it() {
 }
 
 fn bed_flow() -> FlowKey {
-    FlowKey {
-        family: AddrFamily::V4,
-        src: u128::from(u32::from_be_bytes(A)),
-        dst: u128::from(u32::from_be_bytes(B)),
-        proto: proto::TCP,
-        src_port: 40000,
-        dst_port: 443,
-        ..FlowKey::default()
-    }
+    frames::flow_v4(A, B, proto::TCP, 40000, 443)
 }
 
 #[test]
