@@ -5,6 +5,15 @@
 //! MAC learning: every frame received on one port is sent out of the
 //! other.
 //!
+//! `--shared-umem` uses the switch's port type instead (`PortGroup`: one
+//! UMEM for both sockets, a received frame's descriptor goes to the other
+//! port's tx ring, no copy in userspace): the copy's cost is the
+//! difference between the two. The shared mode reads each frame's
+//! destination MAC, as a switch does; without that read the kernel's copy
+//! into the transmitted skb takes the cache miss on the frame (written by
+//! the receive copy on the other core), one at a time, and the shared
+//! mode measured 12% slower than the copy (docs/performance-notes.md).
+//!
 //! Modes: `busy` spins; `adaptive` (microseg's default) spins while frames
 //! come and sleeps in poll() after 200 µs of silence. It stops after
 //! `--seconds`, or soon after `--stop-file` appears, detaching its XDP
@@ -15,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use microseg_dataplane::xsk::{wait_readable, XskPort};
+use microseg_dataplane::xsk::{wait_readable, Disposition, PortGroup, XskPort, BATCH};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -40,24 +49,122 @@ struct Cli {
     /// Stop when this file exists.
     #[arg(long)]
     stop_file: Option<PathBuf>,
+    /// One UMEM for both ports, no copy (`PortGroup`).
+    #[arg(long)]
+    shared_umem: bool,
 }
 
 const SPIN: Duration = Duration::from_micros(200);
 const CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// The two ports, in one of the two designs.
+enum Ports {
+    Copy(Vec<XskPort>),
+    Shared(PortGroup),
+}
+
+impl Ports {
+    fn open(cli: &Cli) -> Result<Self> {
+        if cli.shared_umem {
+            let names: Vec<&str> = cli.ports.iter().map(String::as_str).collect();
+            let group = PortGroup::open(&names, cli.frames)
+                .with_context(|| format!("opening {}", names.join(" and ")))?;
+            return Ok(Self::Shared(group));
+        }
+        let ports = cli
+            .ports
+            .iter()
+            .map(|name| XskPort::open(name, cli.frames).with_context(|| format!("opening {name}")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self::Copy(ports))
+    }
+
+    /// Moves what has arrived to the other port; frames moved per port.
+    fn step(&mut self, forwarded: &mut [u64; 2]) -> Result<usize> {
+        let mut moved = 0;
+        match self {
+            Self::Copy(ports) => {
+                for (from, count) in forwarded.iter_mut().enumerate() {
+                    let (left, right) = ports.split_at_mut(1);
+                    let (rx, tx) = if from == 0 {
+                        (&mut left[0], &mut right[0])
+                    } else {
+                        (&mut right[0], &mut left[0])
+                    };
+                    tx.reclaim();
+                    let received = rx.receive_batch(|frame| {
+                        tx.stage(frame);
+                    });
+                    if received > 0 {
+                        tx.flush()?;
+                        *count += received as u64;
+                        moved += received;
+                    }
+                }
+            }
+            Self::Shared(group) => {
+                let received = group.receive();
+                let mut dispositions = [Disposition::Drop; BATCH];
+                for start in (0..received).step_by(BATCH) {
+                    let end = (start + BATCH).min(received);
+                    for (index, disposition) in (start..end).zip(dispositions.iter_mut()) {
+                        // Read the destination MAC, as any switch does:
+                        // it also brings the frame into this core's cache
+                        // before the kernel copies it out (see the header).
+                        let ingress = group.frame(index).map_or(0, |(port, frame)| {
+                            std::hint::black_box(frame.first().copied());
+                            port
+                        });
+                        forwarded[usize::from(ingress)] += 1;
+                        *disposition = Disposition::To(1 - ingress);
+                    }
+                    group.dispose(&dispositions[..end - start]);
+                }
+                group.end_round()?;
+                moved = received;
+            }
+        }
+        Ok(moved)
+    }
+
+    fn wait(&self) -> Result<()> {
+        match self {
+            Self::Copy(ports) => wait_readable(ports, 100)?,
+            Self::Shared(group) => group.wait_readable(100)?,
+        };
+        Ok(())
+    }
+
+    fn report(&self) -> String {
+        match self {
+            Self::Copy(ports) => {
+                format!("{:?}", ports.iter().map(XskPort::stats).collect::<Vec<_>>())
+            }
+            Self::Shared(group) => format!(
+                "{:?}",
+                (0..2).filter_map(|i| group.stats(i)).collect::<Vec<_>>()
+            ),
+        }
+    }
+}
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if cli.ports.len() != 2 || cli.ports[0] == cli.ports[1] {
         bail!("--ports takes two different interfaces");
     }
-    let mut ports = cli
-        .ports
-        .iter()
-        .map(|name| XskPort::open(name, cli.frames).with_context(|| format!("opening {name}")))
-        .collect::<Result<Vec<_>>>()?;
+    let mut ports = Ports::open(&cli)?;
     eprintln!(
-        "bare-forward: {} <-> {}, {:?}, {} frames per port",
-        cli.ports[0], cli.ports[1], cli.mode, cli.frames
+        "bare-forward: {} <-> {}, {:?}, {} frames per port, {}",
+        cli.ports[0],
+        cli.ports[1],
+        cli.mode,
+        cli.frames,
+        if cli.shared_umem {
+            "shared UMEM"
+        } else {
+            "UMEM per port, copy"
+        }
     );
     let start = Instant::now();
     let deadline = (cli.seconds > 0.0).then(|| start + Duration::from_secs_f64(cli.seconds));
@@ -65,24 +172,7 @@ fn main() -> Result<()> {
     let mut idle_since: Option<Instant> = None;
     let mut forwarded = [0u64; 2];
     loop {
-        let mut moved = 0;
-        for (from, count) in forwarded.iter_mut().enumerate() {
-            let (left, right) = ports.split_at_mut(1);
-            let (rx, tx) = if from == 0 {
-                (&mut left[0], &mut right[0])
-            } else {
-                (&mut right[0], &mut left[0])
-            };
-            tx.reclaim();
-            let received = rx.receive_batch(|frame| {
-                tx.stage(frame);
-            });
-            if received > 0 {
-                tx.flush()?;
-                *count += received as u64;
-                moved += received;
-            }
-        }
+        let moved = ports.step(&mut forwarded)?;
         let now = Instant::now();
         if now >= next_check {
             next_check = now + CHECK_EVERY;
@@ -97,18 +187,17 @@ fn main() -> Result<()> {
         } else if cli.mode == Mode::Adaptive {
             let since = *idle_since.get_or_insert(now);
             if now.duration_since(since) >= SPIN {
-                wait_readable(&ports, 100)?;
+                ports.wait()?;
                 idle_since = None;
             }
         }
     }
-    let stats: Vec<_> = ports.iter().map(XskPort::stats).collect();
     eprintln!(
-        "bare-forward: forwarded {} + {} frames in {:.1} s; port stats {:?}",
+        "bare-forward: forwarded {} + {} frames in {:.1} s; port stats {}",
         forwarded[0],
         forwarded[1],
         start.elapsed().as_secs_f64(),
-        stats
+        ports.report()
     );
     Ok(())
 }

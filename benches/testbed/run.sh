@@ -13,7 +13,9 @@
 # forwarder), FEW (flows in "few flows", default 16), MANY (default
 # 1048576), ONLY (regex over configuration names; latency ones are
 # latency-CONFIG), PINGS (per latency measurement), PING_INTERVAL (s),
-# LOAD_PPS (background load), BENCH_OUT (folder of the results, default
+# LOAD_PPS (background load), FRAME_LEN (bytes without FCS, default
+# 60), BARE_FLAGS (extra flags of bare-forward,
+# e.g. --shared-umem), BENCH_OUT (folder of the results, default
 # docs/bench), NO_BUILD=1.
 #
 # ---------------------------------------------------------------------------
@@ -161,6 +163,7 @@ fi
 PING_INTERVAL=${PING_INTERVAL:-0.005}
 LOAD_PPS=${LOAD_PPS:-100000}
 POLL_MODE=${POLL_MODE:-adaptive}
+FRAME_LEN=${FRAME_LEN:-60}
 FEW=${FEW:-16}
 MANY=${MANY:-1048576}
 ONLY=${ONLY:-.}
@@ -391,7 +394,7 @@ TOKEN=bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 start_bare() {
     rm -f "$WORK/stop"
     ip netns exec "$NS_SW" taskset -c "$DUT_CPU" "$BIN/bare-forward" --ports "$IF_GH" "$IF_SH" \
-        --mode "$POLL_MODE" --stop-file "$WORK/stop" >"$WORK/dut.log" 2>&1 &
+        --mode "$POLL_MODE" --stop-file "$WORK/stop" ${BARE_FLAGS:-} >"$WORK/dut.log" 2>&1 &
     DUT_PID=$!
     PIDS+=("$DUT_PID")
     for _ in $(seq 50); do grep -q "bare-forward:" "$WORK/dut.log" && break; sleep 0.1; done
@@ -433,7 +436,7 @@ gen_run() {
     ip netns exec "$NS_GEN" taskset -c "$GEN_CPU" "$BIN/testbed-xdp" gen --ifname "$IF_G" \
         --src-mac "$gmac" --dst-mac "$dmac" --src-ip 10.203.1.1 --dst-ip 10.203.2.1 \
         --flows "$flows" --sport-base "$SPORT_BASE" --sport-span "$SPORT_SPAN" \
-        --dport-base "$DPORT_BASE" --seconds $((WARMUP + DURATION + 1)) \
+        --dport-base "$DPORT_BASE" --len "$FRAME_LEN" --seconds $((WARMUP + DURATION + 1)) \
         >"$WORK/gen.log" 2>&1 &
     local gen=$!
     PIDS+=("$gen")

@@ -184,9 +184,14 @@ fn run_appliance(path: &Path) -> anyhow::Result<()> {
             .context("API server")?;
         let reports = appliance.stop()?;
         let status = appliance.status();
-        for (name, census) in reports.iter().flat_map(|r| &r.ports) {
+        for report in &reports {
+            let census = &report.census;
             if census.missing() != 0 {
-                eprintln!("microseg: port {name}: {} UMEM frame(s) unaccounted for: {census:?}", census.missing());
+                eprintln!(
+                    "microseg: UMEM of {}: {} frame(s) unaccounted for: {census:?}",
+                    report.ports,
+                    census.missing()
+                );
             }
         }
         eprintln!(

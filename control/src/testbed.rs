@@ -286,10 +286,8 @@ impl TestbedSwitch {
             Arc::new(MacTable::new(SwitchConfig::default())),
             4096,
         ));
-        let ports = beds
-            .iter()
-            .map(|bed| microseg_dataplane::xsk::XskPort::open(&bed.host_if, PORT_FRAMES))
-            .collect::<Result<Vec<_>, _>>()?;
+        let names: Vec<&str> = beds.iter().map(|bed| bed.host_if.as_str()).collect();
+        let ports = microseg_dataplane::xsk::PortGroup::open(&names, PORT_FRAMES)?;
         Ok(Self {
             forwarder: microseg_dataplane::forward::Forwarder::new(ports, Arc::clone(&pipeline)),
             pipeline,

@@ -1,19 +1,22 @@
 //! Moves frames between AF_XDP ports through the pipeline: one round
-//! receives a batch on every port, judges the whole batch with one call
-//! to the pipeline (one policy load), stages each frame on its egress port
-//! (or every other port for a flood), then flushes each port's tx batch
-//! with at most one wakeup. Frames move between ports by copy: each port
-//! has its own UMEM (why: docs/architecture.md).
+//! receives a batch on every port, judges it 64 frames at a time with one
+//! call to the pipeline each (one policy load), passes each frame to its
+//! egress port (or every other port for a flood), then transmits each
+//! port's frames with at most a few wakeups. The ports share one UMEM
+//! (`PortGroup`), so a forwarded frame is not copied in userspace; why and
+//! what it bought: docs/architecture.md and docs/performance-notes.md.
 //!
 //! A `Forwarder` is the single-threaded core of a worker (`worker`); it
 //! owns one queue of each port and counts per port into `WorkerCounters`.
 
 use std::sync::Arc;
 
+use prefetch_index::prefetch_index;
+
 use crate::pipeline::{DropCause, Frame, FrameAction, Pipeline};
 use crate::stats::WorkerCounters;
 use crate::switch::Forward;
-use crate::xsk::{XskError, XskPort, XskStats, BATCH};
+use crate::xsk::{Disposition, PortGroup, XskError, XskStats, BATCH};
 
 /// Counters of a forwarder (summed over its ports).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,24 +28,19 @@ pub struct ForwardStats {
     pub tx_failed: u64,
 }
 
-/// Ports joined by a pipeline; port ids are indexes into `ports`.
+/// Ports joined by a pipeline; port ids are indexes into the group.
 #[derive(Debug)]
 pub struct Forwarder {
-    ports: Vec<XskPort>,
+    ports: PortGroup,
     pipeline: Arc<Pipeline>,
     counters: Arc<WorkerCounters>,
-    /// Received frames of the current round, back to back (reused: no
-    /// allocation per frame once it has grown).
-    arena: Vec<u8>,
-    /// (ingress port, offset in `arena`, length) of each received frame.
-    received: Vec<(u16, usize, usize)>,
     stats: ForwardStats,
     /// Each port's own counters at the end of the last round.
     tx_seen: Vec<XskStats>,
 }
 
 impl Forwarder {
-    pub fn new(ports: Vec<XskPort>, pipeline: Arc<Pipeline>) -> Self {
+    pub fn new(ports: PortGroup, pipeline: Arc<Pipeline>) -> Self {
         let counters = Arc::new(WorkerCounters::new(ports.len()));
         Self::with_counters(ports, pipeline, counters)
     }
@@ -50,14 +48,14 @@ impl Forwarder {
     /// As `new`, counting into `counters` (which must have a slot for
     /// every port).
     pub fn with_counters(
-        ports: Vec<XskPort>,
+        ports: PortGroup,
         pipeline: Arc<Pipeline>,
         counters: Arc<WorkerCounters>,
     ) -> Self {
         Self {
-            arena: Vec::with_capacity(ports.len() * BATCH * 2048),
-            received: Vec::with_capacity(ports.len() * BATCH),
-            tx_seen: ports.iter().map(XskPort::stats).collect(),
+            tx_seen: (0..ports.len())
+                .map(|index| ports.stats(index).unwrap_or_default())
+                .collect(),
             ports,
             pipeline,
             counters,
@@ -73,11 +71,11 @@ impl Forwarder {
         &self.counters
     }
 
-    pub fn ports(&self) -> &[XskPort] {
+    pub fn ports(&self) -> &PortGroup {
         &self.ports
     }
 
-    pub fn ports_mut(&mut self) -> &mut [XskPort] {
+    pub fn ports_mut(&mut self) -> &mut PortGroup {
         &mut self.ports
     }
 
@@ -89,96 +87,83 @@ impl Forwarder {
     /// receive a batch from every port, judge, transmit. Returns the
     /// frames received.
     pub fn poll_once(&mut self, timeout_ms: u16, now: u64) -> Result<usize, XskError> {
-        if timeout_ms > 0 && !self.ports.iter_mut().any(XskPort::rx_pending) {
-            crate::xsk::wait_readable(&self.ports, timeout_ms)?;
+        if timeout_ms > 0 && !self.ports.rx_pending() {
+            self.ports.wait_readable(timeout_ms)?;
         }
         self.round(now)
     }
 
     /// One round without waiting (the poll loop's step).
     pub fn round(&mut self, now: u64) -> Result<usize, XskError> {
-        self.arena.clear();
-        self.received.clear();
-        for (index, port) in self.ports.iter_mut().enumerate() {
-            port.reclaim();
-            let (arena, received) = (&mut self.arena, &mut self.received);
-            port.receive_batch(|frame| {
-                received.push((index as u16, arena.len(), frame.len()));
-                arena.extend_from_slice(frame);
-            });
+        let received = self.ports.receive();
+        // The frames were written by the receive copy on another core:
+        // ask for all their first cache lines at once, so the misses
+        // overlap instead of stalling the parser one frame at a time.
+        for index in 0..received {
+            if let Some((_, data)) = self.ports.frame(index) {
+                prefetch_index(data, 0);
+            }
         }
         let mut actions = [FrameAction::Drop(DropCause::Policy); BATCH];
-        for chunk in self.received.chunks(BATCH) {
+        let mut dispositions = [Disposition::Drop; BATCH];
+        for start in (0..received).step_by(BATCH) {
+            let count = BATCH.min(received - start);
             let mut frames = [Frame { data: &[], port: 0 }; BATCH];
-            for (frame, &(port, start, len)) in frames.iter_mut().zip(chunk) {
-                *frame = Frame {
-                    data: &self.arena[start..start + len],
-                    port,
-                };
+            for (frame, index) in frames.iter_mut().zip(start..start + count) {
+                if let Some((port, data)) = self.ports.frame(index) {
+                    *frame = Frame { data, port };
+                }
             }
-            let frames = &frames[..chunk.len()];
+            let frames = &frames[..count];
             self.pipeline.process(frames, now, &mut actions);
-            for (frame, action) in frames.iter().zip(&actions) {
-                Self::dispatch(
-                    &mut self.ports,
-                    &self.counters,
-                    &mut self.stats,
-                    frame,
-                    *action,
-                );
+            for ((frame, action), disposition) in
+                frames.iter().zip(&actions).zip(dispositions.iter_mut())
+            {
+                *disposition = Self::account(&self.counters, &mut self.stats, frame, *action);
             }
+            self.ports.dispose(&dispositions[..count]);
         }
-        for port in &mut self.ports {
-            port.flush()?;
-        }
+        self.ports.end_round()?;
         self.sync_tx_counters();
-        self.stats.received += self.received.len() as u64;
+        self.stats.received += received as u64;
         self.counters.rounds.add(1);
-        if !self.received.is_empty() {
+        if received > 0 {
             self.counters.busy_rounds.add(1);
         }
-        Ok(self.received.len())
+        Ok(received)
     }
 
-    fn dispatch(
-        ports: &mut [XskPort],
+    /// Counts a judged frame on its ingress port and says where it goes.
+    fn account(
         counters: &WorkerCounters,
         stats: &mut ForwardStats,
         frame: &Frame<'_>,
         action: FrameAction,
-    ) {
+    ) -> Disposition {
         if let Some(ingress) = counters.port(frame.port) {
             ingress.rx.add(1);
             ingress.rx_bytes.add(frame.data.len() as u64);
             if let FrameAction::Drop(cause) = action {
                 ingress.drops[cause.index()].add(1);
-                stats.dropped += 1;
             }
         }
         match action {
-            FrameAction::Forward(Forward::Port(egress)) => Self::stage(ports, egress, frame.data),
-            FrameAction::Forward(_) => {
-                for egress in 0..ports.len() as u16 {
-                    if egress != frame.port {
-                        Self::stage(ports, egress, frame.data);
-                    }
-                }
+            FrameAction::Forward(Forward::Port(egress)) => Disposition::To(egress),
+            FrameAction::Forward(_) => Disposition::Flood,
+            FrameAction::Drop(_) => {
+                stats.dropped += 1;
+                Disposition::Drop
             }
-            FrameAction::Drop(_) => {}
-        }
-    }
-
-    fn stage(ports: &mut [XskPort], egress: u16, data: &[u8]) {
-        if let Some(port) = ports.get_mut(usize::from(egress)) {
-            port.stage(data);
         }
     }
 
     /// Moves what the ports counted this round (frames sent, frames they
     /// could not take) into the per-port counters.
     fn sync_tx_counters(&mut self) {
-        for (index, port) in self.ports.iter().enumerate() {
-            let now = port.stats();
+        for index in 0..self.ports.len() {
+            let Some(now) = self.ports.stats(index) else {
+                continue;
+            };
             let before = std::mem::replace(&mut self.tx_seen[index], now);
             let (sent, failed) = (now.tx - before.tx, now.tx_dropped - before.tx_dropped);
             if let Some(counters) = self.counters.port(index as u16) {

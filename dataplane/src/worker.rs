@@ -30,7 +30,7 @@ use crate::bpf::SocketRegistry;
 use crate::forward::Forwarder;
 use crate::pipeline::Pipeline;
 use crate::stats::WorkerCounters;
-use crate::xsk::{FrameCensus, XskError, XskPort};
+use crate::xsk::{FrameCensus, PortGroup, XskError};
 
 /// How a worker waits for frames.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -96,11 +96,13 @@ pub struct WorkerSpec {
     pub poll_mode: PollMode,
 }
 
-/// Where a stopped worker's frames were (each port's census after its
-/// last transmissions completed): the leak check.
+/// Where a stopped worker's frames were (the census of its UMEM, shared
+/// by its ports, after its last transmissions completed): the leak check.
 #[derive(Debug, Clone, Default)]
 pub struct WorkerReport {
-    pub ports: Vec<(String, FrameCensus)>,
+    /// The worker's ports, joined by "+".
+    pub ports: String,
+    pub census: FrameCensus,
 }
 
 /// A running worker.
@@ -190,22 +192,17 @@ fn start(
             source,
         })?;
     }
-    let ports = spec
+    let bindings: Vec<(&str, &SocketRegistry)> = spec
         .ports
         .iter()
-        .map(|port| {
-            XskPort::bind(
-                &port.ifname,
-                spec.queue,
-                spec.frames_per_port,
-                &port.registry,
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| WorkerError::Port {
+        .map(|port| (port.ifname.as_str(), &*port.registry))
+        .collect();
+    let ports = PortGroup::bind(&bindings, spec.queue, spec.frames_per_port).map_err(|source| {
+        WorkerError::Port {
             worker: spec.id,
             source,
-        })?;
+        }
+    })?;
     Ok(Forwarder::with_counters(ports, pipeline, counters))
 }
 
@@ -250,7 +247,10 @@ fn run(
         let idle_for = now.duration_since(*idle_since.get_or_insert(now));
         if spec.poll_mode == PollMode::Adaptive && idle_for >= SPIN {
             forwarder.counters().sleeps.add(1);
-            crate::xsk::wait_readable(forwarder.ports(), IDLE_WAIT_MS).map_err(port_error)?;
+            forwarder
+                .ports()
+                .wait_readable(IDLE_WAIT_MS)
+                .map_err(port_error)?;
             idle_since = None;
         } else if idle_for >= YIELD_AFTER {
             // Lend the core to whatever else is runnable on it (ksoftirqd;
@@ -261,26 +261,21 @@ fn run(
     Ok(drain(forwarder))
 }
 
-/// Lets the last transmissions complete, then takes each port's census.
+/// Lets the last transmissions complete, then takes the UMEM's census.
 fn drain(mut forwarder: Forwarder) -> WorkerReport {
     let deadline = Instant::now() + DRAIN;
     loop {
-        let mut in_flight = 0;
-        for port in forwarder.ports_mut() {
-            port.reclaim();
-            let census = port.census();
-            in_flight += census.tx + census.completed;
-        }
-        if in_flight == 0 || Instant::now() >= deadline {
+        let ports = forwarder.ports_mut();
+        ports.reclaim();
+        let census = ports.census();
+        if census.tx + census.completed == 0 || Instant::now() >= deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+    let ports = forwarder.ports_mut();
     WorkerReport {
-        ports: forwarder
-            .ports_mut()
-            .iter_mut()
-            .map(|port| (port.ifname().to_string(), port.census()))
-            .collect(),
+        ports: ports.names(),
+        census: ports.census(),
     }
 }
