@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use microseg_dataplane::xsk::{wait_readable, Disposition, PortGroup, XskPort, BATCH};
+use microseg_dataplane::xsk::{wait_readable, BusyPoll, Disposition, PortGroup, XskPort, BATCH};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -52,6 +52,14 @@ struct Cli {
     /// One UMEM for both ports, no copy (`PortGroup`).
     #[arg(long)]
     shared_umem: bool,
+    /// Socket busy polling with this budget (0: off; UMEM per port only):
+    /// SO_PREFER_BUSY_POLL, and a non-blocking receive call on a port
+    /// whose rx ring is empty, which runs the device's NAPI.
+    #[arg(long, default_value_t = 0)]
+    busy_poll_budget: u16,
+    /// SO_BUSY_POLL, in microseconds, with --busy-poll-budget.
+    #[arg(long, default_value_t = 20)]
+    busy_poll_usecs: u32,
 }
 
 const SPIN: Duration = Duration::from_micros(200);
@@ -59,7 +67,8 @@ const CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// The two ports, in one of the two designs.
 enum Ports {
-    Copy(Vec<XskPort>),
+    /// The ports, and whether busy polling is on.
+    Copy(Vec<XskPort>, bool),
     Shared(PortGroup),
 }
 
@@ -76,14 +85,23 @@ impl Ports {
             .iter()
             .map(|name| XskPort::open(name, cli.frames).with_context(|| format!("opening {name}")))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self::Copy(ports))
+        let busy_poll = cli.busy_poll_budget > 0;
+        if busy_poll {
+            for port in &ports {
+                port.set_busy_poll(BusyPoll {
+                    usecs: cli.busy_poll_usecs,
+                    budget: cli.busy_poll_budget,
+                })?;
+            }
+        }
+        Ok(Self::Copy(ports, busy_poll))
     }
 
     /// Moves what has arrived to the other port; frames moved per port.
     fn step(&mut self, forwarded: &mut [u64; 2]) -> Result<usize> {
         let mut moved = 0;
         match self {
-            Self::Copy(ports) => {
+            Self::Copy(ports, busy_poll) => {
                 for (from, count) in forwarded.iter_mut().enumerate() {
                     let (left, right) = ports.split_at_mut(1);
                     let (rx, tx) = if from == 0 {
@@ -99,6 +117,8 @@ impl Ports {
                         tx.flush()?;
                         *count += received as u64;
                         moved += received;
+                    } else if *busy_poll {
+                        rx.kick_rx();
                     }
                 }
             }
@@ -129,7 +149,7 @@ impl Ports {
 
     fn wait(&self) -> Result<()> {
         match self {
-            Self::Copy(ports) => wait_readable(ports, 100)?,
+            Self::Copy(ports, _) => wait_readable(ports, 100)?,
             Self::Shared(group) => group.wait_readable(100)?,
         };
         Ok(())
@@ -137,7 +157,7 @@ impl Ports {
 
     fn report(&self) -> String {
         match self {
-            Self::Copy(ports) => {
+            Self::Copy(ports, _) => {
                 format!("{:?}", ports.iter().map(XskPort::stats).collect::<Vec<_>>())
             }
             Self::Shared(group) => format!(
@@ -153,9 +173,12 @@ fn main() -> Result<()> {
     if cli.ports.len() != 2 || cli.ports[0] == cli.ports[1] {
         bail!("--ports takes two different interfaces");
     }
+    if cli.shared_umem && cli.busy_poll_budget > 0 {
+        bail!("--busy-poll-budget is for the UMEM-per-port design, not --shared-umem");
+    }
     let mut ports = Ports::open(&cli)?;
     eprintln!(
-        "bare-forward: {} <-> {}, {:?}, {} frames per port, {}",
+        "bare-forward: {} <-> {}, {:?}, {} frames per port, {}, busy poll budget {} ({} us)",
         cli.ports[0],
         cli.ports[1],
         cli.mode,
@@ -164,7 +187,9 @@ fn main() -> Result<()> {
             "shared UMEM"
         } else {
             "UMEM per port, copy"
-        }
+        },
+        cli.busy_poll_budget,
+        cli.busy_poll_usecs
     );
     let start = Instant::now();
     let deadline = (cli.seconds > 0.0).then(|| start + Duration::from_secs_f64(cli.seconds));

@@ -35,6 +35,19 @@ struct GroupPort {
     staged: Vec<FrameDesc>,
 }
 
+impl GroupPort {
+    /// Stages a frame of ours (received this round, or a free frame a
+    /// flood was copied into); a full batch is transmitted at once
+    /// (errors surface at `end_round`, refused frames go to `free`).
+    fn stage(&mut self, desc: FrameDesc, free: &mut Vec<FrameDesc>) {
+        self.staged.push(desc);
+        if self.staged.len() >= BATCH {
+            // SAFETY: staged frames are ours (see `end_round`).
+            let _ = unsafe { self.rings.transmit(&mut self.staged, free) };
+        }
+    }
+}
+
 /// The sockets of a worker on one UMEM (see the module header).
 pub struct PortGroup {
     // Field order is drop order: the rings go before the UMEM they map,
@@ -284,12 +297,7 @@ impl PortGroup {
             self.free.push(desc);
             return;
         }
-        port.staged.push(desc);
-        if port.staged.len() >= BATCH {
-            // SAFETY: staged frames are ours (see `end_round`).
-            // A full batch goes at once; errors surface at `end_round`.
-            let _ = unsafe { port.rings.transmit(&mut port.staged, &mut self.free) };
-        }
+        port.stage(desc, &mut self.free);
     }
 
     /// Copies a received frame into a free frame staged on `egress`
@@ -319,11 +327,7 @@ impl PortGroup {
             self.free.push(desc);
             return;
         }
-        port.staged.push(desc);
-        if port.staged.len() >= BATCH {
-            // SAFETY: staged frames are ours (see `end_round`).
-            let _ = unsafe { port.rings.transmit(&mut port.staged, &mut self.free) };
-        }
+        port.stage(desc, &mut self.free);
     }
 
     /// Returns the round's undisposed frames to the free list.

@@ -38,6 +38,7 @@ mod rings;
 
 pub use group::{Disposition, PortGroup};
 pub use port::{wait_readable, XskPort};
+pub use rings::BusyPoll;
 
 use crate::bpf::BpfError;
 

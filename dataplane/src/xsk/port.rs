@@ -10,7 +10,7 @@ use std::io::Write;
 
 use xsk_rs::{FrameDesc, Umem};
 
-use super::rings::{new_umem, wait_any, SocketRings};
+use super::rings::{new_umem, wait_any, BusyPoll, SocketRings};
 use super::{ifindex, FrameCensus, XskError, XskStats, BATCH, MIN_FRAME};
 use crate::bpf::{SocketRegistry, XdpPort};
 
@@ -211,6 +211,17 @@ impl XskPort {
     /// Frames waiting on the rx ring (without consuming them).
     pub fn rx_pending(&mut self) -> bool {
         self.rings.rx_pending()
+    }
+
+    /// Turns on socket busy polling (see `BusyPoll`).
+    pub fn set_busy_poll(&self, busy_poll: BusyPoll) -> Result<(), XskError> {
+        self.rings.set_busy_poll(busy_poll)
+    }
+
+    /// A non-blocking receive call, which runs the device's NAPI when busy
+    /// polling is on.
+    pub fn kick_rx(&self) {
+        self.rings.kick_rx();
     }
 }
 

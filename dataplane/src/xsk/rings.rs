@@ -231,6 +231,70 @@ impl SocketRings {
     }
 }
 
+/// Socket busy polling (`SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL`,
+/// `SO_BUSY_POLL_BUDGET`): the application's receive and send calls run
+/// the device's NAPI themselves, up to `budget` frames, spinning up to
+/// `usecs` for them, and the kernel prefers that to its own softirq.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BusyPoll {
+    pub usecs: u32,
+    pub budget: u16,
+}
+
+impl SocketRings {
+    /// Turns on busy polling for this socket.
+    pub fn set_busy_poll(&self, busy_poll: BusyPoll) -> Result<(), XskError> {
+        let fd = self.rx.fd().as_raw_fd();
+        let options = [
+            (libc::SO_PREFER_BUSY_POLL, 1),
+            (libc::SO_BUSY_POLL, busy_poll.usecs as libc::c_int),
+            (
+                libc::SO_BUSY_POLL_BUDGET,
+                libc::c_int::from(busy_poll.budget),
+            ),
+        ];
+        for (option, value) in options {
+            // SAFETY: `fd` is this socket's open descriptor; the value is a
+            // live c_int and the length given is its size.
+            let result = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    option,
+                    std::ptr::from_ref(&value).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if result != 0 {
+                return Err(XskError::Io {
+                    ifname: self.ifname.clone(),
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A non-blocking receive call: with busy polling on, it runs the
+    /// device's NAPI (what fills the rx ring) from this thread.
+    pub fn kick_rx(&self) {
+        let fd = self.rx.fd().as_raw_fd();
+        // SAFETY: a zero-length receive into a null buffer on this socket's
+        // open descriptor: nothing is written to memory. Its result (0 or
+        // EAGAIN) does not matter, only the NAPI run it triggers.
+        let _ = unsafe {
+            libc::recvfrom(
+                fd,
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+    }
+}
+
 /// Sleeps until a frame waits on any of `sockets`' rx rings or
 /// `timeout_ms` passes (an interrupting signal ends the wait early).
 /// Returns whether a socket is readable.
