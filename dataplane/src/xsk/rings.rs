@@ -33,10 +33,10 @@ pub(super) fn new_umem(frames: u32) -> Result<(Umem, Vec<FrameDesc>), XskError> 
 
 /// The socket's rings, with the counters of what went through them.
 pub(super) struct SocketRings {
-    pub tx: TxQueue,
-    pub rx: RxQueue,
-    pub fill: FillQueue,
-    pub comp: CompQueue,
+    tx: TxQueue,
+    rx: RxQueue,
+    fill: FillQueue,
+    comp: CompQueue,
     fill_size: u32,
     tx_size: u32,
     pub ifname: String,
