@@ -5,7 +5,8 @@
 //! in batches of 64, as the dataplane's pipeline tracks an rx batch (each
 //! batch prefetched before it is tracked); hits are also measured one
 //! `track` at a time. Prints a markdown table; `--csv PATH` writes the raw
-//! numbers.
+//! numbers. `CONNTRACK_REPORT_SIZES` (comma-separated entry counts, for
+//! example `1000000`) measures only those sizes, for quick A/B runs.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -26,6 +27,21 @@ const SIZES: [u32; 3] = [10_000, 100_000, 1_000_000];
 const HOT_SET: u32 = 1024;
 const LOOKUPS: usize = 1_000_000;
 const RUNS: usize = 5;
+
+/// `SIZES`, or the sizes `CONNTRACK_REPORT_SIZES` names.
+fn sizes() -> Vec<u32> {
+    match std::env::var("CONNTRACK_REPORT_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|size| {
+                size.trim().parse().unwrap_or_else(|_| {
+                    panic!("CONNTRACK_REPORT_SIZES: {size:?} is not an entry count")
+                })
+            })
+            .collect(),
+        Err(_) => SIZES.to_vec(),
+    }
+}
 
 fn config(entries: u32) -> ConntrackConfig {
     ConntrackConfig {
@@ -138,7 +154,7 @@ fn main() {
     let mut csv = String::from(
         "entries,threads,new_per_s,hit_hot_ns,hit_cold_ns,single_hot_ns,single_cold_ns,sweep_ns_per_entry,bytes_per_entry\n",
     );
-    for entries in SIZES {
+    for entries in sizes() {
         // Memory: everything the table allocates, filled, per entry.
         let mut held = None;
         let memory = allocation_counter::measure(|| held = Some(filled(entries, 1)));

@@ -225,6 +225,21 @@ fn unpair(word: u64) -> [u32; 2] {
     [word as u32, (word >> 32) as u32]
 }
 
+/// Half `side` (0: low, 1: high) of a paired word. With `with_half`, a hit
+/// changes one half in registers: going through `unpair`'s array put a
+/// 4-byte store and an 8-byte load of the same stack slot in a row, and the
+/// failed store-to-load forward stalled every UDP hit (the hottest
+/// instruction of the hit path in a profile).
+fn half(word: u64, side: usize) -> u32 {
+    (word >> (32 * (side & 1))) as u32
+}
+
+/// `word` with half `side` replaced by `value`.
+fn with_half(word: u64, side: usize, value: u32) -> u64 {
+    let shift = 32 * (side & 1);
+    (word & !(0xffff_ffff << shift)) | u64::from(value) << shift
+}
+
 impl ConnEntry {
     /// The entry as the table stores it. Window scales above 15 (TCP
     /// allows 14) do not fit and are clamped.
@@ -333,18 +348,15 @@ impl StoredEntry {
         let side = usize::from(sender & 1);
         let answered = sender & 1 != self.originator();
         let words = &mut self.0;
-        let mut packets = unpair(words[3]);
-        packets[side] = packets[side].saturating_add(1);
-        words[3] = pair(packets[0], packets[1]);
+        let packets = half(words[3], side).saturating_add(1);
+        words[3] = with_half(words[3], side, packets);
         words[4 + side] = words[4 + side].saturating_add(u64::from(bytes));
         let [rule_id, first_code] = unpair(words[1]);
         let first_seen = decode_first_seen(first_code, words[2]);
         words[1] = pair(rule_id, encode_first_seen(first_seen, now));
         words[2] = now;
         if workload != 0 {
-            let mut workloads = unpair(words[8]);
-            workloads[side] = workload;
-            words[8] = pair(workloads[0], workloads[1]);
+            words[8] = with_half(words[8], side, workload);
         }
         if answered {
             words[0] = (words[0] & !0xf) | ConnState::Established as u64;

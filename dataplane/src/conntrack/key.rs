@@ -22,8 +22,9 @@ pub struct ConnKey {
 }
 
 /// Hashed as its five stored words instead of the derived field-by-field
-/// hash (which also hashes array lengths): fewer hasher rounds on every
-/// packet.
+/// hash (which also hashes array lengths), for maps keyed by connection
+/// (the offloader's). The table itself hashes the words with its own
+/// `KeyHasher`.
 impl std::hash::Hash for ConnKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         for word in self.encode() {

@@ -28,13 +28,13 @@
 //! relaxed load or store is a plain move. Outside a lock only prefetch
 //! hints read the arrays.
 
-use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 use prefetch_index::prefetch_index;
 
 use super::entry::{ConnEntry, ENTRY_WORDS};
+use super::hash::KeyHasher;
 use super::key::{ConnKey, KEY_WORDS};
 
 /// Words per slot: the key, then the entry.
@@ -83,7 +83,7 @@ pub(crate) struct SlotTable {
     shards: Box<[CachePadded<Shard>]>,
     shard_slots: usize,
     shard_limit: usize,
-    hasher: ahash::RandomState,
+    hasher: KeyHasher,
 }
 
 /// Slots for a shard expected to hold `entries` at the table's capacity:
@@ -108,14 +108,14 @@ impl SlotTable {
             shards: (0..shards).map(|_| CachePadded::default()).collect(),
             shard_slots,
             shard_limit: shard_slots * MAX_SHARD_LOAD_PERCENT / 100,
-            hasher: ahash::RandomState::new(),
+            hasher: KeyHasher::new(),
         }
     }
 
-    /// The table's hash of `value` (randomly keyed per table).
+    /// The table's hash of a key's stored words (randomly keyed per table).
     #[inline]
-    pub fn hash<K: Hash + ?Sized>(&self, value: &K) -> u64 {
-        self.hasher.hash_one(value)
+    pub fn hash(&self, words: &[u64; KEY_WORDS]) -> u64 {
+        self.hasher.hash(words)
     }
 
     pub fn shard_count(&self) -> usize {
@@ -272,7 +272,13 @@ impl ShardGuard<'_> {
 
     #[inline]
     pub fn key(&self, slot: usize) -> ConnKey {
-        ConnKey::decode(&std::array::from_fn(|index| self.word(slot, index)))
+        ConnKey::decode(&self.key_words(slot))
+    }
+
+    /// The stored words of the key in `slot`.
+    #[inline]
+    fn key_words(&self, slot: usize) -> [u64; KEY_WORDS] {
+        std::array::from_fn(|index| self.word(slot, index))
     }
 
     #[inline]
@@ -339,7 +345,10 @@ impl ShardGuard<'_> {
             if self.tag(next) == EMPTY {
                 break;
             }
-            let home = self.table.place(self.table.hash(&self.key(next))).home;
+            let home = self
+                .table
+                .place(self.table.hash(&self.key_words(next)))
+                .home;
             // `next` may fill the hole unless its home lies cyclically in
             // (hole, next].
             let from_home = (next + size - home) % size;
@@ -423,7 +432,7 @@ mod tests {
     }
 
     fn find(table: &SlotTable, key: &ConnKey) -> Option<ConnEntry> {
-        let place = table.place(table.hash(key));
+        let place = table.place(table.hash(&key.encode()));
         let shard = table.lock(place.shard);
         match shard.probe(&key.encode(), &place) {
             Probe::Found(slot) => Some(shard.entry(slot)),
@@ -433,7 +442,7 @@ mod tests {
 
     /// Inserts unless present or the shard is full; true if inserted.
     fn insert(table: &SlotTable, key: &ConnKey, value: &ConnEntry) -> bool {
-        let place = table.place(table.hash(key));
+        let place = table.place(table.hash(&key.encode()));
         let shard = table.lock(place.shard);
         match shard.probe(&key.encode(), &place) {
             Probe::Vacant(slot) if !shard.is_full() => {
@@ -445,7 +454,7 @@ mod tests {
     }
 
     fn remove(table: &SlotTable, key: &ConnKey) -> Option<ConnEntry> {
-        let place = table.place(table.hash(key));
+        let place = table.place(table.hash(&key.encode()));
         let shard = table.lock(place.shard);
         match shard.probe(&key.encode(), &place) {
             Probe::Found(slot) => Some(shard.remove(slot).1),
