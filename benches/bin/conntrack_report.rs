@@ -175,11 +175,12 @@ fn main() {
             let sweep = median_ns(RUNS, || {
                 std::hint::black_box(table.sweep(3, ALL_SHARDS));
             }) / f64::from(entries);
-            let _ = writeln!(
-                table_md,
+            let row = format!(
                 "| {entries} | {threads} | {:.2} M | {hot:.0} | {cold:.0} | {single_hot:.0} | {single_cold:.0} | {sweep:.1} | {bytes_per_entry:.0} |",
                 new_per_s / 1e6
             );
+            eprintln!("{row}");
+            let _ = writeln!(table_md, "{row}");
             let _ = writeln!(
                 csv,
                 "{entries},{threads},{new_per_s:.0},{hot:.1},{cold:.1},{single_hot:.1},{single_cold:.1},{sweep:.2},{bytes_per_entry:.1}"

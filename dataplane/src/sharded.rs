@@ -1,6 +1,7 @@
-//! A hash table split into independently locked shards: the concurrency
-//! scheme of the MAC table and of conntrack's per-source quotas (the
-//! connection table itself has its own storage, `conntrack::slots`).
+//! A hash table split into independently locked shards: conntrack's
+//! per-source quotas, touched only when a connection opens or ends (the
+//! connection table has its own storage, `conntrack::slots`, and so has
+//! the MAC table, read on every frame: `switch::stations`).
 //!
 //! Workers and the control plane contend only when they touch the same
 //! shard at the same instant; there is no global lock. Shards are

@@ -10,11 +10,11 @@
 //! way by random per-table seeds, with two multiplications' latency in
 //! sequence instead of five.
 //!
-//! Keyed so that an outsider cannot aim packets at one shard or one probe
-//! run: the seeds come from `ahash`'s per-process random source, fresh for
-//! every table.
+//! Keyed (`crate::hashing`) so that an outsider cannot aim packets at one
+//! shard or one probe run.
 
 use super::key::KEY_WORDS;
+use crate::hashing::{fold, random_seeds};
 
 /// A per-table keyed hash of a key's stored words.
 #[derive(Clone, Debug)]
@@ -22,20 +22,11 @@ pub(crate) struct KeyHasher {
     seeds: [u64; 7],
 }
 
-/// The 128-bit product's halves XORed: every output bit depends on every
-/// input bit of either factor.
-#[inline]
-fn fold(a: u64, b: u64) -> u64 {
-    let product = u128::from(a) * u128::from(b);
-    (product as u64) ^ ((product >> 64) as u64)
-}
-
 impl KeyHasher {
     /// A hasher with fresh random seeds.
     pub fn new() -> Self {
-        let random = ahash::RandomState::new();
         Self {
-            seeds: std::array::from_fn(|index| random.hash_one(index)),
+            seeds: random_seeds(),
         }
     }
 

@@ -36,6 +36,7 @@ use prefetch_index::prefetch_index;
 use super::entry::{ConnEntry, ENTRY_WORDS};
 use super::hash::KeyHasher;
 use super::key::{ConnKey, KEY_WORDS};
+use crate::spin;
 
 /// Words per slot: the key, then the entry.
 pub(crate) const SLOT_WORDS: usize = KEY_WORDS + ENTRY_WORDS;
@@ -46,9 +47,6 @@ const EMPTY: u8 = 0;
 /// Most a shard may fill, in percent of its slots: linear probing stays
 /// short below it, and a probe always finds an empty slot.
 const MAX_SHARD_LOAD_PERCENT: usize = 97;
-
-/// Spins on a busy shard lock before yielding the core.
-const SPINS_BEFORE_YIELD: u32 = 64;
 
 /// Where a hash lives: its shard, its home slot (absolute) and its tag.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -171,27 +169,10 @@ impl SlotTable {
         prefetch_index(words, first + SLOT_WORDS - 1);
     }
 
-    /// Locks shard `shard` (below `shard_count`): spins briefly, then yields the core between
-    /// tries (a holder may be a preempted control-plane thread). Critical
-    /// sections are a probe and a few words, or one shard's scan.
+    /// Locks shard `shard` (below `shard_count`; `crate::spin`).
     #[inline]
     pub fn lock(&self, shard: usize) -> ShardGuard<'_> {
-        let state = &self.shards[shard];
-        let mut spins = 0;
-        while state
-            .locked
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            while state.locked.load(Ordering::Relaxed) {
-                if spins < SPINS_BEFORE_YIELD {
-                    spins += 1;
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
-                }
-            }
-        }
+        spin::acquire(&self.shards[shard].locked);
         ShardGuard {
             table: self,
             shard,
@@ -212,9 +193,7 @@ pub(crate) struct ShardGuard<'a> {
 impl Drop for ShardGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.table.shards[self.shard]
-            .locked
-            .store(false, Ordering::Release);
+        spin::release(&self.table.shards[self.shard].locked);
     }
 }
 

@@ -35,6 +35,7 @@ mod tests;
 pub use cell::{PolicyCell, WatchId};
 pub use offload::{OffloadOffer, OffloadQueue, OffloadRequest};
 pub use policy::{Action, Decision, L2Policy, Mode, PolicySnapshot, RuleVerdict, DEFAULT_RULE_ID};
+use stats::BatchTally;
 pub use stats::{DropCause, PipelineStats, StatsSnapshot};
 
 use std::cell::Cell;
@@ -180,6 +181,7 @@ impl Pipeline {
         for lookup in prepared.iter().flatten() {
             self.conntrack.prefetch_slot(lookup);
         }
+        let mut tally = BatchTally::new();
         for (((frame, parsed), prepared), action) in frames
             .iter()
             .zip(&parsed)
@@ -190,8 +192,9 @@ impl Pipeline {
                 Ok(parsed) => self.process_parsed(policy, frame, parsed, prepared.as_ref(), now),
                 Err(reason) => FrameAction::Drop(DropCause::Parse(*reason)),
             };
-            self.stats.count(action);
+            tally.count(action);
         }
+        self.stats.add(&tally);
     }
 
     fn process_parsed(

@@ -137,14 +137,50 @@ impl StatsSnapshot {
     }
 }
 
-impl PipelineStats {
-    pub(crate) fn count(&self, action: &FrameAction) {
+/// One batch's counts, kept on the worker's stack and added to the shared
+/// `PipelineStats` once per batch.
+#[derive(Debug)]
+pub(crate) struct BatchTally {
+    forwarded: u64,
+    flooded: u64,
+    drops: [u64; CAUSES],
+}
+
+impl BatchTally {
+    pub fn new() -> Self {
+        Self {
+            forwarded: 0,
+            flooded: 0,
+            drops: [0; CAUSES],
+        }
+    }
+
+    #[inline]
+    pub fn count(&mut self, action: &FrameAction) {
         let counter = match action {
-            FrameAction::Forward(Forward::Port(_)) => &self.forwarded,
-            FrameAction::Forward(_) => &self.flooded,
-            FrameAction::Drop(cause) => &self.drops[cause.index()],
+            FrameAction::Forward(Forward::Port(_)) => &mut self.forwarded,
+            FrameAction::Forward(_) => &mut self.flooded,
+            FrameAction::Drop(cause) => &mut self.drops[cause.index()],
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        *counter += 1;
+    }
+}
+
+impl PipelineStats {
+    /// Adds a batch's counts: one locked add per counter the batch
+    /// touched, where counting each frame took one per frame (workers
+    /// share these counters).
+    pub(crate) fn add(&self, tally: &BatchTally) {
+        let add = |counter: &AtomicU64, n: u64| {
+            if n != 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        };
+        add(&self.forwarded, tally.forwarded);
+        add(&self.flooded, tally.flooded);
+        for (counter, &n) in self.drops.iter().zip(&tally.drops) {
+            add(counter, n);
+        }
     }
 
     pub(crate) fn count_event_dropped(&self) {

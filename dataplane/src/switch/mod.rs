@@ -6,12 +6,18 @@
 //! of the VLAN. VLAN-aware: the same MAC on two VLANs is two stations.
 //!
 //! No I/O and no clock (`now` is an argument); shared by all workers
-//! through `ShardedTable`, so learning on one core is seen on the others.
-//! Never panics on input, never allocates per frame.
+//! through `stations::Stations`, so learning on one core is seen on the
+//! others. A frame from a known station on its usual port, to a known
+//! destination, takes no lock and writes nothing: the station's time is
+//! refreshed under a lock at most every `refresh` (a 64th of the aging
+//! time, at most a second). Never panics on input, never allocates per
+//! frame.
+
+mod stations;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::sharded::ShardedTable;
+use stations::{station_key, Stations, Stored};
 
 /// Limits of the MAC table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,19 +67,6 @@ impl SwitchDrop {
     }
 }
 
-/// A learned station.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Station {
-    vlan: u16,
-    mac: [u8; 6],
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Learned {
-    port: u16,
-    last_seen: u64,
-}
-
 /// Counters of the switch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SwitchStats {
@@ -88,8 +81,10 @@ pub struct SwitchStats {
 /// The MAC table.
 #[derive(Debug)]
 pub struct MacTable {
-    table: ShardedTable<(Station, Learned)>,
+    stations: Stations,
     config: SwitchConfig,
+    /// A known station's time is rewritten only when older than this.
+    refresh: u64,
     entries: AtomicUsize,
     learned: AtomicU64,
     moved: AtomicU64,
@@ -100,6 +95,9 @@ pub struct MacTable {
 /// Shards of the MAC table: enough that two workers rarely meet.
 const SHARDS: usize = 64;
 
+/// Longest a known station's time may lag behind its latest frame.
+const MAX_REFRESH: u64 = 1_000_000_000;
+
 fn is_multicast(mac: &[u8; 6]) -> bool {
     mac[0] & 1 != 0
 }
@@ -107,8 +105,9 @@ fn is_multicast(mac: &[u8; 6]) -> bool {
 impl MacTable {
     pub fn new(config: SwitchConfig) -> Self {
         Self {
-            table: ShardedTable::new(SHARDS, config.max_entries.div_ceil(SHARDS)),
+            stations: Stations::new(SHARDS, config.max_entries),
             config,
+            refresh: (config.aging / 64).min(MAX_REFRESH),
             entries: AtomicUsize::new(0),
             learned: AtomicU64::new(0),
             moved: AtomicU64::new(0),
@@ -160,62 +159,45 @@ impl MacTable {
 
     /// The port `mac` on `vlan` was learned on, unless aged out.
     pub fn lookup(&self, vlan: u16, mac: [u8; 6], now: u64) -> Option<u16> {
-        let station = Station { vlan, mac };
-        let hash = self.table.hash(&station);
-        let shard = self.table.lock_for(hash);
-        shard
-            .find(hash, |(s, _)| *s == station)
-            .filter(|(_, l)| now < l.last_seen.saturating_add(self.config.aging))
-            .map(|(_, l)| l.port)
+        self.stations
+            .get(station_key(vlan, mac))
+            .filter(|learned| now < learned.last_seen.saturating_add(self.config.aging))
+            .map(|learned| learned.port)
     }
 
     fn learn(&self, vlan: u16, mac: [u8; 6], port: u16, now: u64) {
-        let station = Station { vlan, mac };
-        let hash = self.table.hash(&station);
-        let mut shard = self.table.lock_for(hash);
-        if let Some((_, learned)) = shard.find_mut(hash, |(s, _)| *s == station) {
-            if learned.port != port {
-                learned.port = port;
-                self.moved.fetch_add(1, Ordering::Relaxed);
+        let key = station_key(vlan, mac);
+        if let Some(learned) = self.stations.get(key) {
+            if learned.port == port && now.saturating_sub(learned.last_seen) < self.refresh {
+                return;
             }
-            learned.last_seen = now;
-            return;
         }
-        let reserved = self
-            .entries
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                (n < self.config.max_entries).then_some(n + 1)
-            })
-            .is_ok();
-        if !reserved {
-            self.table_full.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        shard.insert_unique(
-            hash,
-            (
-                station,
-                Learned {
-                    port,
-                    last_seen: now,
-                },
-            ),
-            |(s, _)| self.table.hash(s),
-        );
-        self.learned.fetch_add(1, Ordering::Relaxed);
+        let reserve = || {
+            self.entries
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                    (n < self.config.max_entries).then_some(n + 1)
+                })
+                .is_ok()
+        };
+        let counter = match self.stations.store(key, port, now, reserve) {
+            Stored::Inserted => &self.learned,
+            Stored::Moved => &self.moved,
+            Stored::Refreshed => return,
+            Stored::ShardFull => &self.table_full,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Forgets stations idle past the aging time, in `max_shards` shards
     /// from where the last call stopped; returns how many.
     pub fn age(&self, now: u64, cursor: &mut usize, max_shards: usize) -> usize {
+        let shards = self.stations.shard_count();
         let mut removed = 0;
-        for _ in 0..max_shards.min(self.table.shard_count()) {
-            let mut shard = self.table.lock_shard(*cursor);
-            *cursor = (*cursor + 1) % self.table.shard_count();
-            shard.retain(|(_, l)| {
-                let live = now < l.last_seen.saturating_add(self.config.aging);
-                removed += usize::from(!live);
-                live
+        for _ in 0..max_shards.min(shards) {
+            let shard = *cursor % shards;
+            *cursor = (shard + 1) % shards;
+            removed += self.stations.retain(shard, |_, learned| {
+                now < learned.last_seen.saturating_add(self.config.aging)
             });
         }
         self.entries.fetch_sub(removed, Ordering::Relaxed);
@@ -225,14 +207,12 @@ impl MacTable {
 
     /// Forgets every station learned on `port` (the port went down).
     pub fn flush_port(&self, port: u16) -> usize {
-        let mut removed = 0;
-        for index in 0..self.table.shard_count() {
-            let mut shard = self.table.lock_shard(index);
-            shard.retain(|(_, l)| {
-                removed += usize::from(l.port == port);
-                l.port != port
-            });
-        }
+        let removed: usize = (0..self.stations.shard_count())
+            .map(|shard| {
+                self.stations
+                    .retain(shard, |_, learned| learned.port != port)
+            })
+            .sum();
         self.entries.fetch_sub(removed, Ordering::Relaxed);
         removed
     }
