@@ -507,9 +507,7 @@ impl ConntrackTable {
 
     /// Applies a packet to its live entry in `slot`; `None` if the entry
     /// had ended (expired, or a SYN reopening a closed connection) and was
-    /// removed. Inlined into the hit path, so that a UDP or ICMP hit makes
-    /// no call.
-    #[inline]
+    /// removed.
     fn update_existing(
         &self,
         shard: &ShardGuard<'_>,
@@ -519,24 +517,9 @@ impl ConntrackTable {
         now: u64,
     ) -> Option<TrackOutcome> {
         let (key, sender) = (&ConnKey::decode(&prepared.words), prepared.sender);
-        if key.proto == proto::TCP {
-            self.update_tcp(shard, slot, key, sender, packet, now)
-        } else {
-            self.update_stateless(shard, slot, key, sender, packet, now)
+        if key.proto != proto::TCP {
+            return self.update_stateless(shard, slot, key, sender, packet, now);
         }
-    }
-
-    /// `update_existing` for TCP: the state machine and window checks on
-    /// the decoded entry.
-    fn update_tcp(
-        &self,
-        shard: &ShardGuard<'_>,
-        slot: usize,
-        key: &ConnKey,
-        sender: Endpoint,
-        packet: &TrackPacket,
-        now: u64,
-    ) -> Option<TrackOutcome> {
         let mut entry = shard.entry(slot);
         let ended = if now >= self.expires_at(key, &entry) {
             Some(end_reason_at_expiry(entry.state))
@@ -583,7 +566,6 @@ impl ConntrackTable {
     /// `update_existing` for protocols without a state machine (UDP, ICMP,
     /// others), on the stored words: a hit only counts, stamps the time and
     /// marks the reply.
-    #[inline]
     fn update_stateless(
         &self,
         shard: &ShardGuard<'_>,
