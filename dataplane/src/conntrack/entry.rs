@@ -1,5 +1,7 @@
 //! What the table keeps per connection, its states and their timeouts.
 
+use crate::packet::{tcp_flags, TcpSegment};
+
 /// Connection state. TCP follows Linux nf_conntrack's states; UDP, ICMP and
 /// other protocols have NEW (unreplied) and ESTABLISHED (replied)
 /// pseudo-states.
@@ -341,12 +343,76 @@ impl StoredEntry {
         self.0[2]
     }
 
+    /// The commonest TCP hit on the stored words: a plain ACK (with or
+    /// without data, PSH, URG, ECE or CWR; no SYN, FIN or RST) on an
+    /// ESTABLISHED connection whose two ends have both been seen, inside
+    /// the window. Applies it exactly as decoding, `tcp_step`, `apply` and
+    /// encoding would (a test holds the two paths to each other) and
+    /// returns true; anything else returns false and changes nothing.
+    pub fn established_ack(
+        &mut self,
+        sender: u8,
+        segment: &TcpSegment,
+        flags: u8,
+        bytes: u32,
+        workload: u32,
+        now: u64,
+    ) -> bool {
+        use tcp_flags::{ACK, FIN, RST, SYN};
+        let head = self.0[0];
+        let both_seen = (head >> 10) & 0b11 == 0b11;
+        if self.state() != ConnState::TcpEstablished
+            || flags & (SYN | FIN | RST) != 0
+            || flags & ACK == 0
+            || !both_seen
+        {
+            return false;
+        }
+        let side = usize::from(sender & 1);
+        let (ends, windows) = (self.0[6], self.0[7]);
+        // The window check of `tcp::in_window`.
+        let window = i64::from(half(windows, 1 - side).max(1));
+        let sent = half(ends, side);
+        let ahead = i64::from(segment.seq.wrapping_sub(sent) as i32);
+        if ahead > window || ahead + i64::from(segment.payload_len) < -window {
+            return false;
+        }
+        self.count(sender, bytes, workload, now);
+        // `tcp::track_segment` without SYN: the highest end sent, the
+        // largest window offered (scaled once both ends offered scaling).
+        let end = segment.seq.wrapping_add(u32::from(segment.payload_len));
+        if end.wrapping_sub(sent) as i32 > 0 {
+            self.0[6] = with_half(ends, side, end);
+        }
+        let scales = [(head >> 4) & 0xf, (head >> 12) & 0xf];
+        let shift = if scales.iter().all(|&scale| scale > 0) {
+            scales[side]
+        } else {
+            0
+        };
+        let offered = u32::from(segment.window) << shift;
+        if offered > half(windows, side) {
+            self.0[7] = with_half(windows, side, offered);
+        }
+        self.0[0] |= u64::from(flags) << (16 + 8 * side);
+        true
+    }
+
     /// Counts a packet of `bytes` sent by endpoint `sender` at `now`, and
     /// the sender's workload when known (not 0). A packet from the end
     /// that did not open the connection marks it answered (ESTABLISHED).
     pub fn count_stateless(&mut self, sender: u8, bytes: u32, workload: u32, now: u64) {
+        self.count(sender, bytes, workload, now);
+        if sender & 1 != self.originator() {
+            self.0[0] = (self.0[0] & !0xf) | ConnState::Established as u64;
+        }
+    }
+
+    /// What every accepted packet changes: its side's packet and byte
+    /// counts, the time (and `first_seen`'s code with it) and the sender's
+    /// workload when known (not 0).
+    fn count(&mut self, sender: u8, bytes: u32, workload: u32, now: u64) {
         let side = usize::from(sender & 1);
-        let answered = sender & 1 != self.originator();
         let words = &mut self.0;
         let packets = half(words[3], side).saturating_add(1);
         words[3] = with_half(words[3], side, packets);
@@ -357,9 +423,6 @@ impl StoredEntry {
         words[2] = now;
         if workload != 0 {
             words[8] = with_half(words[8], side, workload);
-        }
-        if answered {
-            words[0] = (words[0] & !0xf) | ConnState::Established as u64;
         }
     }
 }

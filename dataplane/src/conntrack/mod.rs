@@ -520,8 +520,24 @@ impl ConntrackTable {
         if key.proto != proto::TCP {
             return self.update_stateless(shard, slot, key, sender, packet, now);
         }
-        let mut entry = shard.entry(slot);
-        let ended = if now >= self.expires_at(key, &entry) {
+        let mut stored = StoredEntry(shard.entry_words(slot));
+        let live = now < self.expiry(key, stored.state(), stored.last_seen());
+        let segment = packet.tcp.unwrap_or_default();
+        if live
+            && stored.established_ack(
+                sender,
+                &segment,
+                packet.flow.tcp_flags,
+                packet.bytes,
+                packet.workload,
+                now,
+            )
+        {
+            shard.set_entry_words(slot, &stored.0);
+            return Some(Self::hit(sender, &stored));
+        }
+        let mut entry = ConnEntry::decode(&stored.0);
+        let ended = if !live {
             Some(end_reason_at_expiry(entry.state))
         } else {
             match self.tcp_step(&entry, sender, packet) {
@@ -583,13 +599,18 @@ impl ConntrackTable {
         }
         stored.count_stateless(sender, packet.bytes, packet.workload, now);
         shard.set_entry_words(slot, &stored.0);
-        Some(TrackOutcome::Tracked {
+        Some(Self::hit(sender, &stored))
+    }
+
+    /// The outcome of a hit from `sender` that left the entry `stored`.
+    fn hit(sender: Endpoint, stored: &StoredEntry) -> TrackOutcome {
+        TrackOutcome::Tracked {
             direction: Self::direction(sender, stored.originator()),
             state: stored.state(),
             generation: stored.generation(),
             rule_id: stored.rule_id(),
             created: false,
-        })
+        }
     }
 
     /// Validates a TCP segment against an entry: flags, window, transition.

@@ -1004,3 +1004,106 @@ fn frames_forwarded_by_the_fast_path_are_counted_and_restart_the_window() {
     let other = flow(CLIENT, SERVER, proto::UDP, 1, 2);
     assert!(!table.refresh_offloaded(&other, 0, 1, 1, S));
 }
+
+/// The word-level hit of a plain ACK on an ESTABLISHED connection must
+/// store exactly what decoding, `tcp_step`, `apply` and encoding store,
+/// and must leave every other case to that path untouched: random
+/// entries (states, ends seen or not, window scales, counters near
+/// saturation) and segments (either end, flags from plain ACK to SYN, FIN
+/// and RST, sequence numbers inside and outside the window).
+#[test]
+fn established_acks_on_stored_words_match_decoding_and_applying() {
+    use crate::classifier::classbench::SplitMix64;
+    use crate::packet::tcp_flags::{ECE, URG};
+    let table = table();
+    let mut rng = SplitMix64::new(0xac4);
+    let mut pick = |n: u64| rng.next_u64() % n;
+    let flag_sets = [
+        ACK,
+        ACK | PSH,
+        ACK | URG | ECE,
+        FIN | ACK,
+        SYN,
+        RST | ACK,
+        PSH,
+        0,
+    ];
+    let mut taken = 0;
+    for case in 0..20_000 {
+        let direction = |pick: &mut dyn FnMut(u64) -> u64| TcpDirection {
+            max_end: pick(1 << 32) as u32,
+            max_window: pick(1 << 20) as u32,
+            scale: if pick(3) == 0 { 0 } else { pick(15) as u8 },
+            seen: pick(8) != 0,
+        };
+        let tcp = [direction(&mut pick), direction(&mut pick)];
+        let last_seen = pick(1 << 50);
+        let entry = ConnEntry {
+            state: if pick(4) == 0 {
+                ConnState::TcpFinWait
+            } else {
+                ConnState::TcpEstablished
+            },
+            originator: pick(2) as u8,
+            closer: pick(2) as u8,
+            flags_seen: [pick(256) as u8, pick(256) as u8],
+            generation: pick(1 << 32) as u32,
+            rule_id: pick(1 << 32) as u32,
+            packets: [pick(1 << 32) as u32, u32::MAX - pick(2) as u32],
+            bytes: [pick(u64::MAX), u64::MAX - pick(3000)],
+            first_seen: last_seen - pick(last_seen.min(1 << 45)),
+            last_seen,
+            tcp,
+            workloads: [pick(5) as u32, pick(5) as u32],
+        };
+        let words = entry.encode();
+        let sender = pick(2) as u8;
+        let sent = tcp[usize::from(sender)].max_end;
+        let reach = i64::from(tcp[usize::from(1 - sender)].max_window.max(1)) * 2;
+        let offset = pick(2 * reach as u64 + 1) as i64 - reach;
+        let flags = flag_sets[pick(flag_sets.len() as u64) as usize];
+        let packet = TrackPacket {
+            flow: FlowKey {
+                tcp_flags: flags,
+                ..flow(CLIENT, SERVER, proto::TCP, 40_000, 80)
+            },
+            tcp: Some(TcpSegment {
+                seq: sent.wrapping_add(offset as u32),
+                window: pick(1 << 16) as u16,
+                payload_len: pick(1500) as u16,
+                ..TcpSegment::default()
+            }),
+            bytes: pick(1 << 16) as u32,
+            workload: pick(3) as u32,
+            ..TrackPacket::default()
+        };
+        let now = last_seen + pick(1 << 40);
+
+        let mut stored = StoredEntry(words);
+        let segment = packet.tcp.unwrap_or_default();
+        let applied =
+            stored.established_ack(sender, &segment, flags, packet.bytes, packet.workload, now);
+        let mut decoded = ConnEntry::decode(&words);
+        let step = table.tcp_step(&decoded, sender, &packet);
+        if applied {
+            taken += 1;
+            assert_eq!(
+                step,
+                Ok(Transition::To(ConnState::TcpEstablished)),
+                "case {case}"
+            );
+            table.apply(&mut decoded, sender, &packet, now);
+            assert_eq!(
+                stored.0,
+                decoded.encode(),
+                "case {case}: {entry:?}, {packet:?}"
+            );
+        } else {
+            assert_eq!(stored.0, words, "case {case}: refused, yet changed");
+        }
+    }
+    assert!(
+        taken > 2_000,
+        "only {taken} of 20,000 cases took the word-level path"
+    );
+}
