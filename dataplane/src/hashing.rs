@@ -15,6 +15,17 @@ pub(crate) fn fold(a: u64, b: u64) -> u64 {
     (product as u64) ^ ((product >> 64) as u64)
 }
 
+/// Where `hash` lives in a table of `shards` shards of `shard_slots` slots
+/// each: its shard from the hash's high bits (multiply-shift, any shard
+/// count), its home slot (absolute) from the low 32 bits, so the two are
+/// independent. Bits 32..63 are left for a tag.
+#[inline]
+pub(crate) fn shard_and_home(hash: u64, shards: usize, shard_slots: usize) -> (usize, usize) {
+    let shard = ((u128::from(hash) * shards as u128) >> 64) as usize;
+    let offset = ((hash & 0xffff_ffff) * shard_slots as u64) >> 32;
+    (shard, shard * shard_slots + offset as usize)
+}
+
 /// `N` fresh random seeds.
 pub(crate) fn random_seeds<const N: usize>() -> [u64; N] {
     let random = ahash::RandomState::new();
@@ -31,6 +42,15 @@ mod tests {
         assert_eq!(fold(1 << 32, 1 << 32), 1);
         assert_eq!(fold(3, 5), 15);
         assert_eq!(fold(u64::MAX, 2), (u64::MAX - 1) ^ 1);
+    }
+
+    #[test]
+    fn shards_come_from_the_high_bits_and_homes_from_the_low_ones() {
+        assert_eq!(shard_and_home(0, 4, 10), (0, 0));
+        assert_eq!(shard_and_home(u64::MAX, 4, 10), (3, 39));
+        // Only the high bits choose the shard; only the low 32 the offset.
+        assert_eq!(shard_and_home(1 << 63, 4, 10), (2, 20));
+        assert_eq!(shard_and_home(1 << 31, 4, 10), (0, 5));
     }
 
     #[test]

@@ -36,6 +36,7 @@ use prefetch_index::prefetch_index;
 use super::entry::{ConnEntry, ENTRY_WORDS};
 use super::hash::KeyHasher;
 use super::key::{ConnKey, KEY_WORDS};
+use crate::hashing::shard_and_home;
 use crate::spin;
 
 /// Words per slot: the key, then the entry.
@@ -131,11 +132,10 @@ impl SlotTable {
     /// are independent.
     #[inline]
     pub fn place(&self, hash: u64) -> Place {
-        let shard = ((u128::from(hash) * self.shards.len() as u128) >> 64) as usize;
-        let offset = ((hash & 0xffff_ffff) * self.shard_slots as u64) >> 32;
+        let (shard, home) = shard_and_home(hash, self.shards.len(), self.shard_slots);
         Place {
             shard,
-            home: shard * self.shard_slots + offset as usize,
+            home,
             tag: 0x80 | ((hash >> 32) as u8 & 0x7f),
         }
     }

@@ -26,7 +26,7 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 
-use crate::hashing::{fold, random_seeds};
+use crate::hashing::{fold, random_seeds, shard_and_home};
 use crate::spin;
 
 /// Key word of an empty slot.
@@ -110,19 +110,25 @@ impl Stations {
         self.shards.len()
     }
 
-    /// Shard and home slot (absolute) of a key: the shard from the hash's
-    /// high bits, the home from its low 32.
+    /// Shard and home slot (absolute) of a key.
     #[inline]
     fn place(&self, key: u64) -> (usize, usize) {
         let hash = fold(key ^ self.seeds[0], self.seeds[1]);
-        let shard = ((u128::from(hash) * self.shards.len() as u128) >> 64) as usize;
-        let offset = ((hash & 0xffff_ffff) * self.shard_slots as u64) >> 32;
-        (shard, shard * self.shard_slots + offset as usize)
+        shard_and_home(hash, self.shards.len(), self.shard_slots)
     }
 
     #[inline]
     fn word(&self, slot: usize, index: usize) -> u64 {
         self.slots[slot][index].load(Ordering::Relaxed)
+    }
+
+    /// What `slot` holds besides its key.
+    #[inline]
+    fn learned(&self, slot: usize) -> Learned {
+        Learned {
+            port: self.word(slot, PORT) as u16,
+            last_seen: self.word(slot, LAST_SEEN),
+        }
     }
 
     #[inline]
@@ -162,14 +168,13 @@ impl Stations {
     pub fn get(&self, key: u64) -> Option<Learned> {
         let (shard, home) = self.place(key);
         let sequence = &self.shards[shard].sequence;
-        let read = |slot: usize| Learned {
-            port: self.word(slot, PORT) as u16,
-            last_seen: self.word(slot, LAST_SEEN),
-        };
         for _ in 0..OPTIMISTIC_TRIES {
             let before = sequence.load(Ordering::Acquire);
             if before & 1 == 0 {
-                let found = self.probe(shard, home, key).ok().map(read);
+                let found = self
+                    .probe(shard, home, key)
+                    .ok()
+                    .map(|slot| self.learned(slot));
                 // Orders the probe's loads before the second read of the
                 // sequence: if it is unchanged, no writer overlapped them.
                 fence(Ordering::Acquire);
@@ -180,7 +185,9 @@ impl Stations {
             std::hint::spin_loop();
         }
         let _locked = self.lock(shard);
-        self.probe(shard, home, key).ok().map(read)
+        self.probe(shard, home, key)
+            .ok()
+            .map(|slot| self.learned(slot))
     }
 
     /// Stores `key` on `port` seen at `now`, under its shard's lock.
@@ -229,12 +236,8 @@ impl Stations {
         let mut removed = 0;
         let mut slot = base;
         while slot < base + self.shard_slots {
-            let learned = Learned {
-                port: self.word(slot, PORT) as u16,
-                last_seen: self.word(slot, LAST_SEEN),
-            };
             let key = self.word(slot, KEY);
-            if key != EMPTY && !keep(key, &learned) {
+            if key != EMPTY && !keep(key, &self.learned(slot)) {
                 locked.write(|| self.remove(shard, slot));
                 removed += 1;
                 // The run's next entry may have moved into `slot`.

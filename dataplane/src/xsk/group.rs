@@ -11,11 +11,9 @@
 //! `end_round` transmits and refills. A frame the caller never disposed
 //! of is dropped at the next `end_round` or `receive`, so none is lost.
 
-use std::io::Write;
-
 use xsk_rs::{FrameDesc, Umem};
 
-use super::rings::{new_umem, wait_any, SocketRings};
+use super::rings::{copy_into_free, new_umem, wait_any, SocketRings};
 use super::{ifindex, FrameCensus, XskError, XskStats, BATCH, MIN_FRAME};
 use crate::bpf::{SocketRegistry, XdpPort};
 
@@ -212,11 +210,6 @@ impl PortGroup {
         self.received.len()
     }
 
-    /// Frames received this round.
-    pub fn received(&self) -> usize {
-        self.received.len()
-    }
-
     /// Frame `index` of this round, (ingress port, bytes), if it has not
     /// been disposed of yet.
     pub fn frame(&self, index: usize) -> Option<(u16, &[u8])> {
@@ -310,23 +303,17 @@ impl PortGroup {
             port.rings.stats.tx_dropped += 1;
             return;
         }
-        let Some(mut desc) = self.free.pop() else {
-            port.rings.stats.tx_dropped += 1;
-            return;
-        };
         // SAFETY: `source` is a frame of this round, ours and on no ring;
         // nothing writes it while this borrow lives.
         let frame = unsafe { self.umem.data(source) };
-        // SAFETY: `desc` came off the free list, so it is ours and not
-        // `source`: the two slices do not overlap, nothing else uses them.
-        let written = unsafe { self.umem.data_mut(&mut desc) }
-            .cursor()
-            .write_all(frame.contents());
-        if written.is_err() {
+        // SAFETY: the free list holds only our frames, on no ring and
+        // unreferenced; `source` is not on it (a flooded frame is freed
+        // after its copies).
+        let copied = unsafe { copy_into_free(&self.umem, &mut self.free, frame.contents()) };
+        let Some(desc) = copied else {
             port.rings.stats.tx_dropped += 1;
-            self.free.push(desc);
             return;
-        }
+        };
         port.stage(desc, &mut self.free);
     }
 

@@ -6,11 +6,9 @@
 //! ceiling of the throughput benchmark) and of single-port tools; the
 //! switch's workers share one UMEM between their ports (`PortGroup`).
 
-use std::io::Write;
-
 use xsk_rs::{FrameDesc, Umem};
 
-use super::rings::{new_umem, wait_any, BusyPoll, SocketRings};
+use super::rings::{copy_into_free, new_umem, wait_any, BusyPoll, SocketRings};
 use super::{ifindex, FrameCensus, XskError, XskStats, BATCH, MIN_FRAME};
 use crate::bpf::{SocketRegistry, XdpPort};
 
@@ -163,20 +161,12 @@ impl XskPort {
         if self.free.is_empty() {
             self.reclaim();
         }
-        let Some(mut desc) = self.free.pop() else {
+        // SAFETY: our free list holds only frames of our UMEM that no ring
+        // holds and nothing references; `frame` is the caller's bytes.
+        let Some(desc) = (unsafe { copy_into_free(&self.umem, &mut self.free, frame) }) else {
             self.rings.stats.tx_dropped += 1;
             return false;
         };
-        // SAFETY: `desc` came off our free list: no ring holds it and no
-        // other reference to its data exists.
-        let written = unsafe { self.umem.data_mut(&mut desc) }
-            .cursor()
-            .write_all(frame);
-        if written.is_err() {
-            self.free.push(desc);
-            self.rings.stats.tx_dropped += 1;
-            return false;
-        }
         self.staged.push(desc);
         if self.staged.len() >= BATCH {
             // A full batch goes at once; errors surface on the next flush.

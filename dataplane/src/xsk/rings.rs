@@ -9,6 +9,7 @@
 //! is the ownership invariant of the module header, so the operations that
 //! hand frames to the kernel are `unsafe fn`s whose contract says so.
 
+use std::io::Write;
 use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
@@ -29,6 +30,32 @@ const MAX_WAKEUPS: usize = 4;
 pub(super) fn new_umem(frames: u32) -> Result<(Umem, Vec<FrameDesc>), XskError> {
     let count = NonZeroU32::new(frames.max(2)).ok_or_else(|| XskError::Umem("no frames".into()))?;
     Umem::new(UmemConfig::default(), count, false).map_err(|e| XskError::Umem(e.to_string()))
+}
+
+/// Copies `bytes` into a frame taken off `free` and returns that frame;
+/// `None` if no frame is free or `bytes` does not fit one (the frame then
+/// goes back on `free`).
+///
+/// # Safety
+/// Every frame on `free` is a frame of `umem` that we own: on no ring, with
+/// no reference to its data alive. `bytes` may be another frame of ours,
+/// not one on `free`.
+pub(super) unsafe fn copy_into_free(
+    umem: &Umem,
+    free: &mut Vec<FrameDesc>,
+    bytes: &[u8],
+) -> Option<FrameDesc> {
+    let mut desc = free.pop()?;
+    // SAFETY: `desc` came off `free`: ours, on no ring, and unaliased (this
+    // function's contract), so writing its data races with nothing.
+    let written = unsafe { umem.data_mut(&mut desc) }
+        .cursor()
+        .write_all(bytes);
+    if written.is_err() {
+        free.push(desc);
+        return None;
+    }
+    Some(desc)
 }
 
 /// The socket's rings, with the counters of what went through them.
