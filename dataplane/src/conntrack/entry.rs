@@ -313,16 +313,33 @@ impl ConnEntry {
     }
 }
 
-/// A stored entry read and changed as its words, without decoding it
-/// whole: the hit path of protocols without a state machine (UDP, ICMP,
-/// others), which only counts the packet, stamps the time and marks the
-/// reply. It changes the words exactly as decoding, applying the packet
-/// and encoding again would (a test holds the two paths to each other),
-/// at about half the cost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct StoredEntry(pub [u64; ENTRY_WORDS]);
+/// Entry words a hit of a protocol without a state machine reads and
+/// writes: the state word, rule and first-seen code, last seen, the packet
+/// pair and both byte counts. The slot table keeps them in one cache line
+/// with an IPv4 key (`slots`).
+pub(crate) const COUNTED_WORDS: usize = 6;
 
-impl StoredEntry {
+/// The workloads word of an encoded entry.
+pub(crate) const WORKLOADS_WORD: usize = 8;
+
+/// A stored entry read and changed as its words, without decoding it
+/// whole: the first `N` of them, all (`ENTRY_WORDS`, what the TCP hit
+/// needs) or the `COUNTED_WORDS` of the hit path of protocols without a
+/// state machine (UDP, ICMP, others), which only counts the packet, stamps
+/// the time and marks the reply. It changes the words exactly as decoding,
+/// applying the packet and encoding again would (tests hold the two paths
+/// to each other), at about half the cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StoredEntry<const N: usize = ENTRY_WORDS>(pub [u64; N]);
+
+impl<const N: usize> StoredEntry<N> {
+    /// The words, which must hold at least the counted ones.
+    #[inline]
+    pub fn new(words: [u64; N]) -> Self {
+        const { assert!(N >= COUNTED_WORDS && N <= ENTRY_WORDS) };
+        Self(words)
+    }
+
     pub fn state(&self) -> ConnState {
         state_from_code(self.0[0])
     }
@@ -343,6 +360,44 @@ impl StoredEntry {
         self.0[2]
     }
 
+    /// Counts a packet of `bytes` sent by endpoint `sender` at `now`. A
+    /// packet from the end that did not open the connection marks it
+    /// answered (ESTABLISHED). The sender's workload is `with_workload`'s.
+    pub fn count_stateless(&mut self, sender: u8, bytes: u32, now: u64) {
+        self.count(sender, bytes, now);
+        if sender & 1 != self.originator() {
+            self.0[0] = (self.0[0] & !0xf) | ConnState::Established as u64;
+        }
+    }
+
+    /// What every accepted packet changes in the counted words: its side's
+    /// packet and byte counts, and the time (and `first_seen`'s code with
+    /// it).
+    fn count(&mut self, sender: u8, bytes: u32, now: u64) {
+        let side = usize::from(sender & 1);
+        let words = &mut self.0;
+        let packets = half(words[3], side).saturating_add(1);
+        words[3] = with_half(words[3], side, packets);
+        words[4 + side] = words[4 + side].saturating_add(u64::from(bytes));
+        let [rule_id, first_code] = unpair(words[1]);
+        let first_seen = decode_first_seen(first_code, words[2]);
+        words[1] = pair(rule_id, encode_first_seen(first_seen, now));
+        words[2] = now;
+    }
+}
+
+/// The workloads word `word` after a packet from endpoint `sender` whose
+/// workload is `workload` (0: unknown, which changes nothing).
+#[inline]
+pub(crate) fn with_workload(word: u64, sender: u8, workload: u32) -> u64 {
+    if workload == 0 {
+        word
+    } else {
+        with_half(word, usize::from(sender & 1), workload)
+    }
+}
+
+impl StoredEntry<ENTRY_WORDS> {
     /// The commonest TCP hit on the stored words: a plain ACK (with or
     /// without data, PSH, URG, ECE or CWR; no SYN, FIN or RST) on an
     /// ESTABLISHED connection whose two ends have both been seen, inside
@@ -377,7 +432,8 @@ impl StoredEntry {
         if ahead > window || ahead + i64::from(segment.payload_len) < -window {
             return false;
         }
-        self.count(sender, bytes, workload, now);
+        self.count(sender, bytes, now);
+        self.0[WORKLOADS_WORD] = with_workload(self.0[WORKLOADS_WORD], sender, workload);
         // `tcp::track_segment` without SYN: the highest end sent, the
         // largest window offered (scaled once both ends offered scaling).
         let end = segment.seq.wrapping_add(u32::from(segment.payload_len));
@@ -396,33 +452,5 @@ impl StoredEntry {
         }
         self.0[0] |= u64::from(flags) << (16 + 8 * side);
         true
-    }
-
-    /// Counts a packet of `bytes` sent by endpoint `sender` at `now`, and
-    /// the sender's workload when known (not 0). A packet from the end
-    /// that did not open the connection marks it answered (ESTABLISHED).
-    pub fn count_stateless(&mut self, sender: u8, bytes: u32, workload: u32, now: u64) {
-        self.count(sender, bytes, workload, now);
-        if sender & 1 != self.originator() {
-            self.0[0] = (self.0[0] & !0xf) | ConnState::Established as u64;
-        }
-    }
-
-    /// What every accepted packet changes: its side's packet and byte
-    /// counts, the time (and `first_seen`'s code with it) and the sender's
-    /// workload when known (not 0).
-    fn count(&mut self, sender: u8, bytes: u32, workload: u32, now: u64) {
-        let side = usize::from(sender & 1);
-        let words = &mut self.0;
-        let packets = half(words[3], side).saturating_add(1);
-        words[3] = with_half(words[3], side, packets);
-        words[4 + side] = words[4 + side].saturating_add(u64::from(bytes));
-        let [rule_id, first_code] = unpair(words[1]);
-        let first_seen = decode_first_seen(first_code, words[2]);
-        words[1] = pair(rule_id, encode_first_seen(first_seen, now));
-        words[2] = now;
-        if workload != 0 {
-            words[8] = with_half(words[8], side, workload);
-        }
     }
 }

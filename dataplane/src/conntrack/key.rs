@@ -78,6 +78,12 @@ impl ConnKey {
         ]
     }
 
+    /// The protocol of a key `encode` stored, without decoding the rest.
+    #[inline]
+    pub(crate) fn proto_of(words: &[u64; KEY_WORDS]) -> u8 {
+        (words[0] >> 24) as u8
+    }
+
     /// The key `encode` stored.
     #[inline]
     pub(crate) fn decode(words: &[u64; KEY_WORDS]) -> Self {
@@ -89,7 +95,7 @@ impl ConnKey {
             } else {
                 AddrFamily::V4
             },
-            proto: (meta >> 24) as u8,
+            proto: Self::proto_of(words),
             ports: [(meta >> 32) as u16, (meta >> 48) as u16],
             addrs: [[words[1], words[2]], [words[3], words[4]]],
         }

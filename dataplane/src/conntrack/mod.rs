@@ -48,7 +48,7 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::packet::{proto, AddrFamily, FlowKey, TcpSegment};
 use crate::sharded::ShardedTable;
-use entry::{ProtoClass, StoredEntry};
+use entry::{with_workload, ProtoClass, StoredEntry, COUNTED_WORDS, ENTRY_WORDS, WORKLOADS_WORD};
 use key::KEY_WORDS;
 use slots::{Place, Probe, ShardGuard, SlotTable};
 use tcp::{event_of, in_window, track_segment, transition, TcpEvent, Transition};
@@ -423,7 +423,10 @@ impl ConntrackTable {
     /// Third step, after every packet's `prefetch_tags`: prefetch the slot
     /// each packet's lookup will read.
     pub fn prefetch_slot(&self, prepared: &Prepared) {
-        self.table.prefetch_slot(&prepared.place);
+        // A TCP hit reads the windows, in the slot's cold part.
+        let whole_entry = ConnKey::proto_of(&prepared.words) == proto::TCP;
+        self.table
+            .prefetch_slot(&prepared.place, &prepared.words, whole_entry);
     }
 
     /// Tracks every packet of `packets` in batches of `BATCH`, prefetching
@@ -520,7 +523,7 @@ impl ConntrackTable {
         if key.proto != proto::TCP {
             return self.update_stateless(shard, slot, key, sender, packet, now);
         }
-        let mut stored = StoredEntry(shard.entry_words(slot));
+        let mut stored = StoredEntry::new(shard.entry_words::<ENTRY_WORDS>(slot));
         let live = now < self.expiry(key, stored.state(), stored.last_seen());
         let segment = packet.tcp.unwrap_or_default();
         if live
@@ -591,19 +594,29 @@ impl ConntrackTable {
         packet: &TrackPacket,
         now: u64,
     ) -> Option<TrackOutcome> {
-        let mut stored = StoredEntry(shard.entry_words(slot));
+        let mut stored = StoredEntry::new(shard.entry_words::<COUNTED_WORDS>(slot));
         if now >= self.expiry(key, stored.state(), stored.last_seen()) {
             let (_, entry) = shard.remove(slot);
             self.forget(key, &entry, end_reason_at_expiry(entry.state));
             return None;
         }
-        stored.count_stateless(sender, packet.bytes, packet.workload, now);
+        stored.count_stateless(sender, packet.bytes, now);
         shard.set_entry_words(slot, &stored.0);
+        // The workloads word is in the slot's cold part: touched only when
+        // the packet names its sender's workload.
+        if packet.workload != 0 {
+            let word = shard.entry_word(slot, WORKLOADS_WORD);
+            shard.set_entry_word(
+                slot,
+                WORKLOADS_WORD,
+                with_workload(word, sender, packet.workload),
+            );
+        }
         Some(Self::hit(sender, &stored))
     }
 
     /// The outcome of a hit from `sender` that left the entry `stored`.
-    fn hit(sender: Endpoint, stored: &StoredEntry) -> TrackOutcome {
+    fn hit<const N: usize>(sender: Endpoint, stored: &StoredEntry<N>) -> TrackOutcome {
         TrackOutcome::Tracked {
             direction: Self::direction(sender, stored.originator()),
             state: stored.state(),

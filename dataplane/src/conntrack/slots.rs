@@ -17,11 +17,23 @@
 //!   when the table is made.
 //!
 //! Layout: per slot a tag byte (0: empty; else the high bit and 7 bits of
-//! the hash) and `SLOT_WORDS` words, the key then the entry. A key probes
-//! linearly from its home slot within its shard; a removal shifts the
-//! following entries of its run back (no tombstones, so probe lengths do
-//! not decay with churn). A shard never fills past `MAX_SHARD_LOAD`, so
-//! every probe meets an empty slot.
+//! the hash) and `SLOT_WORDS` words, the key then the entry, in two parts:
+//! a cache line (`HotLine`) with what a hit of a protocol without a state
+//! machine reads and writes when the key's addresses are IPv4-sized, and
+//! the rest (`COLD_WORDS`) in a second array. So a UDP or ICMP hit on an
+//! IPv4 connection reads one tag line and dirties one slot line, where a
+//! 112-byte slot spans 2.5 lines on average (docs/performance-notes.md,
+//! "One line per hit"). Which words go where (`ShardGuard::entry_cells`):
+//!
+//! | | hot line (8 words) | cold part (6 words) |
+//! |---|---|---|
+//! | packed key (IPv4) | key head, both addresses, bytes ×2, entry words 0-3 | TCP windows ×2, workloads, 3 unused |
+//! | whole key (IPv6) | key head, 3 address words, entry words 0-3 | TCP windows ×2, workloads, last address word, bytes ×2 |
+//!
+//! A key probes linearly from its home slot within its shard; a removal
+//! shifts the following entries of its run back (no tombstones, so probe
+//! lengths do not decay with churn). A shard never fills past
+//! `MAX_SHARD_LOAD`, so every probe meets an empty slot.
 //!
 //! Every access is atomic with relaxed ordering, so this needs no `unsafe`:
 //! the shard lock's acquire and release order them, and on x86-64 a
@@ -42,12 +54,58 @@ use crate::spin;
 /// Words per slot: the key, then the entry.
 pub(crate) const SLOT_WORDS: usize = KEY_WORDS + ENTRY_WORDS;
 
+/// Words of a slot's first part, one cache line.
+const HOT_WORDS: usize = 8;
+
+/// Words of its second part.
+const COLD_WORDS: usize = SLOT_WORDS - HOT_WORDS;
+
+/// Where the cold part keeps a whole key's last word.
+const COLD_KEY_WORD: usize = 3;
+
+/// Set in a stored key's first word when its addresses are packed into the
+/// hot line's second word. It is the top bit of the family byte, which is
+/// 4 or 6, so no key's own first word has it.
+const PACKED: u64 = 1 << 23;
+
 /// Tag of an empty slot.
 const EMPTY: u8 = 0;
 
 /// Most a shard may fill, in percent of its slots: linear probing stays
 /// short below it, and a probe always finds an empty slot.
 const MAX_SHARD_LOAD_PERCENT: usize = 97;
+
+/// A slot's first part, aligned so that it is one cache line.
+#[derive(Debug)]
+#[repr(align(64))]
+struct HotLine([AtomicU64; HOT_WORDS]);
+
+/// A key as a slot stores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StoredKey {
+    /// Both addresses fit 32 bits (IPv4): the first word with `PACKED`,
+    /// and the two addresses in one word.
+    Packed([u64; 2]),
+    /// Any other key, word for word.
+    Whole([u64; KEY_WORDS]),
+}
+
+impl StoredKey {
+    #[inline]
+    fn of(words: &[u64; KEY_WORDS]) -> Self {
+        let [head, a_high, a_low, b_high, b_low] = *words;
+        debug_assert_eq!(head & PACKED, 0, "a key's family byte is 4 or 6");
+        if a_high == 0 && b_high == 0 && (a_low | b_low) >> 32 == 0 {
+            StoredKey::Packed([head | PACKED, a_low | b_low << 32])
+        } else {
+            StoredKey::Whole(*words)
+        }
+    }
+
+    fn is_packed(&self) -> bool {
+        matches!(self, StoredKey::Packed(_))
+    }
+}
 
 /// Where a hash lives: its shard, its home slot (absolute) and its tag.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,8 +135,10 @@ struct Shard {
 #[derive(Debug)]
 pub(crate) struct SlotTable {
     tags: Box<[AtomicU8]>,
-    /// Per slot its words, the key then the entry.
-    slots: Box<[[AtomicU64; SLOT_WORDS]]>,
+    /// Per slot its first part (`HotLine`).
+    hot: Box<[HotLine]>,
+    /// Per slot the rest of its words.
+    cold: Box<[[AtomicU64; COLD_WORDS]]>,
     shards: Box<[CachePadded<Shard>]>,
     shard_slots: usize,
     shard_limit: usize,
@@ -93,6 +153,21 @@ fn slots_for(entries: usize) -> usize {
     (with_headroom * 100).div_ceil(MAX_SHARD_LOAD_PERCENT)
 }
 
+fn zeroed<const N: usize>() -> [AtomicU64; N] {
+    std::array::from_fn(|_| AtomicU64::new(0))
+}
+
+fn load_all<const N: usize>(cells: &[AtomicU64; N]) -> [u64; N] {
+    std::array::from_fn(|index| cells[index].load(Ordering::Relaxed))
+}
+
+/// Stores `words` into the first cells of `cells`.
+fn store_all(cells: &[AtomicU64], words: &[u64]) {
+    for (cell, word) in cells.iter().zip(words) {
+        cell.store(*word, Ordering::Relaxed);
+    }
+}
+
 impl SlotTable {
     /// `shards` shards, each sized for `per_shard` entries.
     pub fn new(shards: usize, per_shard: usize) -> Self {
@@ -101,9 +176,8 @@ impl SlotTable {
         let slots = shards * shard_slots;
         Self {
             tags: (0..slots).map(|_| AtomicU8::new(EMPTY)).collect(),
-            slots: (0..slots)
-                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
-                .collect(),
+            hot: (0..slots).map(|_| HotLine(zeroed())).collect(),
+            cold: (0..slots).map(|_| zeroed()).collect(),
             shards: (0..shards).map(|_| CachePadded::default()).collect(),
             shard_slots,
             shard_limit: shard_slots * MAX_SHARD_LOAD_PERCENT / 100,
@@ -147,26 +221,31 @@ impl SlotTable {
     }
 
     /// Prefetch hint, second step: reads the (by now cached) tags without
-    /// the lock and prefetches the slot a probe would stop at. A stale read
-    /// only makes the hint wrong, never the lookup.
+    /// the lock and prefetches the slot a probe would stop at: its hot
+    /// line, and its cold part too for an insert (the probe would stop at
+    /// an empty slot), a key that is not packed, or a hit that reads the
+    /// whole entry (`whole_entry`, TCP's). A stale read only makes the hint
+    /// wrong, never the lookup.
     #[inline]
-    pub fn prefetch_slot(&self, place: &Place) {
+    pub fn prefetch_slot(&self, place: &Place, key: &[u64; KEY_WORDS], whole_entry: bool) {
         let base = place.shard * self.shard_slots;
         let end = base + self.shard_slots;
         let mut slot = place.home;
+        let mut tag = EMPTY;
         for _ in 0..self.shard_slots {
-            let tag = self.tags[slot].load(Ordering::Relaxed);
+            tag = self.tags[slot].load(Ordering::Relaxed);
             if tag == EMPTY || tag == place.tag {
                 break;
             }
             slot = if slot + 1 == end { base } else { slot + 1 };
         }
-        let words = self.slots.as_flattened();
-        let first = slot * SLOT_WORDS;
-        // A 112-byte slot spans up to three cache lines.
-        prefetch_index(words, first);
-        prefetch_index(words, first + 8);
-        prefetch_index(words, first + SLOT_WORDS - 1);
+        prefetch_index(&self.hot, slot);
+        if tag == EMPTY || whole_entry || !StoredKey::of(key).is_packed() {
+            // The cold part spans up to two cache lines.
+            let words = self.cold.as_flattened();
+            prefetch_index(words, slot * COLD_WORDS);
+            prefetch_index(words, slot * COLD_WORDS + COLD_WORDS - 1);
+        }
     }
 
     /// Locks shard `shard` (below `shard_count`; `crate::spin`).
@@ -213,26 +292,44 @@ impl ShardGuard<'_> {
     }
 
     #[inline]
-    fn word(&self, slot: usize, index: usize) -> u64 {
-        self.table.slots[slot][index].load(Ordering::Relaxed)
+    fn hot(&self, slot: usize) -> &[AtomicU64; HOT_WORDS] {
+        &self.table.hot[slot].0
     }
 
     #[inline]
-    fn set_word(&self, slot: usize, index: usize, value: u64) {
-        self.table.slots[slot][index].store(value, Ordering::Relaxed);
+    fn cold(&self, slot: usize) -> &[AtomicU64; COLD_WORDS] {
+        &self.table.cold[slot]
+    }
+
+    /// The key in `slot` is packed (`StoredKey::Packed`).
+    #[inline]
+    fn is_packed(&self, slot: usize) -> bool {
+        self.hot(slot)[0].load(Ordering::Relaxed) & PACKED != 0
     }
 
     #[inline]
-    fn key_matches(&self, slot: usize, key: &[u64; KEY_WORDS]) -> bool {
-        key.iter()
-            .enumerate()
-            .all(|(index, word)| self.word(slot, index) == *word)
+    fn key_matches(&self, slot: usize, key: &StoredKey) -> bool {
+        let equal = |cells: &[AtomicU64], words: &[u64]| {
+            cells
+                .iter()
+                .zip(words)
+                .all(|(cell, word)| cell.load(Ordering::Relaxed) == *word)
+        };
+        match key {
+            StoredKey::Packed(words) => equal(self.hot(slot), words),
+            StoredKey::Whole(words) => {
+                equal(self.hot(slot), &words[..KEY_WORDS - 1])
+                    && self.cold(slot)[COLD_KEY_WORD].load(Ordering::Relaxed)
+                        == words[KEY_WORDS - 1]
+            }
+        }
     }
 
     /// Finds `key` (as words) placed at `place`, which must be this
     /// shard's.
     #[inline]
     pub fn probe(&self, key: &[u64; KEY_WORDS], place: &Place) -> Probe {
+        let key = StoredKey::of(key);
         let mut slot = place.home;
         // The load cap guarantees an empty slot; the bound only makes a
         // broken invariant end rather than spin.
@@ -241,7 +338,7 @@ impl ShardGuard<'_> {
             if tag == EMPTY {
                 return Probe::Vacant(slot);
             }
-            if tag == place.tag && self.key_matches(slot, key) {
+            if tag == place.tag && self.key_matches(slot, &key) {
                 return Probe::Found(slot);
             }
             slot = self.next(slot);
@@ -254,10 +351,33 @@ impl ShardGuard<'_> {
         ConnKey::decode(&self.key_words(slot))
     }
 
-    /// The stored words of the key in `slot`.
+    /// The words of the key in `slot` (`ConnKey::encode`).
     #[inline]
     fn key_words(&self, slot: usize) -> [u64; KEY_WORDS] {
-        std::array::from_fn(|index| self.word(slot, index))
+        let hot = |index: usize| self.hot(slot)[index].load(Ordering::Relaxed);
+        if self.is_packed(slot) {
+            let addrs = hot(1);
+            [hot(0) & !PACKED, 0, addrs & 0xffff_ffff, 0, addrs >> 32]
+        } else {
+            [
+                hot(0),
+                hot(1),
+                hot(2),
+                hot(3),
+                self.cold(slot)[COLD_KEY_WORD].load(Ordering::Relaxed),
+            ]
+        }
+    }
+
+    fn set_key(&self, slot: usize, key: &StoredKey) {
+        let head = match key {
+            StoredKey::Packed(words) => &words[..],
+            StoredKey::Whole(words) => {
+                self.cold(slot)[COLD_KEY_WORD].store(words[KEY_WORDS - 1], Ordering::Relaxed);
+                &words[..KEY_WORDS - 1]
+            }
+        };
+        store_all(self.hot(slot), head);
     }
 
     #[inline]
@@ -270,19 +390,51 @@ impl ShardGuard<'_> {
         self.set_entry_words(slot, &entry.encode());
     }
 
-    /// The stored entry of `slot` as words (`ConnEntry::encode`).
+    /// Where the entry words of `slot` live. The first
+    /// `entry::COUNTED_WORDS` are what a hit of a protocol without a state
+    /// machine changes; with a packed key they are all in the hot line.
     #[inline]
-    pub fn entry_words(&self, slot: usize) -> [u64; ENTRY_WORDS] {
-        let words = &self.table.slots[slot][KEY_WORDS..];
-        std::array::from_fn(|index| words[index].load(Ordering::Relaxed))
+    fn entry_cells(&self, slot: usize) -> [&AtomicU64; ENTRY_WORDS] {
+        let (hot, cold) = (self.hot(slot), self.cold(slot));
+        let [bytes_a, bytes_b] = if self.is_packed(slot) {
+            [&hot[2], &hot[3]]
+        } else {
+            [&cold[4], &cold[5]]
+        };
+        [
+            &hot[4], &hot[5], &hot[6], &hot[7], bytes_a, bytes_b, &cold[0], &cold[1], &cold[2],
+        ]
+    }
+
+    /// The first `N` words of the stored entry of `slot` (`ConnEntry::
+    /// encode`): all of them, or the `entry::COUNTED_WORDS` a hit of a
+    /// protocol without a state machine needs.
+    #[inline]
+    pub fn entry_words<const N: usize>(&self, slot: usize) -> [u64; N] {
+        const { assert!(N <= ENTRY_WORDS) };
+        let cells = self.entry_cells(slot);
+        std::array::from_fn(|index| cells[index].load(Ordering::Relaxed))
+    }
+
+    /// Stores the first `N` words of the entry of `slot`.
+    #[inline]
+    pub fn set_entry_words<const N: usize>(&self, slot: usize, entry: &[u64; N]) {
+        const { assert!(N <= ENTRY_WORDS) };
+        for (cell, word) in self.entry_cells(slot).iter().zip(entry) {
+            cell.store(*word, Ordering::Relaxed);
+        }
+    }
+
+    /// Entry word `index` of `slot` alone (for the workloads word of a
+    /// counted hit, which only a packet with a known workload changes).
+    #[inline]
+    pub fn entry_word(&self, slot: usize, index: usize) -> u64 {
+        self.entry_cells(slot)[index].load(Ordering::Relaxed)
     }
 
     #[inline]
-    pub fn set_entry_words(&self, slot: usize, entry: &[u64; ENTRY_WORDS]) {
-        let words = &self.table.slots[slot][KEY_WORDS..];
-        for (stored, word) in words.iter().zip(entry) {
-            stored.store(*word, Ordering::Relaxed);
-        }
+    pub fn set_entry_word(&self, slot: usize, index: usize, value: u64) {
+        self.entry_cells(slot)[index].store(value, Ordering::Relaxed);
     }
 
     /// Entries in this shard.
@@ -301,9 +453,7 @@ impl ShardGuard<'_> {
     /// `place` returned. The caller checked `is_full`.
     #[inline]
     pub fn insert(&self, slot: usize, place: &Place, key: &[u64; KEY_WORDS], entry: &ConnEntry) {
-        for (index, word) in key.iter().enumerate() {
-            self.set_word(slot, index, *word);
-        }
+        self.set_key(slot, &StoredKey::of(key));
         self.set_entry(slot, entry);
         self.table.tags[slot].store(place.tag, Ordering::Relaxed);
         self.table.shards[self.shard]
@@ -345,9 +495,8 @@ impl ShardGuard<'_> {
     }
 
     fn move_slot(&self, from: usize, to: usize) {
-        for index in 0..SLOT_WORDS {
-            self.set_word(to, index, self.word(from, index));
-        }
+        store_all(self.hot(to), &load_all(self.hot(from)));
+        store_all(self.cold(to), &load_all(self.cold(from)));
         self.table.tags[to].store(self.tag(from), Ordering::Relaxed);
     }
 
@@ -385,15 +534,32 @@ mod tests {
 
     use super::*;
     use crate::classifier::classbench::SplitMix64;
+    use crate::conntrack::entry::ConnState;
     use crate::packet::{proto, AddrFamily, FlowKey};
 
+    /// Keys of every stored form: IPv4 (packed), IPv6 (whole), IPv6 with
+    /// addresses under 2^32 (packed, told apart by the family) and IPv4
+    /// with a wide address (whole; no parser makes one, the table must
+    /// still hold it). The IPv6 keys share their ports, so they differ in
+    /// the word a whole key keeps in the cold part only.
     fn key(n: u32) -> ConnKey {
+        let small = u128::from(0x0a00_0000 | n);
+        let (family, src) = match n % 4 {
+            0 => (AddrFamily::V4, small),
+            1 => (AddrFamily::V6, 0xfd00 << 112 | small),
+            2 => (AddrFamily::V6, small),
+            _ => (AddrFamily::V4, small | 1 << 40),
+        };
         let flow = FlowKey {
-            family: AddrFamily::V4,
-            src: u128::from(0x0a00_0000 | n),
+            family,
+            src,
             dst: 0x0a80_0001,
             proto: proto::UDP,
-            src_port: (n % 50_000) as u16 + 1024,
+            src_port: if n % 4 == 1 {
+                1024
+            } else {
+                (n % 50_000) as u16 + 1024
+            },
             dst_port: 53,
             ..FlowKey::default()
         };
@@ -469,6 +635,84 @@ mod tests {
                     assert!(model.insert(n, entry(n)).is_none());
                 }
                 assert_matches_model(&table, &model, keys);
+            }
+        }
+    }
+
+    /// Every word of key and entry comes back from a slot of each key
+    /// form, also after the slot moved; the counted words of a packed key
+    /// sit in the hot line; a single word's store lands where the whole
+    /// entry's read finds it.
+    #[test]
+    fn keys_and_entries_of_every_form_round_trip_through_their_slots() {
+        use crate::conntrack::entry::{TcpDirection, COUNTED_WORDS, WORKLOADS_WORD};
+        let full = |n: u32| ConnEntry {
+            state: ConnState::TcpEstablished,
+            originator: 1,
+            closer: 1,
+            flags_seen: [n as u8, (n >> 8) as u8],
+            generation: n ^ 0xdead_beef,
+            rule_id: n,
+            packets: [n, !n],
+            bytes: [u64::from(n) << 33, u64::MAX - u64::from(n)],
+            first_seen: u64::from(n) * 1_000_000,
+            last_seen: u64::from(n) * 1_000_000 + 5_000_000,
+            tcp: [
+                TcpDirection {
+                    max_end: n,
+                    max_window: 7,
+                    scale: 3,
+                    seen: true,
+                },
+                TcpDirection {
+                    max_end: !n,
+                    max_window: 9,
+                    scale: 14,
+                    seen: true,
+                },
+            ],
+            workloads: [n + 1, n + 2],
+        };
+        let table = SlotTable::new(1, 64);
+        for n in 0..40 {
+            assert!(insert(&table, &key(n), &full(n)));
+        }
+        let shard = table.lock(0);
+        let slots: Vec<usize> = shard.occupied().collect();
+        assert_eq!(slots.len(), 40);
+        for slot in slots {
+            let n = shard.entry(slot).rule_id;
+            assert_eq!(shard.key(slot), key(n), "slot {slot}");
+            let hot_line = shard.hot(slot).as_ptr_range();
+            let in_hot_line = shard.entry_cells(slot)[..COUNTED_WORDS]
+                .iter()
+                .all(|cell| hot_line.contains(&std::ptr::from_ref(*cell)));
+            assert_eq!(in_hot_line, n % 4 == 0 || n % 4 == 2, "key {n}");
+            assert_eq!(shard.entry(slot), full(n));
+            let words = full(n).encode();
+            assert_eq!(
+                shard.entry_words::<COUNTED_WORDS>(slot)[..],
+                words[..COUNTED_WORDS]
+            );
+            shard.set_entry_word(slot, WORKLOADS_WORD, 77);
+            assert_eq!(shard.entry(slot).workloads, [77, 0]);
+            assert_eq!(
+                shard.entry_words::<ENTRY_WORDS>(slot)[..WORKLOADS_WORD],
+                words[..WORKLOADS_WORD]
+            );
+        }
+        drop(shard);
+        // Removals shift runs back: what moved still reads back whole.
+        for n in (0..40).step_by(3) {
+            assert!(remove(&table, &key(n)).is_some());
+        }
+        for n in 0..40 {
+            let found = find(&table, &key(n));
+            if n % 3 == 0 {
+                assert_eq!(found, None);
+            } else {
+                assert_eq!(found.map(|entry| entry.rule_id), Some(n));
+                assert_eq!(found.map(|entry| entry.bytes), Some(full(n).bytes));
             }
         }
     }
