@@ -48,16 +48,17 @@ for tool in gnuplot nft ip ethtool jq python3; do
 done
 
 log "building (release)"
-# `cargo bench` builds the benchmarks package's bins too, with the bench
-# profile (thin LTO, unwinding), and links them into target/release/ over
-# the release builds of the same name: conntrack-report built that way
+# Every `cargo bench` builds the benchmarks package's bins too, with the
+# bench profile (thin LTO, unwinding), and links them into target/release/
+# over the release builds of the same name: conntrack-report built that way
 # measured hot hits at 88-91 ns against 41-42 for the release build. So the
-# criterion benches are built first and the release bins last, which links
-# the release builds back (docs/performance-notes.md, "The report binaries
-# were the bench profile's").
+# release bins are linked back (`release_bins`, a no-op build once built)
+# after each `cargo bench` (docs/performance-notes.md, "The report
+# binaries were the bench profile's").
+release_bins() { cargo build --release -q -p microseg-benches --bins; }
 cargo bench -q -p microseg-benches --no-run
 cargo build --release -q -p microseg-control --bin microseg
-cargo build --release -q -p microseg-benches --bins
+release_bins
 
 rm -rf "$STAGE"
 mkdir -p "$STAGE"
@@ -88,6 +89,7 @@ for bench in "${CRITERION_BENCHES[@]}"; do
         "${CRITERION_ARGS[@]}" >"$STAGE/criterion-$bench.log" 2>&1 \
         || die "cargo bench --bench $bench: see $STAGE/criterion-$bench.log"
 done
+release_bins
 python3 benches/report.py criterion --from "$STAGE/criterion" --out "$STAGE/criterion.csv"
 
 log "policy compile and swap vs nft -f"
