@@ -48,7 +48,7 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::packet::{proto, AddrFamily, FlowKey, TcpSegment};
 use crate::sharded::ShardedTable;
-use entry::{with_workload, ProtoClass, StoredEntry, COUNTED_WORDS, ENTRY_WORDS, WORKLOADS_WORD};
+use entry::{ProtoClass, StoredEntry, COUNTED_WORDS, ENTRY_WORDS};
 use key::KEY_WORDS;
 use slots::{Place, Probe, ShardGuard, SlotTable};
 use tcp::{event_of, in_window, track_segment, transition, TcpEvent, Transition};
@@ -605,12 +605,7 @@ impl ConntrackTable {
         // The workloads word is in the slot's cold part: touched only when
         // the packet names its sender's workload.
         if packet.workload != 0 {
-            let word = shard.entry_word(slot, WORKLOADS_WORD);
-            shard.set_entry_word(
-                slot,
-                WORKLOADS_WORD,
-                with_workload(word, sender, packet.workload),
-            );
+            shard.note_workload(slot, sender, packet.workload);
         }
         Some(Self::hit(sender, &stored))
     }

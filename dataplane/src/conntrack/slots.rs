@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 use prefetch_index::prefetch_index;
 
-use super::entry::{ConnEntry, ENTRY_WORDS};
+use super::entry::{with_workload, ConnEntry, ENTRY_WORDS, WORKLOADS_WORD};
 use super::hash::KeyHasher;
 use super::key::{ConnKey, KEY_WORDS};
 use crate::hashing::shard_and_home;
@@ -425,16 +425,16 @@ impl ShardGuard<'_> {
         }
     }
 
-    /// Entry word `index` of `slot` alone (for the workloads word of a
-    /// counted hit, which only a packet with a known workload changes).
+    /// Records `workload` (0: unknown, which changes nothing) as endpoint
+    /// `sender`'s in the entry of `slot`: the one word outside the counted
+    /// ones that a counted hit may change, in the cold part.
     #[inline]
-    pub fn entry_word(&self, slot: usize, index: usize) -> u64 {
-        self.entry_cells(slot)[index].load(Ordering::Relaxed)
-    }
-
-    #[inline]
-    pub fn set_entry_word(&self, slot: usize, index: usize, value: u64) {
-        self.entry_cells(slot)[index].store(value, Ordering::Relaxed);
+    pub fn note_workload(&self, slot: usize, sender: u8, workload: u32) {
+        let cell = self.entry_cells(slot)[WORKLOADS_WORD];
+        cell.store(
+            with_workload(cell.load(Ordering::Relaxed), sender, workload),
+            Ordering::Relaxed,
+        );
     }
 
     /// Entries in this shard.
@@ -645,7 +645,7 @@ mod tests {
     /// entry's read finds it.
     #[test]
     fn keys_and_entries_of_every_form_round_trip_through_their_slots() {
-        use crate::conntrack::entry::{TcpDirection, COUNTED_WORDS, WORKLOADS_WORD};
+        use crate::conntrack::entry::{TcpDirection, COUNTED_WORDS};
         let full = |n: u32| ConnEntry {
             state: ConnState::TcpEstablished,
             originator: 1,
@@ -694,8 +694,8 @@ mod tests {
                 shard.entry_words::<COUNTED_WORDS>(slot)[..],
                 words[..COUNTED_WORDS]
             );
-            shard.set_entry_word(slot, WORKLOADS_WORD, 77);
-            assert_eq!(shard.entry(slot).workloads, [77, 0]);
+            shard.note_workload(slot, 0, 77);
+            assert_eq!(shard.entry(slot).workloads, [77, n + 2]);
             assert_eq!(
                 shard.entry_words::<ENTRY_WORDS>(slot)[..WORKLOADS_WORD],
                 words[..WORKLOADS_WORD]

@@ -3,6 +3,7 @@
 use super::*;
 use crate::packet::tcp_flags::{ACK, FIN, PSH, RST, SYN};
 use crate::packet::{AddrFamily, FlowKey, TcpSegment};
+use entry::{with_workload, WORKLOADS_WORD};
 
 const S: u64 = 1_000_000_000;
 const CLIENT: u128 = 0x0a00_0001;
