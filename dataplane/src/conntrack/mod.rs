@@ -455,7 +455,13 @@ impl ConntrackTable {
                 .zip(out.iter_mut())
                 .enumerate()
             {
-                *out = self.track_prepared(packet, prepared, now, || admit(batch * BATCH + index));
+                self.track_prepared_into(
+                    packet,
+                    prepared,
+                    now,
+                    || admit(batch * BATCH + index),
+                    out,
+                );
             }
         }
     }
@@ -469,24 +475,46 @@ impl ConntrackTable {
         now: u64,
         admit: impl FnOnce() -> Admission,
     ) -> TrackOutcome {
+        let mut outcome = TrackOutcome::Denied;
+        self.track_prepared_into(packet, prepared, now, admit, &mut outcome);
+        outcome
+    }
+
+    /// `track_prepared`, writing the outcome into `out`. A hit writes its
+    /// outcome's fields in place: returning it by value went through a
+    /// stack copy that read the fields back as one wider load before their
+    /// stores had retired, a failed store-to-load forward that was about a
+    /// sixth of a hot batched hit (`docs/performance-notes.md`).
+    fn track_prepared_into(
+        &self,
+        packet: &TrackPacket,
+        prepared: &Prepared,
+        now: u64,
+        admit: impl FnOnce() -> Admission,
+        out: &mut TrackOutcome,
+    ) {
         if let Some(quoted) = &packet.quoted {
-            return self.track_related(quoted, packet.zone);
+            *out = self.track_related(quoted, packet.zone);
+            return;
         }
         let shard = self.table.lock(prepared.place.shard);
         let vacant = match shard.probe(&prepared.words, &prepared.place) {
             Probe::Vacant(slot) => slot,
             Probe::Found(slot) => {
-                if let Some(outcome) = self.update_existing(&shard, slot, prepared, packet, now) {
-                    return outcome;
+                if self.update_existing(&shard, slot, prepared, packet, now, out) {
+                    return;
                 }
                 // It ended; this packet may open it again.
                 match shard.probe(&prepared.words, &prepared.place) {
                     Probe::Vacant(slot) => slot,
-                    Probe::Found(_) => return TrackOutcome::Refused(RefuseReason::Raced),
+                    Probe::Found(_) => {
+                        *out = TrackOutcome::Refused(RefuseReason::Raced);
+                        return;
+                    }
                 }
             }
         };
-        self.open(shard, vacant, prepared, packet, now, admit)
+        *out = self.open(shard, vacant, prepared, packet, now, admit);
     }
 
     fn track_related(&self, quoted: &FlowKey, zone: u16) -> TrackOutcome {
@@ -508,9 +536,9 @@ impl ConntrackTable {
         TrackOutcome::Invalid(reason)
     }
 
-    /// Applies a packet to its live entry in `slot`; `None` if the entry
-    /// had ended (expired, or a SYN reopening a closed connection) and was
-    /// removed.
+    /// Applies a packet to its live entry in `slot` and writes the outcome
+    /// into `out`; `false` (and `out` untouched) if the entry had ended
+    /// (expired, or a SYN reopening a closed connection) and was removed.
     fn update_existing(
         &self,
         shard: &ShardGuard<'_>,
@@ -518,11 +546,12 @@ impl ConntrackTable {
         prepared: &Prepared,
         packet: &TrackPacket,
         now: u64,
-    ) -> Option<TrackOutcome> {
-        let (key, sender) = (&ConnKey::decode(&prepared.words), prepared.sender);
-        if key.proto != proto::TCP {
-            return self.update_stateless(shard, slot, key, sender, packet, now);
+        out: &mut TrackOutcome,
+    ) -> bool {
+        if ConnKey::proto_of(&prepared.words) != proto::TCP {
+            return self.update_stateless(shard, slot, prepared, packet, now, out);
         }
+        let (key, sender) = (&ConnKey::decode(&prepared.words), prepared.sender);
         let mut stored = StoredEntry::new(shard.entry_words::<ENTRY_WORDS>(slot));
         let live = now < self.expiry(key, stored.state(), stored.last_seen());
         let segment = packet.tcp.unwrap_or_default();
@@ -537,7 +566,8 @@ impl ConntrackTable {
             )
         {
             shard.set_entry_words(slot, &stored.0);
-            return Some(Self::hit(sender, &stored));
+            Self::hit(sender, &stored, out);
+            return true;
         }
         let mut entry = ConnEntry::decode(&stored.0);
         let ended = if !live {
@@ -546,13 +576,16 @@ impl ConntrackTable {
             match self.tcp_step(&entry, sender, packet) {
                 Ok(Transition::Reopen) => Some(EndReason::Removed),
                 Ok(Transition::To(_)) => None,
-                Err(reason) => return Some(self.invalid(reason)),
+                Err(reason) => {
+                    *out = self.invalid(reason);
+                    return true;
+                }
             }
         };
         if let Some(reason) = ended {
             let (_, entry) = shard.remove(slot);
             self.forget(key, &entry, reason);
-            return None;
+            return false;
         }
         self.apply(&mut entry, sender, packet, now);
         // A reset ends the connection now: the RST itself is forwarded, and
@@ -563,13 +596,14 @@ impl ConntrackTable {
         } else {
             shard.set_entry(slot, &entry);
         }
-        Some(TrackOutcome::Tracked {
+        *out = TrackOutcome::Tracked {
             direction: Self::direction(sender, entry.originator),
             state: entry.state,
             generation: entry.generation,
             rule_id: entry.rule_id,
             created: false,
-        })
+        };
+        true
     }
 
     /// Which way a packet from `sender` goes on a connection `originator`
@@ -589,16 +623,17 @@ impl ConntrackTable {
         &self,
         shard: &ShardGuard<'_>,
         slot: usize,
-        key: &ConnKey,
-        sender: Endpoint,
+        prepared: &Prepared,
         packet: &TrackPacket,
         now: u64,
-    ) -> Option<TrackOutcome> {
+        out: &mut TrackOutcome,
+    ) -> bool {
+        let (key, sender) = (&ConnKey::decode(&prepared.words), prepared.sender);
         let mut stored = StoredEntry::new(shard.entry_words::<COUNTED_WORDS>(slot));
         if now >= self.expiry(key, stored.state(), stored.last_seen()) {
             let (_, entry) = shard.remove(slot);
             self.forget(key, &entry, end_reason_at_expiry(entry.state));
-            return None;
+            return false;
         }
         stored.count_stateless(sender, packet.bytes, now);
         shard.set_entry_words(slot, &stored.0);
@@ -607,18 +642,20 @@ impl ConntrackTable {
         if packet.workload != 0 {
             shard.note_workload(slot, sender, packet.workload);
         }
-        Some(Self::hit(sender, &stored))
+        Self::hit(sender, &stored, out);
+        true
     }
 
-    /// The outcome of a hit from `sender` that left the entry `stored`.
-    fn hit<const N: usize>(sender: Endpoint, stored: &StoredEntry<N>) -> TrackOutcome {
-        TrackOutcome::Tracked {
+    /// Writes the outcome of a hit from `sender` that left the entry
+    /// `stored` into `out`.
+    fn hit<const N: usize>(sender: Endpoint, stored: &StoredEntry<N>, out: &mut TrackOutcome) {
+        *out = TrackOutcome::Tracked {
             direction: Self::direction(sender, stored.originator()),
             state: stored.state(),
             generation: stored.generation(),
             rule_id: stored.rule_id(),
             created: false,
-        }
+        };
     }
 
     /// Validates a TCP segment against an entry: flags, window, transition.
@@ -763,7 +800,8 @@ impl ConntrackTable {
         }
         let mut probe = shard.probe(&prepared.words, &prepared.place);
         if let Probe::Found(slot) = probe {
-            if let Some(outcome) = self.update_existing(&shard, slot, prepared, packet, now) {
+            let mut outcome = TrackOutcome::Denied;
+            if self.update_existing(&shard, slot, prepared, packet, now, &mut outcome) {
                 return Err(Some(outcome));
             }
             probe = shard.probe(&prepared.words, &prepared.place);
