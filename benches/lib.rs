@@ -1,5 +1,5 @@
 //! Shared helpers for microseg's benchmarks: locating and loading the
-//! ClassBench rule sets, traces generated from them, and a median timer.
+//! ClassBench rule sets, traces generated from them, and median timers.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -37,15 +37,62 @@ pub fn trace(rules: &[Rule<()>], count: usize) -> Vec<FlowKey> {
 
 /// Median of `runs` timings of `f`, in nanoseconds.
 pub fn median_ns(runs: usize, mut f: impl FnMut()) -> f64 {
-    let mut times: Vec<f64> = (0..runs.max(1))
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_nanos() as f64
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    let mut times: Vec<f64> = (0..runs.max(1)).map(|_| time_ns(&mut f)).collect();
+    median(&mut times)
+}
+
+fn time_ns(f: &mut impl FnMut()) -> f64 {
+    let start = Instant::now();
+    f();
+    start.elapsed().as_nanos() as f64
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Seconds `interleaved_medians_ns` samples for by default: longer than
+/// the bursts of other tenants' load seen on this shared machine (1-2 s
+/// at about twice the time per operation; docs/performance-notes.md,
+/// "Noise"), so that a burst costs each measurement a few samples rather
+/// than its median.
+pub const SAMPLING_SECONDS: f64 = 6.0;
+
+/// How long `interleaved_medians_ns` samples: `$BENCH_SAMPLING_SECONDS`
+/// (`make bench QUICK=1` sets 1), else `SAMPLING_SECONDS`. Panics on a
+/// value that is not a non-negative number of seconds.
+pub fn sampling_seconds() -> f64 {
+    match std::env::var("BENCH_SAMPLING_SECONDS") {
+        Ok(text) => match text.parse::<f64>() {
+            Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => seconds,
+            _ => panic!("BENCH_SAMPLING_SECONDS={text}: expected seconds, such as 6 or 0.5"),
+        },
+        Err(_) => SAMPLING_SECONDS,
+    }
+}
+
+/// Medians, in nanoseconds, of timings of each of `measures`, taken in
+/// turn: round after round, every measure timed once, for at least
+/// `min_rounds` rounds and at least `seconds`. Each measure's samples so
+/// spread over the whole time: a burst of load from outside slows a few
+/// samples of every measure, where back-to-back runs of one measure could
+/// all fall inside it.
+pub fn interleaved_medians_ns(
+    min_rounds: usize,
+    seconds: f64,
+    measures: &mut [&mut dyn FnMut()],
+) -> Vec<f64> {
+    let mut samples = vec![Vec::new(); measures.len()];
+    let start = Instant::now();
+    let mut rounds = 0;
+    while rounds < min_rounds.max(1) || start.elapsed().as_secs_f64() < seconds {
+        for (measure, samples) in measures.iter_mut().zip(&mut samples) {
+            samples.push(time_ns(measure));
+        }
+        rounds += 1;
+    }
+    samples.iter_mut().map(|samples| median(samples)).collect()
 }
 
 /// The `--csv PATH` argument of a report binary that takes nothing else
@@ -91,5 +138,45 @@ pub mod conntrack_traffic {
         std::mem::swap(&mut packet.flow.src, &mut packet.flow.dst);
         std::mem::swap(&mut packet.flow.src_port, &mut packet.flow.dst_port);
         packet
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Every measure is timed once per round, for at least `min_rounds`
+    /// rounds, and its median is of its own samples.
+    #[test]
+    fn interleaved_measures_are_timed_in_turn() {
+        let order = std::cell::RefCell::new(Vec::new());
+        let medians = interleaved_medians_ns(
+            3,
+            0.0,
+            &mut [
+                &mut || {
+                    order.borrow_mut().push('s');
+                    std::thread::sleep(Duration::from_millis(2));
+                },
+                &mut || order.borrow_mut().push('q'),
+            ],
+        );
+        assert_eq!(order.into_inner(), ['s', 'q', 's', 'q', 's', 'q']);
+        assert!(
+            medians[0] >= 2e6,
+            "the sleeping measure's median {}",
+            medians[0]
+        );
+    }
+
+    /// Sampling goes on for the time asked even past `min_rounds`.
+    #[test]
+    fn interleaved_sampling_lasts_the_time_asked() {
+        let start = Instant::now();
+        let mut rounds = 0;
+        interleaved_medians_ns(1, 0.05, &mut [&mut || rounds += 1]);
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        assert!(rounds > 1);
     }
 }

@@ -5,16 +5,22 @@
 //! writes the raw numbers.
 //!
 //! Timings are medians of several runs over a trace generated from the
-//! rules (`microseg_benches::trace`).
+//! rules (`microseg_benches::trace`); single and batched lookups are
+//! sampled in turn for `BENCH_SAMPLING_SECONDS`
+//! (`microseg_benches::interleaved_medians_ns`).
 
 use std::fmt::Write as _;
 
-use microseg_benches::{load_rules, median_ns, trace, CLASSBENCH_SETS};
+use microseg_benches::{
+    interleaved_medians_ns, load_rules, median_ns, sampling_seconds, trace, CLASSBENCH_SETS,
+};
 use microseg_dataplane::classifier::{classbench, Classifier, LinearClassifier, Rule};
 
 const TRACE_KEYS: usize = 100_000;
 const BUILD_RUNS: usize = 5;
-const LOOKUP_RUNS: usize = 7;
+/// Fewest samples of each lookup timing (more while the sampling time
+/// lasts: `microseg_benches::sampling_seconds`).
+const LOOKUP_ROUNDS: usize = 7;
 /// Linear lookups cost O(rules): keep each run near a few hundred ms.
 const LINEAR_WORK: usize = 200_000_000;
 
@@ -39,18 +45,28 @@ fn measure(set: &str, rules: Vec<Rule<()>>) -> Row {
     let tree = Classifier::build(rules.clone()).expect("ClassBench rules build");
     let stats = tree.stats();
 
-    let single_ns = median_ns(LOOKUP_RUNS, || {
-        let mut acc = 0u64;
-        for key in &keys {
-            acc += u64::from(tree.classify(std::hint::black_box(key)).unwrap_or(0));
-        }
-        std::hint::black_box(acc);
-    }) / keys.len() as f64;
     let mut out = vec![None; keys.len()];
-    let batch_ns = median_ns(LOOKUP_RUNS, || {
-        tree.classify_batch(std::hint::black_box(&keys), &mut out);
-        std::hint::black_box(&out);
-    }) / keys.len() as f64;
+    let lookups = interleaved_medians_ns(
+        LOOKUP_ROUNDS,
+        sampling_seconds(),
+        &mut [
+            &mut || {
+                let mut acc = 0u64;
+                for key in &keys {
+                    acc += u64::from(tree.classify(std::hint::black_box(key)).unwrap_or(0));
+                }
+                std::hint::black_box(acc);
+            },
+            &mut || {
+                tree.classify_batch(std::hint::black_box(&keys), &mut out);
+                std::hint::black_box(&out);
+            },
+        ],
+    );
+    let (single_ns, batch_ns) = (
+        lookups[0] / keys.len() as f64,
+        lookups[1] / keys.len() as f64,
+    );
 
     let linear_keys = &keys[..(LINEAR_WORK / rules.len().max(1)).clamp(100, keys.len())];
     let linear = LinearClassifier::new(rules.clone());

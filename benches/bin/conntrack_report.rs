@@ -7,13 +7,17 @@
 //! `track` at a time. Prints a markdown table; `--csv PATH` writes the raw
 //! numbers. `CONNTRACK_REPORT_SIZES` (comma-separated entry counts, for
 //! example `1000000`) measures only those sizes, for quick A/B runs.
+//!
+//! Hits and the sweep are medians of samples taken in turn over
+//! `BENCH_SAMPLING_SECONDS` (`microseg_benches::interleaved_medians_ns`),
+//! new connections per second the median of `FILLS` fills.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
 use microseg_benches::conntrack_traffic::{reply, request};
-use microseg_benches::median_ns;
+use microseg_benches::{interleaved_medians_ns, sampling_seconds};
 use microseg_dataplane::classifier::classbench::SplitMix64;
 use microseg_dataplane::conntrack::{
     Admission, ConntrackConfig, ConntrackTable, TrackOutcome, TrackPacket, ALL_SHARDS, BATCH,
@@ -25,8 +29,12 @@ const ALLOW: Admission = Admission::Allow {
 };
 const SIZES: [u32; 3] = [10_000, 100_000, 1_000_000];
 const HOT_SET: u32 = 1024;
-const LOOKUPS: usize = 1_000_000;
-const RUNS: usize = 5;
+/// Hits per timed sample.
+const LOOKUPS: usize = 200_000;
+/// Fewest samples of each measurement (more while the sampling time lasts).
+const MIN_ROUNDS: usize = 5;
+/// Table fills timed for new connections per second (median).
+const FILLS: usize = 5;
 
 /// `SIZES`, or the sizes `CONNTRACK_REPORT_SIZES` names.
 fn sizes() -> Vec<u32> {
@@ -117,32 +125,59 @@ enum Mode {
     Single,
 }
 
-/// ns per hit over `LOOKUPS` lookups of keys drawn from `0..span`, split
-/// over `threads` (wall time ÷ all lookups).
-fn hits(table: &ConntrackTable, span: u32, threads: u32, mode: Mode) -> f64 {
-    let keys: Vec<u32> = {
-        let mut rng = SplitMix64::new(u64::from(span));
-        (0..LOOKUPS)
-            .map(|_| (rng.next_u64() % u64::from(span)) as u32)
-            .collect()
-    };
-    let chunk = LOOKUPS / threads as usize;
-    median_ns(RUNS, || {
-        std::thread::scope(|scope| {
-            for part in keys.chunks(chunk) {
-                scope.spawn(move || match mode {
-                    Mode::Batched => track_keys(table, part.iter().copied(), request, 2, hit),
-                    Mode::Single => {
-                        for &i in part {
-                            let outcome =
-                                table.track(std::hint::black_box(&request(i)), 2, || ALLOW);
-                            assert!(hit(&outcome), "unexpected outcome");
-                        }
+/// `LOOKUPS` keys of hits drawn uniformly from `0..span`.
+fn hit_keys(span: u32) -> Vec<u32> {
+    let mut rng = SplitMix64::new(u64::from(span));
+    (0..LOOKUPS)
+        .map(|_| (rng.next_u64() % u64::from(span)) as u32)
+        .collect()
+}
+
+/// Tracks the client packets of `keys` (all hits), split over `threads`.
+fn track_hits(table: &ConntrackTable, keys: &[u32], threads: u32, mode: Mode) {
+    std::thread::scope(|scope| {
+        for part in keys.chunks(keys.len().div_ceil(threads as usize)) {
+            scope.spawn(move || match mode {
+                Mode::Batched => track_keys(table, part.iter().copied(), request, 2, hit),
+                Mode::Single => {
+                    for &i in part {
+                        let outcome = table.track(std::hint::black_box(&request(i)), 2, || ALLOW);
+                        assert!(hit(&outcome), "unexpected outcome");
                     }
-                });
-            }
-        });
-    }) / LOOKUPS as f64
+                }
+            });
+        }
+    });
+}
+
+/// Hits (hot batched, cold batched, hot single, cold single; ns per hit)
+/// and a full sweep (ns per entry) of a table of `entries`, measured in
+/// turn (`interleaved_medians_ns`).
+fn hits_and_sweep(table: &ConntrackTable, entries: u32, threads: u32) -> [f64; 5] {
+    let hot_keys = hit_keys(HOT_SET.min(entries));
+    let cold_keys = hit_keys(entries);
+    let medians = interleaved_medians_ns(
+        MIN_ROUNDS,
+        sampling_seconds(),
+        &mut [
+            &mut || track_hits(table, &hot_keys, threads, Mode::Batched),
+            &mut || track_hits(table, &cold_keys, threads, Mode::Batched),
+            &mut || track_hits(table, &hot_keys, threads, Mode::Single),
+            &mut || track_hits(table, &cold_keys, threads, Mode::Single),
+            // A full sweep pass where nothing has expired: the scan cost.
+            &mut || {
+                std::hint::black_box(table.sweep(3, ALL_SHARDS));
+            },
+        ],
+    );
+    let per_hit = |ns: f64| ns / LOOKUPS as f64;
+    [
+        per_hit(medians[0]),
+        per_hit(medians[1]),
+        per_hit(medians[2]),
+        per_hit(medians[3]),
+        medians[4] / f64::from(entries),
+    ]
 }
 
 fn main() {
@@ -162,19 +197,12 @@ fn main() {
         let bytes_per_entry = memory.bytes_max as f64 / f64::from(entries);
         for threads in [1u32, 2] {
             eprintln!("measuring {entries} entries, {threads} thread(s)");
-            let inserts: Vec<f64> = (0..3).map(|_| filled(entries, threads).1).collect();
-            let mut sorted = inserts.clone();
-            sorted.sort_by(f64::total_cmp);
-            let new_per_s = sorted[1];
+            let mut inserts: Vec<f64> = (0..FILLS).map(|_| filled(entries, threads).1).collect();
+            inserts.sort_by(f64::total_cmp);
+            let new_per_s = inserts[FILLS / 2];
             let (table, _) = filled(entries, threads);
-            let hot = hits(&table, HOT_SET.min(entries), threads, Mode::Batched);
-            let cold = hits(&table, entries, threads, Mode::Batched);
-            let single_hot = hits(&table, HOT_SET.min(entries), threads, Mode::Single);
-            let single_cold = hits(&table, entries, threads, Mode::Single);
-            // A full sweep pass where nothing has expired: the scan cost.
-            let sweep = median_ns(RUNS, || {
-                std::hint::black_box(table.sweep(3, ALL_SHARDS));
-            }) / f64::from(entries);
+            let [hot, cold, single_hot, single_cold, sweep] =
+                hits_and_sweep(&table, entries, threads);
             let row = format!(
                 "| {entries} | {threads} | {:.2} M | {hot:.0} | {cold:.0} | {single_hot:.0} | {single_cold:.0} | {sweep:.1} | {bytes_per_entry:.0} |",
                 new_per_s / 1e6
