@@ -47,7 +47,8 @@ fn time_ns(f: &mut impl FnMut()) -> f64 {
     start.elapsed().as_nanos() as f64
 }
 
-fn median(values: &mut [f64]) -> f64 {
+/// The median of `values` (sorts them); panics if there are none.
+pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }

@@ -8,16 +8,16 @@
 //! numbers. `CONNTRACK_REPORT_SIZES` (comma-separated entry counts, for
 //! example `1000000`) measures only those sizes, for quick A/B runs.
 //!
-//! Hits and the sweep are medians of samples taken in turn over
-//! `BENCH_SAMPLING_SECONDS` (`microseg_benches::interleaved_medians_ns`),
-//! new connections per second the median of `FILLS` fills.
+//! Table fills (new connections per second), hits and the sweep are
+//! medians of samples taken in turn over `BENCH_SAMPLING_SECONDS`
+//! (`microseg_benches::interleaved_medians_ns`).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
 use microseg_benches::conntrack_traffic::{reply, request};
-use microseg_benches::{interleaved_medians_ns, sampling_seconds};
+use microseg_benches::{interleaved_medians_ns, median, sampling_seconds};
 use microseg_dataplane::classifier::classbench::SplitMix64;
 use microseg_dataplane::conntrack::{
     Admission, ConntrackConfig, ConntrackTable, TrackOutcome, TrackPacket, ALL_SHARDS, BATCH,
@@ -33,8 +33,6 @@ const HOT_SET: u32 = 1024;
 const LOOKUPS: usize = 200_000;
 /// Fewest samples of each measurement (more while the sampling time lasts).
 const MIN_ROUNDS: usize = 5;
-/// Table fills timed for new connections per second (median).
-const FILLS: usize = 5;
 
 /// `SIZES`, or the sizes `CONNTRACK_REPORT_SIZES` names.
 fn sizes() -> Vec<u32> {
@@ -150,16 +148,20 @@ fn track_hits(table: &ConntrackTable, keys: &[u32], threads: u32, mode: Mode) {
     });
 }
 
-/// Hits (hot batched, cold batched, hot single, cold single; ns per hit)
-/// and a full sweep (ns per entry) of a table of `entries`, measured in
-/// turn (`interleaved_medians_ns`).
-fn hits_and_sweep(table: &ConntrackTable, entries: u32, threads: u32) -> [f64; 5] {
+/// New connections per second (filling fresh tables of `entries`), hits
+/// on `table` (hot batched, cold batched, hot single, cold single; ns per
+/// hit) and a full sweep of it (ns per entry), measured in turn
+/// (`interleaved_medians_ns`), each the median of its samples.
+fn measure(table: &ConntrackTable, entries: u32, threads: u32) -> [f64; 6] {
     let hot_keys = hit_keys(HOT_SET.min(entries));
     let cold_keys = hit_keys(entries);
+    let mut fill_rates = Vec::new();
     let medians = interleaved_medians_ns(
         MIN_ROUNDS,
         sampling_seconds(),
         &mut [
+            // Timed inside (the inserts only): the wall time is not used.
+            &mut || fill_rates.push(filled(entries, threads).1),
             &mut || track_hits(table, &hot_keys, threads, Mode::Batched),
             &mut || track_hits(table, &cold_keys, threads, Mode::Batched),
             &mut || track_hits(table, &hot_keys, threads, Mode::Single),
@@ -172,11 +174,12 @@ fn hits_and_sweep(table: &ConntrackTable, entries: u32, threads: u32) -> [f64; 5
     );
     let per_hit = |ns: f64| ns / LOOKUPS as f64;
     [
-        per_hit(medians[0]),
+        median(&mut fill_rates),
         per_hit(medians[1]),
         per_hit(medians[2]),
         per_hit(medians[3]),
-        medians[4] / f64::from(entries),
+        per_hit(medians[4]),
+        medians[5] / f64::from(entries),
     ]
 }
 
@@ -197,12 +200,9 @@ fn main() {
         let bytes_per_entry = memory.bytes_max as f64 / f64::from(entries);
         for threads in [1u32, 2] {
             eprintln!("measuring {entries} entries, {threads} thread(s)");
-            let mut inserts: Vec<f64> = (0..FILLS).map(|_| filled(entries, threads).1).collect();
-            inserts.sort_by(f64::total_cmp);
-            let new_per_s = inserts[FILLS / 2];
             let (table, _) = filled(entries, threads);
-            let [hot, cold, single_hot, single_cold, sweep] =
-                hits_and_sweep(&table, entries, threads);
+            let [new_per_s, hot, cold, single_hot, single_cold, sweep] =
+                measure(&table, entries, threads);
             let row = format!(
                 "| {entries} | {threads} | {:.2} M | {hot:.0} | {cold:.0} | {single_hot:.0} | {single_cold:.0} | {sweep:.1} | {bytes_per_entry:.0} |",
                 new_per_s / 1e6
