@@ -1382,7 +1382,7 @@ def section_policy(page, data):
     page.add(
         "## 6. Policy compile and swap",
         "",
-        f"`benches/policy/swap.sh` (alone: `make bench-policy`), median of its runs; raw results in "
+        f"`benches/policy/swap.sh` (alone: `make bench-policy`); raw results in "
         f"{page.src('policy.csv')} and {page.src('policy-nft.csv')}. **Compile**: a policy of "
         "N workloads × M label rules turned into classifier rules and trees, one thread. "
         "**Swap**: the time from an accepted change to the new policy in force, measured as "
@@ -1392,7 +1392,9 @@ def section_policy(page, data):
         "different rule each run), the everyday change. Both replace the whole document, as "
         "the API's `PUT /v1/policy` does. They are set next to `nft -f` of the same filters "
         "as a linear chain, loaded into a fresh namespace (also a whole replacement). The "
-        "filters are the TCP and UDP filters of ClassBench acl1, as CIDR rules.",
+        "filters are the TCP and UDP filters of ClassBench acl1, as CIDR rules. Each microseg "
+        "time is the median of samples spread over at least 6 s (1 s in a QUICK run) and 5 "
+        "samples, first pushes and edits taken in turn; `nft -f` is the median of 5 loads.",
         "",
     )
     compiles = [r for r in rows if r["benchmark"] == "compile"]

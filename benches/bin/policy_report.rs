@@ -9,13 +9,19 @@
 //!    equivalent nftables ruleset (a linear chain) for `nft -f` timing by
 //!    `benches/policy/swap.sh`.
 //!
+//! Each timing is a median of samples spread over `BENCH_SAMPLING_SECONDS`
+//! (first pushes and edits taken in turn; `--runs N` is the fewest
+//! samples, default 5).
+//!
 //! Usage: policy-report [--csv FILE] [--nft DIR] [--runs N]
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use microseg_benches::{classbench_dir, load_rules};
+use microseg_benches::{
+    classbench_dir, interleaved_medians_ns, load_rules, median, sampling_seconds,
+};
 use microseg_control::engine::PolicyEngine;
 use microseg_control::policy::{
     compile, ActionName, ModeName, Policy, PolicyDocument, PolicyRule, Workload,
@@ -141,11 +147,6 @@ fn nft_ruleset(filters: &[Rule<()>]) -> String {
     text
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let value = |flag: &str| {
@@ -165,19 +166,18 @@ fn main() {
         document.validate().is_valid(),
         "the generated policy is valid"
     );
-    let mut times = Vec::new();
     let mut last = None;
-    for _ in 0..runs {
-        let start = Instant::now();
-        let compiled = compile(&document, 1).expect("compiles");
-        times.push(start.elapsed().as_secs_f64() * 1000.0);
-        last = Some(compiled);
-    }
+    let compile_ms = interleaved_medians_ns(
+        runs,
+        sampling_seconds(),
+        &mut [&mut || {
+            last = Some(compile(&document, 1).expect("compiles"));
+        }],
+    )[0] / 1e6;
     let compiled = last.expect("at least one run");
     let stats = compiled.snapshot.classifier.stats();
-    let compile_ms = median(times);
     println!(
-        "compile 1000 workloads x 1000 rules: {compile_ms:.0} ms median of {runs}; {} classifier rules, {:.1} MiB",
+        "compile 1000 workloads x 1000 rules: {compile_ms:.0} ms (median); {} classifier rules, {:.1} MiB",
         compiled.classifier_rules,
         stats.memory_bytes as f64 / 1048576.0
     );
@@ -189,15 +189,16 @@ fn main() {
 
     // 2. Swap latency for ClassBench-sized policies.
     let state = std::env::temp_dir().join(format!("microseg-policy-bench-{}", std::process::id()));
+    let (first_state, edit_state) = (state.join("first"), state.join("edit"));
     for set in ["acl1_1k", "acl1_10k", "acl1_100k"] {
         if !classbench_dir().join(set).exists() {
             println!("{set}: not found, skipped");
             continue;
         }
         let (document, filters) = classbench_policy(set);
-        let fresh_engine = || {
-            let _ = std::fs::remove_dir_all(&state);
-            PolicyEngine::restore(Store::open(&state).expect("store"), None, None)
+        let fresh_engine = |dir: &PathBuf| {
+            let _ = std::fs::remove_dir_all(dir);
+            PolicyEngine::restore(Store::open(dir).expect("store"), None, None)
                 .expect("engine")
                 .engine
         };
@@ -210,30 +211,38 @@ fn main() {
         };
         // First push: an engine holding the empty policy takes the whole
         // document (the classifier searches its grouping from scratch).
-        let mut firsts = Vec::new();
-        let mut rules = 0;
-        for _ in 0..runs {
-            let (ms, count) = swap_ms(&fresh_engine(), &document);
-            firsts.push(ms);
-            rules = count;
-        }
         // Edits: with the document in force, push it with one rule taken
-        // out (a different one each time), the everyday change.
-        let engine = fresh_engine();
+        // out (a different one each time), the everyday change. The two
+        // are sampled in turn (`interleaved_medians_ns`); each sample is
+        // `apply`'s own swap time.
+        let (mut firsts, mut edits) = (Vec::new(), Vec::new());
+        let mut rules = 0;
+        let engine = fresh_engine(&edit_state);
         swap_ms(&engine, &document);
         let policy_rules = document.policies[0].rules.len();
-        let edits: Vec<f64> = (0..runs)
-            .map(|run| {
-                let mut edited = document.clone();
-                edited.policies[0]
-                    .rules
-                    .remove((run * 7919 + 13) % policy_rules);
-                swap_ms(&engine, &edited).0
-            })
-            .collect();
-        let (first_ms, edit_ms) = (median(firsts), median(edits));
+        interleaved_medians_ns(
+            runs,
+            sampling_seconds(),
+            &mut [
+                &mut || {
+                    let (ms, count) = swap_ms(&fresh_engine(&first_state), &document);
+                    firsts.push(ms);
+                    rules = count;
+                },
+                &mut || {
+                    let mut edited = document.clone();
+                    edited.policies[0]
+                        .rules
+                        .remove((edits.len() * 7919 + 13) % policy_rules);
+                    edits.push(swap_ms(&engine, &edited).0);
+                },
+            ],
+        );
+        let (first_ms, edit_ms) = (median(&mut firsts), median(&mut edits));
         println!(
-            "swap {set}: {rules} classifier rules, first push {first_ms:.0} ms, an edit {edit_ms:.0} ms (medians of {runs}, accepted -> in force)"
+            "swap {set}: {rules} classifier rules, first push {first_ms:.0} ms, an edit {edit_ms:.0} ms (medians of {} and {}, accepted -> in force)",
+            firsts.len(),
+            edits.len()
         );
         let _ = writeln!(csv, "swap-first,{set},{rules},{first_ms:.1},");
         let _ = writeln!(csv, "swap-edit,{set},{rules},{edit_ms:.1},");

@@ -4,7 +4,8 @@
 #
 # - microseg: `policy-report` times PolicyEngine::apply, from an accepted
 #   change to the new snapshot in force (validate, compile, fsync to the
-#   state directory, atomic publish);
+#   state directory, atomic publish), each a median of samples spread over
+#   BENCH_SAMPLING_SECONDS (default 6), at least RUNS of them;
 # - nftables: `nft -f` of the same filters as a linear chain, loaded into a
 #   network namespace this script creates (so the host's ruleset is never
 #   touched), median of RUNS loads, each replacing the previous table.
