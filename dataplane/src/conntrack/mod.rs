@@ -15,7 +15,9 @@
 //! - **No I/O, no clock**: `now` (ns, monotonic) is an argument.
 //! - **Capacity is a hard limit**: an insert first reserves a slot. Under
 //!   pressure: sweep expired entries from a few shards, then early-drop an
-//!   unreplied (embryonic) entry, as Linux does; else refuse and count.
+//!   unreplied (embryonic) entry, as Linux does; else refuse and count. A
+//!   shard that fills before the table (uneven hashing past its headroom)
+//!   does the same within itself.
 //! - **Per-source quotas**: an originating address may hold at most
 //!   `per_source_limit` entries, so one flooding workload cannot fill the
 //!   table for the others.
@@ -784,10 +786,13 @@ impl ConntrackTable {
     }
 
     /// After reserving capacity without a lock: locks the packet's shard
-    /// again and finds its vacant slot, reclaiming expired entries of the
-    /// shard if it is full. `Err(Some(outcome))`: another worker opened the
-    /// connection meanwhile, and the packet was applied to it;
-    /// `Err(None)`: the shard stayed full.
+    /// again and finds its vacant slot. A full shard first reclaims its
+    /// expired entries, then early-drops its oldest unreplied one: the
+    /// table as a whole has room (the reservation), and a shard fills
+    /// before it only when hashing is uneven past its headroom.
+    /// `Err(Some(outcome))`: another worker opened the connection
+    /// meanwhile, and the packet was applied to it; `Err(None)`: the shard
+    /// stayed full (every entry in it answered and live).
     fn relock_for_insert(
         &self,
         prepared: &Prepared,
@@ -797,6 +802,9 @@ impl ConntrackTable {
         let shard = self.table.lock(prepared.place.shard);
         if shard.is_full() {
             self.reclaim_expired(&shard, now);
+        }
+        if shard.is_full() {
+            self.early_drop_in(&shard);
         }
         let mut probe = shard.probe(&prepared.words, &prepared.place);
         if let Probe::Found(slot) = probe {
@@ -885,15 +893,10 @@ impl ConntrackTable {
                 break;
             }
             let shard = self.table.lock((start + offset) % shards);
-            for slot in shard
-                .occupied()
-                .take(self.config.early_drop_scan - examined)
-            {
-                examined += 1;
-                let entry = shard.entry(slot);
-                let older = oldest.is_none_or(|(seen, _)| entry.last_seen < seen);
-                if entry.state.is_embryonic() && older {
-                    oldest = Some((entry.last_seen, shard.key(slot)));
+            let limit = self.config.early_drop_scan - examined;
+            if let Some((seen, slot)) = oldest_embryonic(&shard, limit, &mut examined) {
+                if oldest.is_none_or(|(oldest_seen, _)| seen < oldest_seen) {
+                    oldest = Some((seen, shard.key(slot)));
                 }
             }
         }
@@ -918,6 +921,20 @@ impl ConntrackTable {
             }
             None => false,
         }
+    }
+
+    /// Early drop inside the locked, full `shard`: removes the oldest
+    /// unreplied entry among its first `early_drop_scan`; true if one was
+    /// dropped.
+    fn early_drop_in(&self, shard: &ShardGuard<'_>) -> bool {
+        let mut examined = 0;
+        let Some((_, slot)) = oldest_embryonic(shard, self.config.early_drop_scan, &mut examined)
+        else {
+            return false;
+        };
+        let (key, entry) = shard.remove(slot);
+        self.forget(&key, &entry, EndReason::EarlyDrop);
+        true
     }
 
     fn source_of(key: &ConnKey, originator: Endpoint) -> SourceKey {
@@ -987,6 +1004,26 @@ impl ConntrackTable {
 /// everything else expired.
 /// Forgets what the window tracking learned (`tcp::in_window` checks
 /// nothing until both sides are seen again).
+/// The oldest unreplied (embryonic) entry among the first `limit`
+/// occupied slots of a locked shard, as (last seen, slot); adds the
+/// entries looked at to `examined`.
+fn oldest_embryonic(
+    shard: &ShardGuard<'_>,
+    limit: usize,
+    examined: &mut usize,
+) -> Option<(u64, usize)> {
+    let mut oldest: Option<(u64, usize)> = None;
+    for slot in shard.occupied().take(limit) {
+        *examined += 1;
+        let entry = shard.entry(slot);
+        let older = oldest.is_none_or(|(seen, _)| entry.last_seen < seen);
+        if entry.state.is_embryonic() && older {
+            oldest = Some((entry.last_seen, slot));
+        }
+    }
+    oldest
+}
+
 fn restart_window(entry: &mut ConnEntry) {
     for direction in &mut entry.tcp {
         direction.seen = false;

@@ -635,6 +635,95 @@ fn full_table_of_answered_connections_refuses_new_ones() {
     assert_eq!(table.stats().refused(RefuseReason::TableFull), 1);
 }
 
+/// Client packets of UDP connections (source ports from `first` up) that
+/// hash into shard `shard` of `table`.
+fn udp_into_shard(
+    table: &ConntrackTable,
+    shard: usize,
+    first: u16,
+) -> impl Iterator<Item = TrackPacket> + '_ {
+    (first..=u16::MAX)
+        .map(|port| udp_from(CLIENT, port))
+        .filter(move |packet| table.prepare(&packet.flow, packet.zone).place.shard == shard)
+}
+
+/// A table of 6,400 with one shard filled to its cap: far below the
+/// table's capacity. Returns the table and the shard's first (oldest)
+/// connection's client packet, opened at 0; the others at 1 s, answered
+/// if `answered`.
+fn table_with_a_full_shard(answered: bool) -> (ConntrackTable, TrackPacket) {
+    let table = ConntrackTable::new(ConntrackConfig {
+        max_entries: 6_400,
+        early_drop_scan: 1_024,
+        ..ConntrackConfig::default()
+    });
+    assert_eq!(table.table.shard_count(), MIN_SHARDS);
+    let mut into_shard = udp_into_shard(&table, 0, 0);
+    let oldest = into_shard.next().expect("a port hashing into shard 0");
+    let open = |packet: &TrackPacket, now: u64| {
+        let outcome = table.track(packet, now, || ALLOW);
+        assert!(matches!(
+            outcome,
+            TrackOutcome::Tracked { created: true, .. }
+        ));
+        if answered {
+            let reply = TrackPacket {
+                flow: flow(SERVER, CLIENT, proto::UDP, 53, packet.flow.src_port),
+                ..TrackPacket::default()
+            };
+            table.track(&reply, now, || ALLOW);
+        }
+    };
+    open(&oldest, 0);
+    while !table.table.lock(0).is_full() {
+        open(&into_shard.next().expect("ports left"), S);
+    }
+    drop(into_shard);
+    assert!(table.len() < 640, "{} entries", table.len());
+    (table, oldest)
+}
+
+/// The next connection hashing into shard 0 after those of
+/// `table_with_a_full_shard`.
+fn newcomer(table: &ConntrackTable) -> TrackPacket {
+    let mut into_shard = udp_into_shard(table, 0, 0);
+    into_shard
+        .find(|packet| table.get(&ConnKey::from_flow(&packet.flow, 0).0).is_none())
+        .expect("a port hashing into shard 0")
+}
+
+#[test]
+fn a_shard_full_before_the_table_early_drops_within_itself() {
+    let (table, oldest) = table_with_a_full_shard(false);
+    let filled = table.len();
+    let newcomer = newcomer(&table);
+    assert!(matches!(
+        table.track(&newcomer, 2 * S, || ALLOW),
+        TrackOutcome::Tracked { created: true, .. }
+    ));
+    assert_eq!(table.stats().ended(EndReason::EarlyDrop), 1);
+    assert_eq!(table.stats().refused(RefuseReason::TableFull), 0);
+    assert_eq!(table.len(), filled);
+    // The one dropped is the shard's oldest unreplied connection.
+    assert_eq!(table.get(&ConnKey::from_flow(&oldest.flow, 0).0), None);
+    assert!(table
+        .get(&ConnKey::from_flow(&newcomer.flow, 0).0)
+        .is_some());
+}
+
+#[test]
+fn a_shard_full_of_answered_connections_refuses_while_the_table_has_room() {
+    let (table, oldest) = table_with_a_full_shard(true);
+    let filled = table.len();
+    assert_eq!(
+        table.track(&newcomer(&table), 2 * S, || ALLOW),
+        TrackOutcome::Refused(RefuseReason::TableFull)
+    );
+    assert_eq!(table.stats().ended(EndReason::EarlyDrop), 0);
+    assert_eq!(table.len(), filled);
+    assert!(table.get(&ConnKey::from_flow(&oldest.flow, 0).0).is_some());
+}
+
 #[test]
 fn a_flooding_source_hits_its_quota_while_others_still_connect() {
     let table = ConntrackTable::new(ConntrackConfig {
