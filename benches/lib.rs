@@ -53,14 +53,15 @@ pub fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-/// Seconds `interleaved_medians_ns` samples for by default: longer than
+/// Seconds `sample_in_turn` and `interleaved_medians_ns` sample for by
+/// default: longer than
 /// the bursts of other tenants' load seen on this shared machine (1-2 s
 /// at about twice the time per operation; docs/performance-notes.md,
 /// "Noise"), so that a burst costs each measurement a few samples rather
 /// than its median.
 pub const SAMPLING_SECONDS: f64 = 6.0;
 
-/// How long `interleaved_medians_ns` samples: `$BENCH_SAMPLING_SECONDS`
+/// How long `sample_in_turn` and `interleaved_medians_ns` sample: `$BENCH_SAMPLING_SECONDS`
 /// (`make bench QUICK=1` sets 1), else `SAMPLING_SECONDS`. Panics on a
 /// value that is not a non-negative number of seconds.
 pub fn sampling_seconds() -> f64 {
@@ -73,27 +74,43 @@ pub fn sampling_seconds() -> f64 {
     }
 }
 
-/// Medians, in nanoseconds, of timings of each of `measures`, taken in
-/// turn: round after round, every measure timed once, for at least
-/// `min_rounds` rounds and at least `seconds`. Each measure's samples so
-/// spread over the whole time: a burst of load from outside slows a few
-/// samples of every measure, where back-to-back runs of one measure could
-/// all fall inside it.
+/// Runs each of `measures` in turn, round after round, for at least
+/// `min_rounds` rounds (at least one) and at least `seconds`. Each
+/// measure's runs are so spread over the whole time: a burst of load from
+/// outside slows a few runs of every measure, where back-to-back runs of
+/// one measure could all fall inside it. For measures that time
+/// themselves (only part of what they run); else `interleaved_medians_ns`.
+pub fn sample_in_turn(min_rounds: usize, seconds: f64, measures: &mut [&mut dyn FnMut()]) {
+    in_rounds(min_rounds, seconds, || {
+        for measure in measures.iter_mut() {
+            measure();
+        }
+    });
+}
+
+/// Medians, in nanoseconds, of timings of each of `measures`, run in
+/// turn as `sample_in_turn` runs them.
 pub fn interleaved_medians_ns(
     min_rounds: usize,
     seconds: f64,
     measures: &mut [&mut dyn FnMut()],
 ) -> Vec<f64> {
     let mut samples = vec![Vec::new(); measures.len()];
-    let start = Instant::now();
-    let mut rounds = 0;
-    while rounds < min_rounds.max(1) || start.elapsed().as_secs_f64() < seconds {
+    in_rounds(min_rounds, seconds, || {
         for (measure, samples) in measures.iter_mut().zip(&mut samples) {
             samples.push(time_ns(measure));
         }
+    });
+    samples.iter_mut().map(|samples| median(samples)).collect()
+}
+
+fn in_rounds(min_rounds: usize, seconds: f64, mut round: impl FnMut()) {
+    let start = Instant::now();
+    let mut rounds = 0;
+    while rounds < min_rounds.max(1) || start.elapsed().as_secs_f64() < seconds {
+        round();
         rounds += 1;
     }
-    samples.iter_mut().map(|samples| median(samples)).collect()
 }
 
 /// The `--csv PATH` argument of a report binary that takes nothing else

@@ -19,9 +19,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use microseg_benches::{
-    classbench_dir, interleaved_medians_ns, load_rules, median, sampling_seconds,
-};
+use microseg_benches::{classbench_dir, load_rules, median, sample_in_turn, sampling_seconds};
 use microseg_control::engine::PolicyEngine;
 use microseg_control::policy::{
     compile, ActionName, ModeName, Policy, PolicyDocument, PolicyRule, Workload,
@@ -166,14 +164,19 @@ fn main() {
         document.validate().is_valid(),
         "the generated policy is valid"
     );
-    let mut last = None;
-    let compile_ms = interleaved_medians_ns(
+    let (mut last, mut times) = (None, Vec::new());
+    sample_in_turn(
         runs,
         sampling_seconds(),
         &mut [&mut || {
-            last = Some(compile(&document, 1).expect("compiles"));
+            let start = Instant::now();
+            let compiled = compile(&document, 1).expect("compiles");
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+            // The previous compilation is freed here, outside the timing.
+            last = Some(compiled);
         }],
-    )[0] / 1e6;
+    );
+    let compile_ms = median(&mut times);
     let compiled = last.expect("at least one run");
     let stats = compiled.snapshot.classifier.stats();
     println!(
@@ -213,14 +216,14 @@ fn main() {
         // document (the classifier searches its grouping from scratch).
         // Edits: with the document in force, push it with one rule taken
         // out (a different one each time), the everyday change. The two
-        // are sampled in turn (`interleaved_medians_ns`); each sample is
-        // `apply`'s own swap time.
+        // are sampled in turn (`sample_in_turn`); each sample is `apply`'s
+        // own swap time.
         let (mut firsts, mut edits) = (Vec::new(), Vec::new());
         let mut rules = 0;
         let engine = fresh_engine(&edit_state);
         swap_ms(&engine, &document);
         let policy_rules = document.policies[0].rules.len();
-        interleaved_medians_ns(
+        sample_in_turn(
             runs,
             sampling_seconds(),
             &mut [

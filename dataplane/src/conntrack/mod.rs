@@ -789,7 +789,9 @@ impl ConntrackTable {
     /// again and finds its vacant slot. A full shard first reclaims its
     /// expired entries, then early-drops its oldest unreplied one: the
     /// table as a whole has room (the reservation), and a shard fills
-    /// before it only when hashing is uneven past its headroom.
+    /// before it only when hashing is uneven past its headroom. (If the
+    /// table was full too, `reserve_slot` has already early-dropped an
+    /// entry elsewhere: two go for one, in that rare coincidence.)
     /// `Err(Some(outcome))`: another worker opened the connection
     /// meanwhile, and the packet was applied to it; `Err(None)`: the shard
     /// stayed full (every entry in it answered and live).
@@ -800,18 +802,21 @@ impl ConntrackTable {
         now: u64,
     ) -> Result<(ShardGuard<'_>, usize), Option<TrackOutcome>> {
         let shard = self.table.lock(prepared.place.shard);
-        if shard.is_full() {
-            self.reclaim_expired(&shard, now);
-        }
-        if shard.is_full() {
-            self.early_drop_in(&shard);
-        }
         let mut probe = shard.probe(&prepared.words, &prepared.place);
         if let Probe::Found(slot) = probe {
             let mut outcome = TrackOutcome::Denied;
             if self.update_existing(&shard, slot, prepared, packet, now, &mut outcome) {
                 return Err(Some(outcome));
             }
+            probe = shard.probe(&prepared.words, &prepared.place);
+        }
+        // Room is made only for a connection that is really new here.
+        if shard.is_full() {
+            self.reclaim_expired(&shard, now);
+            if shard.is_full() {
+                self.early_drop_in(&shard);
+            }
+            // Removals shift runs back: the vacant slot may have moved.
             probe = shard.probe(&prepared.words, &prepared.place);
         }
         match probe {
@@ -924,17 +929,14 @@ impl ConntrackTable {
     }
 
     /// Early drop inside the locked, full `shard`: removes the oldest
-    /// unreplied entry among its first `early_drop_scan`; true if one was
-    /// dropped.
-    fn early_drop_in(&self, shard: &ShardGuard<'_>) -> bool {
+    /// unreplied entry among its first `early_drop_scan`, if any.
+    fn early_drop_in(&self, shard: &ShardGuard<'_>) {
         let mut examined = 0;
-        let Some((_, slot)) = oldest_embryonic(shard, self.config.early_drop_scan, &mut examined)
-        else {
-            return false;
-        };
-        let (key, entry) = shard.remove(slot);
-        self.forget(&key, &entry, EndReason::EarlyDrop);
-        true
+        if let Some((_, slot)) = oldest_embryonic(shard, self.config.early_drop_scan, &mut examined)
+        {
+            let (key, entry) = shard.remove(slot);
+            self.forget(&key, &entry, EndReason::EarlyDrop);
+        }
     }
 
     fn source_of(key: &ConnKey, originator: Endpoint) -> SourceKey {
@@ -1000,10 +1002,6 @@ impl ConntrackTable {
     }
 }
 
-/// Why an entry that timed out ended: FIN-closed connections closed,
-/// everything else expired.
-/// Forgets what the window tracking learned (`tcp::in_window` checks
-/// nothing until both sides are seen again).
 /// The oldest unreplied (embryonic) entry among the first `limit`
 /// occupied slots of a locked shard, as (last seen, slot); adds the
 /// entries looked at to `examined`.
@@ -1024,12 +1022,16 @@ fn oldest_embryonic(
     oldest
 }
 
+/// Forgets what the window tracking learned (`tcp::in_window` checks
+/// nothing until both sides are seen again).
 fn restart_window(entry: &mut ConnEntry) {
     for direction in &mut entry.tcp {
         direction.seen = false;
     }
 }
 
+/// Why an entry that timed out ended: FIN-closed connections closed,
+/// everything else expired.
 fn end_reason_at_expiry(state: ConnState) -> EndReason {
     match state {
         ConnState::TcpTimeWait | ConnState::TcpLastAck | ConnState::TcpClose => EndReason::Closed,
