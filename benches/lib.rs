@@ -54,16 +54,16 @@ pub fn median(values: &mut [f64]) -> f64 {
 }
 
 /// Seconds `sample_in_turn` and `interleaved_medians_ns` sample for by
-/// default: longer than
-/// the bursts of other tenants' load seen on this shared machine (1-2 s
-/// at about twice the time per operation; docs/performance-notes.md,
-/// "Noise"), so that a burst costs each measurement a few samples rather
-/// than its median.
+/// default: longer than the bursts of other tenants' load seen on this
+/// shared machine (1-2 s at about twice the time per operation;
+/// docs/performance-notes.md, "Noise"), so that a burst costs each
+/// measurement a few samples rather than its median.
 pub const SAMPLING_SECONDS: f64 = 6.0;
 
-/// How long `sample_in_turn` and `interleaved_medians_ns` sample: `$BENCH_SAMPLING_SECONDS`
-/// (`make bench QUICK=1` sets 1), else `SAMPLING_SECONDS`. Panics on a
-/// value that is not a non-negative number of seconds.
+/// How long `sample_in_turn` and `interleaved_medians_ns` sample:
+/// `$BENCH_SAMPLING_SECONDS` (`make bench QUICK=1` sets 1), else
+/// `SAMPLING_SECONDS`. Panics on a value that is not a non-negative number
+/// of seconds.
 pub fn sampling_seconds() -> f64 {
     match std::env::var("BENCH_SAMPLING_SECONDS") {
         Ok(text) => match text.parse::<f64>() {

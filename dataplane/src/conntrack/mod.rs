@@ -794,7 +794,8 @@ impl ConntrackTable {
     /// entry elsewhere: two go for one, in that rare coincidence.)
     /// `Err(Some(outcome))`: another worker opened the connection
     /// meanwhile, and the packet was applied to it; `Err(None)`: the shard
-    /// stayed full (every entry in it answered and live).
+    /// stayed full (none of the entries the early drop looked at was
+    /// unreplied).
     fn relock_for_insert(
         &self,
         prepared: &Prepared,
@@ -899,7 +900,8 @@ impl ConntrackTable {
             }
             let shard = self.table.lock((start + offset) % shards);
             let limit = self.config.early_drop_scan - examined;
-            if let Some((seen, slot)) = oldest_embryonic(&shard, limit, &mut examined) {
+            examined += limit.min(shard.len());
+            if let Some((seen, slot)) = oldest_embryonic(&shard, limit) {
                 if oldest.is_none_or(|(oldest_seen, _)| seen < oldest_seen) {
                     oldest = Some((seen, shard.key(slot)));
                 }
@@ -931,9 +933,7 @@ impl ConntrackTable {
     /// Early drop inside the locked, full `shard`: removes the oldest
     /// unreplied entry among its first `early_drop_scan`, if any.
     fn early_drop_in(&self, shard: &ShardGuard<'_>) {
-        let mut examined = 0;
-        if let Some((_, slot)) = oldest_embryonic(shard, self.config.early_drop_scan, &mut examined)
-        {
+        if let Some((_, slot)) = oldest_embryonic(shard, self.config.early_drop_scan) {
             let (key, entry) = shard.remove(slot);
             self.forget(&key, &entry, EndReason::EarlyDrop);
         }
@@ -1003,16 +1003,10 @@ impl ConntrackTable {
 }
 
 /// The oldest unreplied (embryonic) entry among the first `limit`
-/// occupied slots of a locked shard, as (last seen, slot); adds the
-/// entries looked at to `examined`.
-fn oldest_embryonic(
-    shard: &ShardGuard<'_>,
-    limit: usize,
-    examined: &mut usize,
-) -> Option<(u64, usize)> {
+/// occupied slots of a locked shard, as (last seen, slot).
+fn oldest_embryonic(shard: &ShardGuard<'_>, limit: usize) -> Option<(u64, usize)> {
     let mut oldest: Option<(u64, usize)> = None;
     for slot in shard.occupied().take(limit) {
-        *examined += 1;
         let entry = shard.entry(slot);
         let older = oldest.is_none_or(|(seen, _)| entry.last_seen < seen);
         if entry.state.is_embryonic() && older {
