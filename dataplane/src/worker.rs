@@ -54,7 +54,8 @@ pub const SPIN: Duration = Duration::from_micros(200);
 pub const IDLE_WAIT_MS: u16 = 100;
 /// Time between two housekeeping steps.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(10);
-/// Shards of the conntrack and MAC tables visited per housekeeping step.
+/// Shards of the MAC table visited per housekeeping step (the conntrack
+/// table paces itself: `ConntrackTable::sweep_paced`).
 const HOUSEKEEPING_SHARDS: usize = 2;
 /// How long a stopping worker waits for its transmissions to complete.
 const DRAIN: Duration = Duration::from_millis(200);
@@ -234,7 +235,7 @@ fn run(
         if now >= next_housekeeping {
             let pipeline = forwarder.pipeline();
             let nanos = now.duration_since(clock).as_nanos() as u64;
-            pipeline.conntrack().sweep(nanos, HOUSEKEEPING_SHARDS);
+            pipeline.conntrack().sweep_paced(nanos);
             pipeline
                 .mac_table()
                 .age(nanos, &mut mac_cursor, HOUSEKEEPING_SHARDS);

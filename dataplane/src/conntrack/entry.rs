@@ -204,7 +204,7 @@ fn decode_first_seen(code: u32, last_seen: u64) -> u64 {
     }
 }
 
-fn state_from_code(code: u64) -> ConnState {
+pub(crate) fn state_from_code(code: u64) -> ConnState {
     match code & 0xf {
         0 => ConnState::TcpSynSent,
         1 => ConnState::TcpSynRecv,

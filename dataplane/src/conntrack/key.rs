@@ -81,7 +81,23 @@ impl ConnKey {
     /// The protocol of a key `encode` stored, without decoding the rest.
     #[inline]
     pub(crate) fn proto_of(words: &[u64; KEY_WORDS]) -> u8 {
-        (words[0] >> 24) as u8
+        Self::proto_of_head(words[0])
+    }
+
+    /// The protocol, from the first word `encode` stored.
+    #[inline]
+    pub(crate) fn proto_of_head(head: u64) -> u8 {
+        (head >> 24) as u8
+    }
+
+    /// The address family, from the first word `encode` stored.
+    #[inline]
+    pub(crate) fn family_of_head(head: u64) -> AddrFamily {
+        if (head >> 16) as u8 == AddrFamily::V6 as u8 {
+            AddrFamily::V6
+        } else {
+            AddrFamily::V4
+        }
     }
 
     /// The key `encode` stored.
@@ -90,11 +106,7 @@ impl ConnKey {
         let meta = words[0];
         ConnKey {
             zone: meta as u16,
-            family: if (meta >> 16) as u8 == AddrFamily::V6 as u8 {
-                AddrFamily::V6
-            } else {
-                AddrFamily::V4
-            },
+            family: Self::family_of_head(meta),
             proto: Self::proto_of(words),
             ports: [(meta >> 32) as u16, (meta >> 48) as u16],
             addrs: [[words[1], words[2]], [words[3], words[4]]],

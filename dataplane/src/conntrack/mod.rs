@@ -24,7 +24,9 @@
 //! - **Events**: creation and end of connections go to a bounded lock-free
 //!   queue; when it is full the event is dropped and counted, never waited
 //!   for.
-//! - **Expiry**: `sweep` visits a bounded number of shards per call.
+//! - **Expiry**: `sweep` visits a bounded number of shards per call, and
+//!   reads only each entry's hot line; `sweep_paced` spreads one pass over
+//!   the table across `sweep_pass`, whatever its size.
 //!
 //! Never blocks on anything but a shard's short critical section, never
 //! allocates per packet (sweeps and early drop reuse nothing per packet),
@@ -44,15 +46,15 @@ pub use entry::{ConnEntry, ConnState, TcpDirection, Timeouts};
 pub use key::{ConnKey, Endpoint};
 pub use stats::{ConntrackStats, InvalidReason, RefuseReason, StatsSnapshot};
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_queue::ArrayQueue;
 
 use crate::packet::{proto, AddrFamily, FlowKey, TcpSegment};
 use crate::sharded::ShardedTable;
-use entry::{ProtoClass, StoredEntry, COUNTED_WORDS, ENTRY_WORDS};
+use entry::{state_from_code, ProtoClass, StoredEntry, COUNTED_WORDS, ENTRY_WORDS};
 use key::KEY_WORDS;
-use slots::{Place, Probe, ShardGuard, SlotTable};
+use slots::{HotFields, Place, Probe, ShardGuard, SlotTable};
 use tcp::{event_of, in_window, track_segment, transition, TcpEvent, Transition};
 
 /// Most entries per shard at capacity. Small enough that a sweep step or an
@@ -73,6 +75,17 @@ pub const ALL_SHARDS: usize = usize::MAX;
 /// Quota shards (a power of two).
 const QUOTA_SHARDS: usize = 256;
 
+/// Default `ConntrackConfig::sweep_pass`: 5 s. A sweep reads every
+/// entry's hot line, so housekeeping costs the table's size over this
+/// (docs/performance-notes.md, "Sweeping by time"); Linux's conntrack
+/// garbage collector lets a large table go up to 60 s between visits.
+pub const DEFAULT_SWEEP_PASS: u64 = 5_000_000_000;
+
+/// Most shards one `sweep_paced` call visits, so that a caller that comes
+/// late (an idle worker waking up) takes a bounded step; the rest are due
+/// on its next calls.
+const MAX_PACED_SHARDS: u64 = 16;
+
 /// Limits and timeouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConntrackConfig {
@@ -86,6 +99,12 @@ pub struct ConntrackConfig {
     pub pressure_sweep_shards: usize,
     /// Entries an early-drop scan examines per shard.
     pub early_drop_scan: usize,
+    /// Nanoseconds in which housekeeping (`sweep_paced`) visits every
+    /// shard once, whatever the table's size: an expired entry is removed
+    /// (and its end reported) at most about this long after it expired.
+    /// Until then its next packet finds it ended, and a pressure sweep may
+    /// reclaim it.
+    pub sweep_pass: u64,
     pub timeouts: Timeouts,
 }
 
@@ -97,6 +116,7 @@ impl Default for ConntrackConfig {
             event_capacity: 1 << 16,
             pressure_sweep_shards: 2,
             early_drop_scan: 64,
+            sweep_pass: DEFAULT_SWEEP_PASS,
             timeouts: Timeouts::default(),
         }
     }
@@ -199,6 +219,8 @@ pub struct ConntrackTable {
     config: ConntrackConfig,
     entries: AtomicUsize,
     sweep_cursor: AtomicUsize,
+    /// Shards `sweep_paced` has claimed since the clock's zero.
+    paced_shards: AtomicU64,
     events: ArrayQueue<FlowEvent>,
     stats: ConntrackStats,
 }
@@ -220,6 +242,7 @@ impl ConntrackTable {
             sources: ShardedTable::new(QUOTA_SHARDS, 0),
             entries: AtomicUsize::new(0),
             sweep_cursor: AtomicUsize::new(0),
+            paced_shards: AtomicU64::new(0),
             events: ArrayQueue::new(config.event_capacity.max(1)),
             stats: ConntrackStats::default(),
             config,
@@ -264,17 +287,22 @@ impl ConntrackTable {
         }
     }
 
-    fn expires_at(&self, key: &ConnKey, entry: &ConnEntry) -> u64 {
-        self.expiry(key, entry.state, entry.last_seen)
+    /// When the entry of a slot whose hot line holds `hot` expires.
+    fn expires_at(&self, hot: &HotFields) -> u64 {
+        let head = hot.key_head;
+        let class = Self::class(ConnKey::proto_of_head(head), ConnKey::family_of_head(head));
+        let [state, _, last_seen, _] = hot.entry_head;
+        self.expiry_in(class, state_from_code(state), last_seen)
     }
 
     /// When a connection of `key` in `state`, last seen at `last_seen`,
     /// expires.
     fn expiry(&self, key: &ConnKey, state: ConnState, last_seen: u64) -> u64 {
-        let timeout = self
-            .config
-            .timeouts
-            .for_state(Self::class(key.proto, key.family), state);
+        self.expiry_in(Self::class(key.proto, key.family), state, last_seen)
+    }
+
+    fn expiry_in(&self, class: ProtoClass, state: ConnState, last_seen: u64) -> u64 {
+        let timeout = self.config.timeouts.for_state(class, state);
         last_seen.saturating_add(timeout)
     }
 
@@ -829,7 +857,7 @@ impl ConntrackTable {
     /// Removes the expired entries of a locked shard; returns how many.
     fn reclaim_expired(&self, shard: &ShardGuard<'_>, now: u64) -> usize {
         let mut expired = Vec::new();
-        shard.retain(|key, entry| now < self.expires_at(key, entry), &mut expired);
+        shard.retain(|hot| now < self.expires_at(hot), &mut expired);
         for (key, entry) in &expired {
             self.forget(key, entry, end_reason_at_expiry(entry.state));
         }
@@ -999,6 +1027,35 @@ impl ConntrackTable {
                 self.reclaim_expired(&self.table.lock(index), now)
             })
             .sum()
+    }
+
+    /// Housekeeping's sweep: visits the shards due by `now` (ns from the
+    /// callers' common clock zero) so that every shard is visited once per
+    /// `config.sweep_pass`, at most `MAX_PACED_SHARDS` per call; returns
+    /// the entries removed. Callers may be several workers: each due shard
+    /// is claimed by one of them. A backlog beyond one pass (callers that
+    /// stopped calling) is skipped, since one pass visits everything.
+    pub fn sweep_paced(&self, now: u64) -> usize {
+        let shards = self.table.shard_count() as u64;
+        let pass = u128::from(self.config.sweep_pass.max(1));
+        let due = (u128::from(now) * u128::from(shards) / pass).min(u128::from(u64::MAX)) as u64;
+        let mut claimed = self.paced_shards.load(Ordering::Relaxed);
+        loop {
+            let from = claimed.max(due.saturating_sub(shards));
+            let count = due.saturating_sub(from).min(MAX_PACED_SHARDS);
+            if count == 0 {
+                return 0;
+            }
+            match self.paced_shards.compare_exchange_weak(
+                claimed,
+                from + count,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return self.sweep(now, count as usize),
+                Err(seen) => claimed = seen,
+            }
+        }
     }
 }
 

@@ -124,6 +124,19 @@ pub(crate) enum Probe {
     Vacant(usize),
 }
 
+/// Words of the entry every slot keeps in its hot line (`entry_cells`).
+pub(crate) const HOT_ENTRY_WORDS: usize = 4;
+
+/// The part of a slot that is in its hot line whatever the key's form:
+/// the key's first word (zone, family, protocol, ports; `ConnKey::encode`)
+/// and the entry's first words (state, rule, last seen, packets;
+/// `ConnEntry::encode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HotFields {
+    pub key_head: u64,
+    pub entry_head: [u64; HOT_ENTRY_WORDS],
+}
+
 /// One shard's lock and fill.
 #[derive(Debug, Default)]
 struct Shard {
@@ -506,20 +519,34 @@ impl ShardGuard<'_> {
         (self.base..self.base + self.table.shard_slots).filter(|&slot| self.tag(slot) != EMPTY)
     }
 
+    /// What the hot line of `slot` holds of its key and entry, whatever
+    /// the key's form: enough to decide its expiry without touching the
+    /// cold part.
+    #[inline]
+    fn hot_fields(&self, slot: usize) -> HotFields {
+        let hot = self.hot(slot);
+        HotFields {
+            key_head: hot[0].load(Ordering::Relaxed) & !PACKED,
+            entry_head: std::array::from_fn(|index| hot[4 + index].load(Ordering::Relaxed)),
+        }
+    }
+
     /// Removes every entry `keep` refuses, appending them to `removed`.
-    /// A removal can pull a later entry into the current slot, so the scan
-    /// looks at a slot again after removing from it; an entry moved from
-    /// the run's wrapped start may be looked at twice, which `keep` must
-    /// tolerate (it is asked the same question).
+    /// `keep` sees only the slot's hot line (`HotFields`): a sweep over a
+    /// shard of live entries reads one line per entry. A removal can pull
+    /// a later entry into the current slot, so the scan looks at a slot
+    /// again after removing from it; an entry moved from the run's
+    /// wrapped start may be looked at twice, which `keep` must tolerate
+    /// (it is asked the same question).
     pub fn retain(
         &self,
-        mut keep: impl FnMut(&ConnKey, &ConnEntry) -> bool,
+        mut keep: impl FnMut(&HotFields) -> bool,
         removed: &mut Vec<(ConnKey, ConnEntry)>,
     ) {
         let end = self.base + self.table.shard_slots;
         let mut slot = self.base;
         while slot < end {
-            if self.tag(slot) != EMPTY && !keep(&self.key(slot), &self.entry(slot)) {
+            if self.tag(slot) != EMPTY && !keep(&self.hot_fields(slot)) {
                 removed.push(self.remove(slot));
                 continue;
             }
@@ -748,9 +775,10 @@ mod tests {
             }
             let doomed = rng.next_u64() % 5 + 2;
             let mut removed = Vec::new();
-            table
-                .lock(0)
-                .retain(|_, e| u64::from(e.rule_id) % doomed != 0, &mut removed);
+            table.lock(0).retain(
+                |hot| (hot.entry_head[1] & 0xffff_ffff) % doomed != 0,
+                &mut removed,
+            );
             let mut removed_ids: Vec<u32> = removed.iter().map(|(_, e)| e.rule_id).collect();
             removed_ids.sort_unstable();
             let mut expected: Vec<u32> = model

@@ -1224,3 +1224,94 @@ fn established_acks_on_stored_words_match_decoding_and_applying() {
         "only {taken} of 20,000 cases took the word-level path"
     );
 }
+
+/// A sweep decides expiry from a slot's hot line alone: the protocol and
+/// family in the key's first word, whatever the key's form (an IPv6 key
+/// is stored whole), and the state and last-seen time in the entry's.
+#[test]
+fn a_sweep_expires_ipv6_entries_by_their_own_protocol_and_state() {
+    let table = table();
+    let wide = 0xfd00_u128 << 112;
+    let v6 = |proto, src_port, tcp_flags| TrackPacket {
+        flow: FlowKey {
+            family: AddrFamily::V6,
+            tcp_flags,
+            ..flow(wide | 1, wide | 2, proto, src_port, 443)
+        },
+        tcp: (proto == proto::TCP).then(TcpSegment::default),
+        ..TrackPacket::default()
+    };
+    let udp = table.track(&v6(proto::UDP, 5000, 0), 0, || ALLOW);
+    let syn = table.track(&v6(proto::TCP, 5001, SYN), 0, || ALLOW);
+    assert!(matches!(udp, TrackOutcome::Tracked { created: true, .. }));
+    assert!(matches!(syn, TrackOutcome::Tracked { created: true, .. }));
+    // Unreplied UDP lives 30 s, a connection in SYN_SENT 120 s.
+    assert_eq!(table.sweep(29 * S, ALL_SHARDS), 0);
+    assert_eq!(table.sweep(31 * S, ALL_SHARDS), 1);
+    assert_eq!(table.sweep(119 * S, ALL_SHARDS), 0);
+    assert_eq!(table.sweep(121 * S, ALL_SHARDS), 1);
+    assert!(table.is_empty());
+}
+
+/// A table with `per_shard` unreplied UDP entries (last seen at 0, so
+/// expired from 30 s) in each of its 64 shards, and a sweep pass of
+/// `pass` ns.
+fn expired_in_every_shard(pass: u64, per_shard: usize) -> ConntrackTable {
+    let table = ConntrackTable::new(ConntrackConfig {
+        max_entries: 64 * 1024,
+        per_source_limit: u32::MAX,
+        sweep_pass: pass,
+        ..ConntrackConfig::default()
+    });
+    assert_eq!(table.table.shard_count(), 64);
+    let mut filled = vec![0; 64];
+    let mut port = 0u16;
+    while filled.iter().any(|&n| n < per_shard) {
+        let packet = udp_from(CLIENT, port);
+        port += 1;
+        let shard = table.prepare(&packet.flow, packet.zone).place.shard;
+        if filled[shard] < per_shard {
+            table.track(&packet, 0, || ALLOW);
+            filled[shard] += 1;
+        }
+    }
+    table
+}
+
+#[test]
+fn paced_sweeps_visit_one_pass_of_shards_per_sweep_pass() {
+    // One shard per second.
+    let table = expired_in_every_shard(64 * S, 3);
+    // Up to 40 s (all expired from 30 s) 40 shards are due; a call visits
+    // at most 16 of them.
+    assert_eq!(table.sweep_paced(40 * S), 16 * 3);
+    assert_eq!(table.sweep_paced(40 * S), 16 * 3);
+    assert_eq!(table.sweep_paced(40 * S), 8 * 3);
+    assert_eq!(table.sweep_paced(40 * S), 0, "nothing more is due at 40 s");
+    assert_eq!(table.sweep_paced(40 * S + S / 2), 0);
+    // Then one shard a second, until the pass is done.
+    for second in 41..=64 {
+        assert_eq!(table.sweep_paced(second * S), 3, "at {second} s");
+    }
+    assert!(table.is_empty());
+    assert_eq!(table.sweep_paced(65 * S), 0);
+}
+
+#[test]
+fn a_paced_sweep_far_behind_catches_up_one_pass_only() {
+    // A 5 s pass, first called at 1,000 s: 12,800 shards are due, one pass
+    // (64) is visited, 16 per call, then the sweep keeps pace.
+    let table = expired_in_every_shard(5 * S, 2);
+    let removed: usize = (0..4).map(|_| table.sweep_paced(1_000 * S)).sum();
+    assert_eq!(removed, 64 * 2);
+    assert!(table.is_empty());
+    assert_eq!(table.sweep_paced(1_000 * S), 0);
+    // 64 shards per 5 s: 12.8 per second, so 12 or 13 due by the next one.
+    let mut due = 0;
+    for _ in 0..4 {
+        let before = table.paced_shards.load(Ordering::Relaxed);
+        table.sweep_paced(1_001 * S);
+        due += table.paced_shards.load(Ordering::Relaxed) - before;
+    }
+    assert!((12..=13).contains(&due), "{due} shards due in one second");
+}
