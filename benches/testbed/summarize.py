@@ -32,6 +32,13 @@ def machine():
     )
 
 
+def runs_text(tb, base, flows):
+    """The measured runs' rates, after the fill run's if there was one."""
+    fill = "".join(f"fill {v:.3f}; " for v in tb.fills.get((base, flows), []))
+    runs = ", ".join(f"{v:.3f}" for v in tb.runs.get((base, flows), []))
+    return (fill + runs) or "–"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("csv")
@@ -99,10 +106,7 @@ def main():
             num(ratio(few, tb.med("kernel-norules", "few")), 2),
             num(ratio(many, tb.med("bare-afxdp", "many")), 2),
             num(ratio(many, tb.med("kernel-norules", "many")), 2),
-            " / ".join(
-                ", ".join(f"{v:.3f}" for v in tb.runs.get((base, fl), [])) or "–"
-                for fl in ("few", "many")
-            ),
+            " / ".join(runs_text(tb, base, fl) for fl in ("few", "many")),
         ]
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
@@ -139,8 +143,9 @@ def main():
             "the warm-up never reaches steady state and the rate measured is the "
             "flow-setup rate.",
             "- State is kept across the runs of one configuration (tables are fresh for "
-            "each configuration), so the first run of a many-flows configuration may "
-            "include flow setup that later runs do not: see the per-run rates.",
+            "each configuration). A many-flows configuration first runs a fill run "
+            "(`fill` in the runs column, run 0 in the CSV), which sets up the flows: its "
+            "rate is mostly flow setup, and it is not in the median.",
             "- nftables keeps one-way UDP in conntrack state NEW, so admitted flows are "
             "recognised by a conntrack mark set by the admitting rule "
             "(`classbench_rules.py`).",
