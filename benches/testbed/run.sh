@@ -168,6 +168,7 @@ else
     PINGS=${PINGS:-2000}
 fi
 FILL=${FILL:-1}
+[[ $FILL == 0 || $FILL == 1 ]] || { echo "FILL must be 0 or 1, not '$FILL'" >&2; exit 2; }
 PING_INTERVAL=${PING_INTERVAL:-0.005}
 LOAD_PPS=${LOAD_PPS:-100000}
 POLL_MODE=${POLL_MODE:-adaptive}
@@ -493,7 +494,7 @@ run_config() {
             [[ $KIND == kernel-norules ]] || start_nft "$WORK/$RULESET" "${KIND#kernel-nft-}" ;;
     esac
     local run first=1
-    if [[ $flows == "$MANY" && $FILL == 1 ]]; then first=0; fi
+    if [[ $CONFIG == *-many && $FILL == 1 ]]; then first=0; fi
     for run in $(seq "$first" "$RUNS"); do gen_run "$flows" "$dmac" "$run"; done
     case $KIND in
         microseg-fastpath) status >"$LOGS/$CONFIG.status.json" || true ;;

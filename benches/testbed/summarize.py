@@ -143,9 +143,15 @@ def main():
             "the warm-up never reaches steady state and the rate measured is the "
             "flow-setup rate.",
             "- State is kept across the runs of one configuration (tables are fresh for "
-            "each configuration). A many-flows configuration first runs a fill run "
-            "(`fill` in the runs column, run 0 in the CSV), which sets up the flows: its "
-            "rate is mostly flow setup, and it is not in the median.",
+            "each configuration). "
+            + (
+                "A many-flows configuration first runs a fill run (`fill` in the runs "
+                "column, run 0 in the CSV), which sets up the flows: its rate is mostly "
+                "flow setup, and it is not in the median."
+                if tb.fills
+                else "Without a fill run (`FILL=0`), the first run of a many-flows "
+                "configuration includes setting up its flows: see the per-run rates."
+            ),
             "- nftables keeps one-way UDP in conntrack state NEW, so admitted flows are "
             "recognised by a conntrack mark set by the admitting rule "
             "(`classbench_rules.py`).",

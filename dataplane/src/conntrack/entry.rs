@@ -204,7 +204,7 @@ fn decode_first_seen(code: u32, last_seen: u64) -> u64 {
     }
 }
 
-pub(crate) fn state_from_code(code: u64) -> ConnState {
+pub(crate) fn state_of_word(code: u64) -> ConnState {
     match code & 0xf {
         0 => ConnState::TcpSynSent,
         1 => ConnState::TcpSynRecv,
@@ -284,7 +284,7 @@ impl ConnEntry {
         let [end_a, end_b] = unpair(words[6]);
         let [window_a, window_b] = unpair(words[7]);
         ConnEntry {
-            state: state_from_code(head),
+            state: state_of_word(head),
             originator: u8::from(bit(0)),
             closer: u8::from(bit(1)),
             flags_seen: [(head >> 16) as u8, (head >> 24) as u8],
@@ -319,6 +319,12 @@ impl ConnEntry {
 /// with an IPv4 key (`slots`).
 pub(crate) const COUNTED_WORDS: usize = 6;
 
+/// Where `ConnEntry::encode` puts the state (low 4 bits, with the flags
+/// and the generation), the rule id (low half) and the last-seen time.
+pub(crate) const STATE_WORD: usize = 0;
+pub(crate) const RULE_WORD: usize = 1;
+pub(crate) const LAST_SEEN_WORD: usize = 2;
+
 /// The workloads word of an encoded entry.
 pub(crate) const WORKLOADS_WORD: usize = 8;
 
@@ -341,7 +347,7 @@ impl<const N: usize> StoredEntry<N> {
     }
 
     pub fn state(&self) -> ConnState {
-        state_from_code(self.0[0])
+        state_of_word(self.0[STATE_WORD])
     }
 
     pub fn originator(&self) -> u8 {
@@ -353,11 +359,11 @@ impl<const N: usize> StoredEntry<N> {
     }
 
     pub fn rule_id(&self) -> u32 {
-        self.0[1] as u32
+        self.0[RULE_WORD] as u32
     }
 
     pub fn last_seen(&self) -> u64 {
-        self.0[2]
+        self.0[LAST_SEEN_WORD]
     }
 
     /// Counts a packet of `bytes` sent by endpoint `sender` at `now`. A

@@ -52,7 +52,7 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::packet::{proto, AddrFamily, FlowKey, TcpSegment};
 use crate::sharded::ShardedTable;
-use entry::{state_from_code, ProtoClass, StoredEntry, COUNTED_WORDS, ENTRY_WORDS};
+use entry::{ProtoClass, StoredEntry, COUNTED_WORDS, ENTRY_WORDS};
 use key::KEY_WORDS;
 use slots::{HotFields, Place, Probe, ShardGuard, SlotTable};
 use tcp::{event_of, in_window, track_segment, transition, TcpEvent, Transition};
@@ -81,10 +81,14 @@ const QUOTA_SHARDS: usize = 256;
 /// garbage collector lets a large table go up to 60 s between visits.
 pub const DEFAULT_SWEEP_PASS: u64 = 5_000_000_000;
 
-/// Most shards one `sweep_paced` call visits, so that a caller that comes
-/// late (an idle worker waking up) takes a bounded step; the rest are due
-/// on its next calls.
-const MAX_PACED_SHARDS: u64 = 16;
+/// Fewest shards one `sweep_paced` call may visit. The bound is the
+/// larger of this and a 32nd of the table, so that callers every 100 ms
+/// (idle workers) keep the pace with any table size, while a caller that
+/// comes late takes a bounded step and leaves the rest to its next calls.
+/// With up to 512 shards (3.5M entries) such a step is at most 16 full
+/// shards of ~7,000 entries at ~7.5 ns each, about 0.9 ms, after a stall
+/// only.
+const MIN_PACED_SHARDS_PER_CALL: u64 = 16;
 
 /// Limits and timeouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -289,10 +293,8 @@ impl ConntrackTable {
 
     /// When the entry of a slot whose hot line holds `hot` expires.
     fn expires_at(&self, hot: &HotFields) -> u64 {
-        let head = hot.key_head;
-        let class = Self::class(ConnKey::proto_of_head(head), ConnKey::family_of_head(head));
-        let [state, _, last_seen, _] = hot.entry_head;
-        self.expiry_in(class, state_from_code(state), last_seen)
+        let class = Self::class(hot.proto(), hot.family());
+        self.expiry_in(class, hot.state(), hot.last_seen())
     }
 
     /// When a connection of `key` in `state`, last seen at `last_seen`,
@@ -1031,7 +1033,8 @@ impl ConntrackTable {
 
     /// Housekeeping's sweep: visits the shards due by `now` (ns from the
     /// callers' common clock zero) so that every shard is visited once per
-    /// `config.sweep_pass`, at most `MAX_PACED_SHARDS` per call; returns
+    /// `config.sweep_pass`, at most `MIN_PACED_SHARDS_PER_CALL` or a 32nd
+    /// of the shards per call, whichever is more; returns
     /// the entries removed. Callers may be several workers: each due shard
     /// is claimed by one of them. A backlog beyond one pass (callers that
     /// stopped calling) is skipped, since one pass visits everything.
@@ -1042,7 +1045,9 @@ impl ConntrackTable {
         let mut claimed = self.paced_shards.load(Ordering::Relaxed);
         loop {
             let from = claimed.max(due.saturating_sub(shards));
-            let count = due.saturating_sub(from).min(MAX_PACED_SHARDS);
+            let count = due
+                .saturating_sub(from)
+                .min(MIN_PACED_SHARDS_PER_CALL.max(shards / 32));
             if count == 0 {
                 return 0;
             }

@@ -45,10 +45,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 use prefetch_index::prefetch_index;
 
-use super::entry::{with_workload, ConnEntry, ENTRY_WORDS, WORKLOADS_WORD};
+use super::entry::{
+    state_of_word, with_workload, ConnEntry, ConnState, ENTRY_WORDS, LAST_SEEN_WORD, RULE_WORD,
+    STATE_WORD, WORKLOADS_WORD,
+};
 use super::hash::KeyHasher;
 use super::key::{ConnKey, KEY_WORDS};
 use crate::hashing::shard_and_home;
+use crate::packet::AddrFamily;
 use crate::spin;
 
 /// Words per slot: the key, then the entry.
@@ -124,8 +128,10 @@ pub(crate) enum Probe {
     Vacant(usize),
 }
 
-/// Words of the entry every slot keeps in its hot line (`entry_cells`).
-pub(crate) const HOT_ENTRY_WORDS: usize = 4;
+/// Words of the entry every slot keeps in its hot line, whatever its
+/// key's form, and where in the line they start (`entry_cells`).
+const HOT_ENTRY_WORDS: usize = 4;
+const HOT_ENTRY_START: usize = HOT_WORDS - HOT_ENTRY_WORDS;
 
 /// The part of a slot that is in its hot line whatever the key's form:
 /// the key's first word (zone, family, protocol, ports; `ConnKey::encode`)
@@ -133,8 +139,31 @@ pub(crate) const HOT_ENTRY_WORDS: usize = 4;
 /// `ConnEntry::encode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct HotFields {
-    pub key_head: u64,
-    pub entry_head: [u64; HOT_ENTRY_WORDS],
+    key_head: u64,
+    entry_head: [u64; HOT_ENTRY_WORDS],
+}
+
+impl HotFields {
+    pub fn proto(&self) -> u8 {
+        ConnKey::proto_of_head(self.key_head)
+    }
+
+    pub fn family(&self) -> AddrFamily {
+        ConnKey::family_of_head(self.key_head)
+    }
+
+    pub fn state(&self) -> ConnState {
+        state_of_word(self.entry_head[STATE_WORD])
+    }
+
+    pub fn last_seen(&self) -> u64 {
+        self.entry_head[LAST_SEEN_WORD]
+    }
+
+    #[cfg(test)]
+    fn rule_id(&self) -> u32 {
+        self.entry_head[RULE_WORD] as u32
+    }
 }
 
 /// One shard's lock and fill.
@@ -414,8 +443,9 @@ impl ShardGuard<'_> {
         } else {
             [&cold[4], &cold[5]]
         };
+        let head = &hot[HOT_ENTRY_START..];
         [
-            &hot[4], &hot[5], &hot[6], &hot[7], bytes_a, bytes_b, &cold[0], &cold[1], &cold[2],
+            &head[0], &head[1], &head[2], &head[3], bytes_a, bytes_b, &cold[0], &cold[1], &cold[2],
         ]
     }
 
@@ -527,7 +557,9 @@ impl ShardGuard<'_> {
         let hot = self.hot(slot);
         HotFields {
             key_head: hot[0].load(Ordering::Relaxed) & !PACKED,
-            entry_head: std::array::from_fn(|index| hot[4 + index].load(Ordering::Relaxed)),
+            entry_head: std::array::from_fn(|index| {
+                hot[HOT_ENTRY_START + index].load(Ordering::Relaxed)
+            }),
         }
     }
 
@@ -775,10 +807,9 @@ mod tests {
             }
             let doomed = rng.next_u64() % 5 + 2;
             let mut removed = Vec::new();
-            table.lock(0).retain(
-                |hot| (hot.entry_head[1] & 0xffff_ffff) % doomed != 0,
-                &mut removed,
-            );
+            table
+                .lock(0)
+                .retain(|hot| u64::from(hot.rule_id()) % doomed != 0, &mut removed);
             let mut removed_ids: Vec<u32> = removed.iter().map(|(_, e)| e.rule_id).collect();
             removed_ids.sort_unstable();
             let mut expected: Vec<u32> = model
