@@ -46,8 +46,8 @@ use crossbeam_utils::CachePadded;
 use prefetch_index::prefetch_index;
 
 use super::entry::{
-    state_of_word, with_workload, ConnEntry, ConnState, ENTRY_WORDS, LAST_SEEN_WORD, RULE_WORD,
-    STATE_WORD, WORKLOADS_WORD,
+    state_of_word, with_workload, ConnEntry, ConnState, ENTRY_WORDS, LAST_SEEN_WORD, STATE_WORD,
+    WORKLOADS_WORD,
 };
 use super::hash::KeyHasher;
 use super::key::{ConnKey, KEY_WORDS};
@@ -162,7 +162,7 @@ impl HotFields {
 
     #[cfg(test)]
     fn rule_id(&self) -> u32 {
-        self.entry_head[RULE_WORD] as u32
+        self.entry_head[super::entry::RULE_WORD] as u32
     }
 }
 
