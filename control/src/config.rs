@@ -14,6 +14,7 @@
 //!   max_entries: 1048576
 //!   per_source_limit: 131072
 //!   timeouts: {tcp_established: 432000, udp_replied: 120}   # seconds
+//!   sweep_pass: 5            # s in which expiry visits the whole table once
 //! api:
 //!   listen: 127.0.0.1:9870   # the API; loopback by default
 //!   tokens_file: tokens      # `ROLE NAME TOKEN` lines; absent: an admin token is generated
@@ -130,9 +131,15 @@ enum PollModeText {
 struct ConntrackText {
     max_entries: Option<usize>,
     per_source_limit: Option<u32>,
+    /// Seconds.
+    sweep_pass: Option<u64>,
     #[serde(default)]
     timeouts: TimeoutsText,
 }
+
+/// Longest `conntrack.sweep_pass`: an expired entry's end is reported at
+/// most this late.
+const MAX_SWEEP_PASS_SECONDS: u64 = 600;
 
 /// Seconds; absent ones keep Linux nf_conntrack's defaults.
 #[derive(Debug, Deserialize, Default)]
@@ -471,6 +478,13 @@ fn conntrack_config(text: &ConntrackText, problems: &mut Vec<String>) -> Conntra
             config.per_source_limit = limit;
         }
     }
+    match text.sweep_pass {
+        Some(s) if s == 0 || s > MAX_SWEEP_PASS_SECONDS => problems.push(format!(
+            "conntrack.sweep_pass: {s} s must be 1 to {MAX_SWEEP_PASS_SECONDS}"
+        )),
+        Some(s) => config.sweep_pass = s * SECOND,
+        None => {}
+    }
     let t = &text.timeouts;
     let fields: [(&str, Option<u64>, &mut u64); 13] = {
         let Timeouts {
@@ -585,6 +599,7 @@ fast_path: true
 rules: rules.yaml
 conntrack:
   max_entries: 1000
+  sweep_pass: 2
   timeouts: {tcp_established: 3600, icmp: 5}
 api: {listen: '127.0.0.1:9999'}
 visibility: {flow_records: 500, learning_seconds: 60}
@@ -611,6 +626,7 @@ alerts:
         assert_eq!(config.poll_mode, PollMode::Busy);
         assert!(config.fast_path);
         assert_eq!(config.conntrack.max_entries, 1000);
+        assert_eq!(config.conntrack.sweep_pass, 2 * SECOND);
         assert_eq!(config.conntrack.timeouts.tcp_established, 3600 * SECOND);
         assert_eq!(config.conntrack.timeouts.icmp, 5 * SECOND);
         let defaults = Timeouts::default();
@@ -628,6 +644,10 @@ alerts:
             .expect("valid");
         assert_eq!(minimal.poll_mode, PollMode::Adaptive);
         assert!(!minimal.fast_path, "off unless asked for");
+        assert_eq!(
+            minimal.conntrack.sweep_pass,
+            microseg_dataplane::conntrack::DEFAULT_SWEEP_PASS
+        );
         assert_eq!(minimal.workers, default_worker_count());
         assert!(minimal.api_listen.ip().is_loopback(), "loopback by default");
     }
@@ -643,6 +663,7 @@ frames_per_port: 1000
 rules: nowhere.yaml
 conntrack:
   max_entries: 0
+  sweep_pass: 0
   timeouts: {udp_replied: 0}
 api: {listen: 'localhost'}
 visibility: {flow_records: 0}
@@ -666,6 +687,7 @@ alerts:
                 "frames_per_port: 1000 must be a power of two",
                 "rules: ",
                 "conntrack.max_entries: 0",
+                "conntrack.sweep_pass: 0 s must be 1 to 600",
                 "conntrack.timeouts.udp_replied: must be at least 1 s",
                 "api.listen: `localhost` is not an address:port",
                 "visibility.flow_records: 0 must be 1 to 10000000",
