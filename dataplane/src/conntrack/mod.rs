@@ -1069,10 +1069,10 @@ impl ConntrackTable {
 fn oldest_embryonic(shard: &ShardGuard<'_>, limit: usize) -> Option<(u64, usize)> {
     let mut oldest: Option<(u64, usize)> = None;
     for slot in shard.occupied().take(limit) {
-        let entry = shard.entry(slot);
-        let older = oldest.is_none_or(|(seen, _)| entry.last_seen < seen);
-        if entry.state.is_embryonic() && older {
-            oldest = Some((entry.last_seen, slot));
+        let hot = shard.hot_fields(slot);
+        let older = oldest.is_none_or(|(seen, _)| hot.last_seen() < seen);
+        if hot.state().is_embryonic() && older {
+            oldest = Some((hot.last_seen(), slot));
         }
     }
     oldest

@@ -550,10 +550,10 @@ impl ShardGuard<'_> {
     }
 
     /// What the hot line of `slot` holds of its key and entry, whatever
-    /// the key's form: enough to decide its expiry without touching the
-    /// cold part.
+    /// the key's form: enough to decide its expiry, or whether it is an
+    /// early-drop candidate, without touching the cold part.
     #[inline]
-    fn hot_fields(&self, slot: usize) -> HotFields {
+    pub fn hot_fields(&self, slot: usize) -> HotFields {
         let hot = self.hot(slot);
         HotFields {
             key_head: hot[0].load(Ordering::Relaxed) & !PACKED,

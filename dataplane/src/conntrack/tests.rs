@@ -1275,17 +1275,12 @@ fn expired_in_every_shard(pass: u64, per_shard: usize) -> ConntrackTable {
         ..ConntrackConfig::default()
     });
     assert_eq!(table.table.shard_count(), 64);
-    let mut filled = vec![0; 64];
-    let mut port = 0u16;
-    while filled.iter().any(|&n| n < per_shard) {
-        let packet = udp_from(CLIENT, port);
-        port += 1;
-        let shard = table.prepare(&packet.flow, packet.zone).place.shard;
-        if filled[shard] < per_shard {
+    for shard in 0..64 {
+        for packet in udp_into_shard(&table, shard, 0).take(per_shard) {
             table.track(&packet, 0, || ALLOW);
-            filled[shard] += 1;
         }
     }
+    assert_eq!(table.len(), 64 * per_shard);
     table
 }
 
