@@ -5,6 +5,8 @@
 //! one missed target of each kind checked here), refuse a missing or
 //! malformed input by naming it without writing anything, and say "not
 //! measured" for a missing optional input. Needs python3 and gnuplot.
+//! Also: `benches/testbed/run.sh` refuses a bad setting before doing
+//! anything.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -386,4 +388,43 @@ fn a_fill_run_is_reported_beside_the_runs_and_not_in_the_median() {
     let acl = row(&summary, "microseg, ClassBench acl1 10k, conntrack");
     assert!(acl.contains("| 0.483 |"), "{acl}");
     assert!(acl.ends_with("0.649 / fill 0.901; 0.483 |"), "{acl}");
+}
+
+/// `benches/testbed/run.sh` refuses a bad setting by naming it, before it
+/// builds, sets up or writes anything (it needs no root to get that far).
+#[test]
+fn the_testbed_benchmark_refuses_a_bad_setting_by_name() {
+    let scratch = Scratch::with_fixtures();
+    let out_dir = scratch.0.join("not-written");
+    for (variable, value, message) in [
+        ("FILL", "2", "FILL must be 0 or 1, not '2'"),
+        (
+            "FRAMES_PER_PORT",
+            "100",
+            "FRAMES_PER_PORT must be a power of two from 64 to 1048576, not '100'",
+        ),
+        (
+            "FRAMES_PER_PORT",
+            "4096x",
+            "FRAMES_PER_PORT must be a power of two from 64 to 1048576, not '4096x'",
+        ),
+        (
+            "FRAMES_PER_PORT",
+            "2097152",
+            "FRAMES_PER_PORT must be a power of two from 64 to 1048576, not '2097152'",
+        ),
+    ] {
+        let out = Command::new("bash")
+            .current_dir(repo())
+            .arg("benches/testbed/run.sh")
+            .env(variable, value)
+            .env("NO_BUILD", "1")
+            .env("BENCH_OUT", &out_dir)
+            .output()
+            .expect("run bash benches/testbed/run.sh");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{variable}={value}: {stderr}");
+        assert_eq!(stderr.trim(), message, "{variable}={value}");
+        assert!(!out_dir.exists(), "{variable}={value}: nothing written");
+    }
 }

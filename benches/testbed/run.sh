@@ -14,7 +14,8 @@
 # 1048576), ONLY (regex over configuration names; latency ones are
 # latency-CONFIG), PINGS (per latency measurement), PING_INTERVAL (s),
 # LOAD_PPS (background load), FRAME_LEN (bytes without FCS, default
-# 60), BARE_FLAGS (extra flags of bare-forward,
+# 60), FRAMES_PER_PORT (UMEM frames per port of microseg and the bare
+# forwarder, default 4096), BARE_FLAGS (extra flags of bare-forward,
 # e.g. --shared-umem), BENCH_OUT (folder of the results, default
 # docs/bench), FILL (1: a fill run before the many-flows runs, below;
 # 0: none), NO_BUILD=1.
@@ -173,6 +174,10 @@ PING_INTERVAL=${PING_INTERVAL:-0.005}
 LOAD_PPS=${LOAD_PPS:-100000}
 POLL_MODE=${POLL_MODE:-adaptive}
 FRAME_LEN=${FRAME_LEN:-60}
+FRAMES_PER_PORT=${FRAMES_PER_PORT:-4096}
+[[ $FRAMES_PER_PORT =~ ^[0-9]+$ ]] && ((FRAMES_PER_PORT >= 64 && FRAMES_PER_PORT <= 1048576
+    && (FRAMES_PER_PORT & (FRAMES_PER_PORT - 1)) == 0)) \
+    || { echo "FRAMES_PER_PORT must be a power of two from 64 to 1048576, not '$FRAMES_PER_PORT'" >&2; exit 2; }
 FEW=${FEW:-16}
 MANY=${MANY:-1048576}
 ONLY=${ONLY:-.}
@@ -370,7 +375,7 @@ ports: [$IF_GH, $IF_SH]
 workers: 1
 cpus: [$DUT_CPU]
 poll_mode: $POLL_MODE
-frames_per_port: 4096
+frames_per_port: $FRAMES_PER_PORT
 fast_path: ${2:-false}
 rules: $1/rules.yaml
 conntrack: {max_entries: 2097152, per_source_limit: 2097152}
@@ -403,7 +408,7 @@ TOKEN=bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 start_bare() {
     rm -f "$WORK/stop"
     ip netns exec "$NS_SW" taskset -c "$DUT_CPU" "$BIN/bare-forward" --ports "$IF_GH" "$IF_SH" \
-        --mode "$POLL_MODE" --stop-file "$WORK/stop" ${BARE_FLAGS:-} >"$WORK/dut.log" 2>&1 &
+        --mode "$POLL_MODE" --frames "$FRAMES_PER_PORT" --stop-file "$WORK/stop" ${BARE_FLAGS:-} >"$WORK/dut.log" 2>&1 &
     DUT_PID=$!
     PIDS+=("$DUT_PID")
     for _ in $(seq 50); do grep -q "bare-forward:" "$WORK/dut.log" && break; sleep 0.1; done
