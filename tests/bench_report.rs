@@ -6,7 +6,8 @@
 //! malformed input by naming it without writing anything, and say "not
 //! measured" for a missing optional input. Needs python3 and gnuplot.
 //! Also: `benches/testbed/run.sh` refuses a bad setting before doing
-//! anything.
+//! anything, and `benches/testbed/ab.py` pairs the two sides of an A/B
+//! run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -390,41 +391,171 @@ fn a_fill_run_is_reported_beside_the_runs_and_not_in_the_median() {
     assert!(acl.ends_with("0.649 / fill 0.901; 0.483 |"), "{acl}");
 }
 
+/// Runs a benchmark script (a path under benches/) with `args` and
+/// `settings` in its environment, its results folder pointed at
+/// `out_dir` (`out_variable`), and checks that it refuses with status 2,
+/// exactly `message` on stderr, and nothing written.
+fn assert_refused(
+    script: &str,
+    args: &[&str],
+    settings: &[(&str, &str)],
+    (out_variable, out_dir): (&str, &Path),
+    message: &str,
+) {
+    let out = Command::new("bash")
+        .current_dir(repo())
+        .arg(script)
+        .args(args)
+        .envs(settings.iter().copied())
+        .env(out_variable, out_dir)
+        .output()
+        .unwrap_or_else(|e| panic!("run bash {script}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let case = format!("{script} {args:?} {settings:?}");
+    assert_eq!(out.status.code(), Some(2), "{case}: {stderr}");
+    assert_eq!(stderr.trim(), message, "{case}");
+    assert!(!out_dir.exists(), "{case}: nothing written");
+}
+
 /// `benches/testbed/run.sh` refuses a bad setting by naming it, before it
 /// builds, sets up or writes anything (it needs no root to get that far).
 #[test]
 fn the_testbed_benchmark_refuses_a_bad_setting_by_name() {
     let scratch = Scratch::with_fixtures();
     let out_dir = scratch.0.join("not-written");
+    let frames = "FRAMES_PER_PORT must be a power of two from 64 to 1048576";
     for (variable, value, message) in [
-        ("FILL", "2", "FILL must be 0 or 1, not '2'"),
-        (
-            "FRAMES_PER_PORT",
-            "100",
-            "FRAMES_PER_PORT must be a power of two from 64 to 1048576, not '100'",
-        ),
-        (
-            "FRAMES_PER_PORT",
-            "4096x",
-            "FRAMES_PER_PORT must be a power of two from 64 to 1048576, not '4096x'",
-        ),
+        ("FILL", "2", "FILL must be 0 or 1, not '2'".to_string()),
+        ("FRAMES_PER_PORT", "100", format!("{frames}, not '100'")),
+        ("FRAMES_PER_PORT", "4096x", format!("{frames}, not '4096x'")),
         (
             "FRAMES_PER_PORT",
             "2097152",
-            "FRAMES_PER_PORT must be a power of two from 64 to 1048576, not '2097152'",
+            format!("{frames}, not '2097152'"),
         ),
     ] {
-        let out = Command::new("bash")
-            .current_dir(repo())
-            .arg("benches/testbed/run.sh")
-            .env(variable, value)
-            .env("NO_BUILD", "1")
-            .env("BENCH_OUT", &out_dir)
-            .output()
-            .expect("run bash benches/testbed/run.sh");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{variable}={value}: {stderr}");
-        assert_eq!(stderr.trim(), message, "{variable}={value}");
-        assert!(!out_dir.exists(), "{variable}={value}: nothing written");
+        assert_refused(
+            "benches/testbed/run.sh",
+            &[],
+            &[(variable, value), ("NO_BUILD", "1")],
+            ("BENCH_OUT", &out_dir),
+            &message,
+        );
+    }
+}
+
+/// One side of one alternation of an A/B run: a testbed.csv with acl1
+/// 10k's few-flows runs, and its many-flows fill run (run 0) and runs.
+fn ab_side(out: &Path, side: &str, few: &[f64], fill: Option<f64>, many: &[f64]) {
+    let dir = out.join(side);
+    std::fs::create_dir_all(&dir).expect("create a side's folder");
+    let mut csv = String::from(
+        "date,config,kind,rules,flows,run,mpps,offered_mpps,seconds,load1,idle_cpu_pct\n",
+    );
+    let many_runs = fill
+        .iter()
+        .map(|mpps| (0, *mpps))
+        .chain((1..).zip(many.iter().copied()));
+    let rows = (1..)
+        .zip(few.iter().copied())
+        .map(|(run, mpps)| ("few", 16, run, mpps))
+        .chain(many_runs.map(|(run, mpps)| ("many", 1_048_576, run, mpps)));
+    for (name, flows, run, mpps) in rows {
+        csv.push_str(&format!(
+            "2026-11-25T08:00:00Z,microseg-acl1_10k-{name},microseg,acl1_10k,{flows},{run},{mpps},2.0,8,1.5,\n"
+        ));
+    }
+    std::fs::write(dir.join("testbed.csv"), csv).expect("write a side's testbed.csv");
+}
+
+fn run_ab_py(out: &Path) -> Output {
+    Command::new("python3")
+        .current_dir(repo())
+        .arg("benches/testbed/ab.py")
+        .arg(out)
+        .output()
+        .expect("run python3 benches/testbed/ab.py")
+}
+
+/// ab.py pairs each alternation's medians (fill runs left out), and
+/// reports the pooled medians, the median of the paired ratios and the
+/// pairs B won; an alternation with one side only is refused by number.
+#[test]
+fn an_ab_run_is_compared_pair_by_pair() {
+    let scratch = Scratch::with_fixtures();
+    let out = scratch.0.join("ab");
+    // Side A's first many-flows median would be 0.415 with its fill run.
+    ab_side(
+        &out,
+        "1-a",
+        &[0.50, 0.54, 0.52],
+        Some(0.90),
+        &[0.40, 0.41, 0.42],
+    );
+    ab_side(&out, "1-b", &[0.55, 0.56, 0.57], None, &[0.44, 0.45, 0.46]);
+    ab_side(&out, "2-a", &[0.60, 0.61, 0.62], None, &[0.50]);
+    ab_side(&out, "2-b", &[0.58, 0.59, 0.60], None, &[0.55]);
+    let result = run_ab_py(&out);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(
+        stdout.contains("| microseg-acl1_10k-few | 0.520, 0.610 | 0.560, 0.590 | 0.565 | 0.575 | 1.022 | 1 of 2 |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| microseg-acl1_10k-many | 0.410, 0.500 | 0.450, 0.550 | 0.455 | 0.500 | 1.099 | 2 of 2 |"),
+        "the fill run (0.90) is not in side A's first median: {stdout}"
+    );
+    let written = std::fs::read_to_string(out.join("ab.md")).expect("ab.md is written");
+    assert_eq!(written, stdout);
+
+    std::fs::remove_file(out.join("ab.md")).expect("remove ab.md");
+    ab_side(&out, "3-a", &[0.60], None, &[]);
+    let refused = run_ab_py(&out);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("alternation(s) 3 have one side only"),
+        "{stderr}"
+    );
+    assert!(!out.join("ab.md").exists(), "nothing written");
+}
+
+/// `benches/testbed/ab.sh` refuses bad arguments by name before it
+/// measures, links or empties anything.
+#[test]
+fn the_ab_script_refuses_bad_arguments_by_name() {
+    let scratch = Scratch::with_fixtures();
+    let out_dir = scratch.0.join("ab-not-written");
+    let missing = ["/nonexistent-a", "/nonexistent-b"];
+    let cases: [(&[&str], &[(&str, &str)], &str); 3] = [
+        (
+            &[],
+            &[],
+            "ab.sh: usage: ab.sh A_BIN_DIR B_BIN_DIR (see the comment at the top)",
+        ),
+        (
+            &missing,
+            &[("REPS", "0")],
+            "ab.sh: REPS must be a whole number of at least 1, not '0'",
+        ),
+        (
+            &missing,
+            &[],
+            "ab.sh: side A: /nonexistent-a/microseg is missing or not executable",
+        ),
+    ];
+    for (args, settings, message) in cases {
+        assert_refused(
+            "benches/testbed/ab.sh",
+            args,
+            settings,
+            ("AB_OUT", &out_dir),
+            message,
+        );
     }
 }

@@ -4,6 +4,7 @@
 #   sudo bash benches/testbed/run.sh            # full: 3 runs x 10 s per configuration
 #   QUICK=1 bash benches/testbed/run.sh         # short: 1 run x 2 s, for development
 #   ONLY='microseg-.*acl1_1k' bash ...          # run the configurations matching a regex
+#   (to compare two builds or settings in alternation: benches/testbed/ab.sh)
 #
 # Writes docs/bench/testbed.csv (one row per run), docs/bench/testbed.md
 # (medians and ratios) and docs/bench/latency.csv (ping RTTs); logs (microseg status JSON, generator output) go to
