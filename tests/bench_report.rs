@@ -525,6 +525,9 @@ fn an_ab_run_is_compared_pair_by_pair() {
     assert!(!out.join("ab.md").exists(), "nothing written");
 }
 
+/// Environment settings of a script run: (variable, value).
+type Settings<'a> = &'a [(&'a str, &'a str)];
+
 /// `benches/testbed/ab.sh` refuses bad arguments by name before it
 /// measures, links or empties anything.
 #[test]
@@ -532,7 +535,7 @@ fn the_ab_script_refuses_bad_arguments_by_name() {
     let scratch = Scratch::with_fixtures();
     let out_dir = scratch.0.join("ab-not-written");
     let missing = ["/nonexistent-a", "/nonexistent-b"];
-    let cases: [(&[&str], &[(&str, &str)], &str); 3] = [
+    let cases: [(&[&str], Settings<'_>, &str); 3] = [
         (
             &[],
             &[],
