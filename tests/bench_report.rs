@@ -9,12 +9,24 @@
 //! anything, and `benches/testbed/ab.py` pairs the two sides of an A/B
 //! run.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn repo() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// Runs `python3 SCRIPT ARGS…` from the repository's root (`script` is a
+/// path in it).
+fn python(script: &str, args: &[&OsStr]) -> Output {
+    Command::new("python3")
+        .current_dir(repo())
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run python3 {script}: {e}"))
 }
 
 /// A scratch folder holding a copy of the fixtures, removed on drop (also
@@ -53,18 +65,19 @@ impl Scratch {
     /// Runs the generator on this folder: data, figures and the markdown
     /// all in it.
     fn render(&self) -> Output {
-        Command::new("python3")
-            .current_dir(repo())
-            .arg("benches/report.py")
-            .arg("render")
-            .arg("--data")
-            .arg(&self.0)
-            .arg("--out")
-            .arg(self.markdown())
-            .arg("--figures")
-            .arg(&self.0)
-            .output()
-            .expect("run python3 benches/report.py")
+        let markdown = self.markdown();
+        python(
+            "benches/report.py",
+            &[
+                "render".as_ref(),
+                "--data".as_ref(),
+                self.0.as_os_str(),
+                "--out".as_ref(),
+                markdown.as_os_str(),
+                "--figures".as_ref(),
+                self.0.as_os_str(),
+            ],
+        )
     }
 
     /// Renders, expecting success; returns the markdown.
@@ -373,13 +386,11 @@ fn a_fill_run_is_reported_beside_the_runs_and_not_in_the_median() {
     assert!(target.contains("0.483 vs 0.717"), "{target}");
 
     let testbed_md = scratch.file("testbed.md");
-    let out = Command::new("python3")
-        .current_dir(repo())
-        .arg("benches/testbed/summarize.py")
-        .arg(scratch.file("testbed.csv"))
-        .arg(&testbed_md)
-        .output()
-        .expect("run python3 benches/testbed/summarize.py");
+    let testbed_csv = scratch.file("testbed.csv");
+    let out = python(
+        "benches/testbed/summarize.py",
+        &[testbed_csv.as_os_str(), testbed_md.as_os_str()],
+    );
     assert!(
         out.status.success(),
         "summarize.py failed: {}",
@@ -391,6 +402,9 @@ fn a_fill_run_is_reported_beside_the_runs_and_not_in_the_median() {
     assert!(acl.ends_with("0.649 / fill 0.901; 0.483 |"), "{acl}");
 }
 
+/// Environment settings of a script run: (variable, value).
+type Settings<'a> = &'a [(&'a str, &'a str)];
+
 /// Runs a benchmark script (a path under benches/) with `args` and
 /// `settings` in its environment, its results folder pointed at
 /// `out_dir` (`out_variable`), and checks that it refuses with status 2,
@@ -398,7 +412,7 @@ fn a_fill_run_is_reported_beside_the_runs_and_not_in_the_median() {
 fn assert_refused(
     script: &str,
     args: &[&str],
-    settings: &[(&str, &str)],
+    settings: Settings<'_>,
     (out_variable, out_dir): (&str, &Path),
     message: &str,
 ) {
@@ -468,15 +482,6 @@ fn ab_side(out: &Path, side: &str, few: &[f64], fill: Option<f64>, many: &[f64])
     std::fs::write(dir.join("testbed.csv"), csv).expect("write a side's testbed.csv");
 }
 
-fn run_ab_py(out: &Path) -> Output {
-    Command::new("python3")
-        .current_dir(repo())
-        .arg("benches/testbed/ab.py")
-        .arg(out)
-        .output()
-        .expect("run python3 benches/testbed/ab.py")
-}
-
 /// ab.py pairs each alternation's medians (fill runs left out), and
 /// reports the pooled medians, the median of the paired ratios and the
 /// pairs B won; an alternation with one side only is refused by number.
@@ -495,7 +500,7 @@ fn an_ab_run_is_compared_pair_by_pair() {
     ab_side(&out, "1-b", &[0.55, 0.56, 0.57], None, &[0.44, 0.45, 0.46]);
     ab_side(&out, "2-a", &[0.60, 0.61, 0.62], None, &[0.50]);
     ab_side(&out, "2-b", &[0.58, 0.59, 0.60], None, &[0.55]);
-    let result = run_ab_py(&out);
+    let result = python("benches/testbed/ab.py", &[out.as_os_str()]);
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(
         result.status.success(),
@@ -515,7 +520,7 @@ fn an_ab_run_is_compared_pair_by_pair() {
 
     std::fs::remove_file(out.join("ab.md")).expect("remove ab.md");
     ab_side(&out, "3-a", &[0.60], None, &[]);
-    let refused = run_ab_py(&out);
+    let refused = python("benches/testbed/ab.py", &[out.as_os_str()]);
     assert_eq!(refused.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -524,9 +529,6 @@ fn an_ab_run_is_compared_pair_by_pair() {
     );
     assert!(!out.join("ab.md").exists(), "nothing written");
 }
-
-/// Environment settings of a script run: (variable, value).
-type Settings<'a> = &'a [(&'a str, &'a str)];
 
 /// `benches/testbed/ab.sh` refuses bad arguments by name before it
 /// measures, links or empties anything.
