@@ -46,6 +46,16 @@ struct {
 	__type(value, __u8);
 } quarantine SEC(".maps");
 
+/* Key 0: non-zero while `quarantine` may hold an address. Userspace sets it
+ * before adding an address and clears it once the map is empty, so the
+ * common case (nobody quarantined) costs no hash lookups per frame. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} quarantine_any SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
 	__uint(max_entries, MS_XSK_MAX);
@@ -89,6 +99,15 @@ static __always_inline int quarantined(const struct ms_addr *addr)
 	return bpf_map_lookup_elem(&quarantine, addr) != NULL;
 }
 
+/* 1 if an address may be quarantined (see `quarantine_any`). */
+static __always_inline int quarantine_in_use(void)
+{
+	__u32 zero = 0;
+	__u32 *any = bpf_map_lookup_elem(&quarantine_any, &zero);
+
+	return any && *any;
+}
+
 static __always_inline void mapped_v4(struct ms_addr *out, __be32 addr)
 {
 	__builtin_memset(out, 0, sizeof(*out));
@@ -97,8 +116,10 @@ static __always_inline void mapped_v4(struct ms_addr *out, __be32 addr)
 	__builtin_memcpy(&out->bytes[12], &addr, 4);
 }
 
-/* 1 if the frame's IP source or destination is quarantined. */
-static __always_inline int check_quarantine(void *data, void *end)
+/* 1 if the frame's IP source or destination is quarantined, -1 if it is
+ * too short to tell. With `in_use` 0 the headers are still checked (a
+ * short frame is counted either way) but no address is looked up. */
+static __always_inline int check_quarantine(void *data, void *end, int in_use)
 {
 	struct ethhdr *eth = data;
 	void *cursor = eth + 1;
@@ -126,6 +147,8 @@ static __always_inline int check_quarantine(void *data, void *end)
 
 		if ((void *)(ip + 1) > end)
 			return -1;
+		if (!in_use)
+			return 0;
 		mapped_v4(&addr, ip->saddr);
 		if (quarantined(&addr))
 			return 1;
@@ -137,6 +160,8 @@ static __always_inline int check_quarantine(void *data, void *end)
 
 		if ((void *)(ip6 + 1) > end)
 			return -1;
+		if (!in_use)
+			return 0;
 		__builtin_memcpy(addr.bytes, &ip6->saddr, 16);
 		if (quarantined(&addr))
 			return 1;
@@ -240,7 +265,9 @@ static __always_inline long fast_path(void *data, void *end)
 		return -1;
 	__sync_fetch_and_add(&flow->packets, 1);
 	__sync_fetch_and_add(&flow->bytes, (__u64)(end - data));
-	flow->last_seen = bpf_ktime_get_ns();
+	/* The coarse clock (CLOCK_MONOTONIC as of the last tick) is enough
+	 * for idle timeouts of seconds and spares a clock read per frame. */
+	flow->last_seen = bpf_ktime_get_coarse_ns();
 	return flow->egress;
 }
 
@@ -254,7 +281,7 @@ int microseg_port(struct xdp_md *ctx)
 	long egress;
 
 	count(MS_CNT_RX);
-	verdict = check_quarantine(data, end);
+	verdict = check_quarantine(data, end, quarantine_in_use());
 	if (verdict > 0) {
 		count(MS_CNT_QUARANTINE_DROP);
 		return XDP_DROP;

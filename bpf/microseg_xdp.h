@@ -43,7 +43,7 @@ struct ms_fast {
 	/* Written by the program: */
 	unsigned long long packets;
 	unsigned long long bytes;
-	unsigned long long last_seen; /* bpf_ktime_get_ns() */
+	unsigned long long last_seen; /* bpf_ktime_get_coarse_ns() */
 };
 
 /* `policy` array map, key 0: the generation in force. Entries of another

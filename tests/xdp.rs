@@ -1,5 +1,6 @@
 //! Root testbed: the XDP program on a veth port. It counts frames, drops
-//! frames to or from quarantined addresses (updated without reloading),
+//! frames to or from quarantined addresses (updated without reloading;
+//! the lookups are skipped only while no address is held),
 //! fails closed while no AF_XDP socket is bound, and detaches cleanly; a
 //! second attach replaces the first, and dropping the replaced one leaves
 //! the new one in place.
@@ -32,13 +33,31 @@ fn xdp_program_counts_quarantines_and_detaches() {
     assert_eq!(before.redirect, 0);
 
     let source: IpAddr = bed.peer_addr.parse().expect("address");
+    let bystander: IpAddr = "10.203.99.99".parse().expect("address");
+    assert!(
+        !port.quarantine_in_use().expect("flag"),
+        "nothing quarantined yet"
+    );
     port.quarantine(source).expect("quarantine");
+    port.quarantine(bystander).expect("quarantine");
+    assert!(port.quarantine_in_use().expect("flag"));
     bed.ping_ghost(5);
     let quarantined = port.counters().expect("counters");
     assert!(quarantined.quarantine_drop >= 5, "{quarantined:?}");
 
+    // Releasing one address leaves the other's quarantine in force.
+    port.release(bystander).expect("release");
+    assert!(port.quarantine_in_use().expect("flag"), "source still held");
+    bed.ping_ghost(5);
+    let quarantined = port.counters().expect("counters");
+    assert!(
+        quarantined.quarantine_drop >= 10,
+        "still dropped after another address's release: {quarantined:?}"
+    );
+
     port.release(source).expect("release");
     port.release(source).expect("releasing twice is fine");
+    assert!(!port.quarantine_in_use().expect("flag"), "map empty again");
     bed.ping_ghost(3);
     let released = port.counters().expect("counters");
     assert_eq!(released.quarantine_drop, quarantined.quarantine_drop);

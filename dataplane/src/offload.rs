@@ -441,7 +441,7 @@ fn forget_direction(
     }
 }
 
-/// CLOCK_MONOTONIC (the XDP program's `bpf_ktime_get_ns`) at `clock`, the
+/// CLOCK_MONOTONIC (the base of the XDP program's `bpf_ktime_get_coarse_ns`) at `clock`, the
 /// workers' time zero.
 pub fn clock_offset(clock: Instant) -> u64 {
     let monotonic = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)

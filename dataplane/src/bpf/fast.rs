@@ -83,7 +83,8 @@ impl FastRoute {
 pub struct FastCounters {
     pub packets: u64,
     pub bytes: u64,
-    /// `bpf_ktime_get_ns()` of the last frame (CLOCK_MONOTONIC; 0: none).
+    /// `bpf_ktime_get_coarse_ns()` of the last frame (CLOCK_MONOTONIC as
+    /// of the kernel's last tick, a few ms behind at most; 0: none).
     pub last_seen: u64,
 }
 

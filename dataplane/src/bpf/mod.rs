@@ -18,6 +18,7 @@
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
+use std::sync::Mutex;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject, Xdp, XdpFlags};
@@ -108,6 +109,10 @@ pub struct XdpPort {
     mode: AttachMode,
     /// The kernel's id of our program, read back after attaching.
     program_id: u32,
+    /// Serializes changes of the quarantine map with its `quarantine_any`
+    /// flag, so that a release emptying the map cannot clear the flag of
+    /// an address being added at the same time.
+    quarantine_changes: Mutex<()>,
 }
 
 impl std::fmt::Debug for XdpPort {
@@ -167,6 +172,7 @@ impl XdpPort {
             ifindex,
             mode,
             program_id: 0,
+            quarantine_changes: Mutex::new(()),
         };
         port.program_id = port.attached_program_id();
         Ok(port)
@@ -201,6 +207,10 @@ impl XdpPort {
 
     /// Drops, from now on, every frame to or from `ip`.
     pub fn quarantine(&self, ip: IpAddr) -> Result<(), BpfError> {
+        let _serialized = self.lock_quarantine();
+        // The flag first: were it set after the address, a frame in
+        // between would skip the lookup that finds it.
+        self.set_quarantine_in_use(true)?;
         self.skel
             .maps
             .quarantine
@@ -238,11 +248,49 @@ impl XdpPort {
 
     /// Lifts the quarantine of `ip` (no error if it was not quarantined).
     pub fn release(&self, ip: IpAddr) -> Result<(), BpfError> {
+        let _serialized = self.lock_quarantine();
         match self.skel.maps.quarantine.delete(&quarantine_key(ip)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(BpfError::Quarantine(e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+            Err(e) => return Err(BpfError::Quarantine(e)),
         }
+        let empty = self.skel.maps.quarantine.keys().next().is_none();
+        if empty {
+            self.set_quarantine_in_use(false)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the program looks frames' addresses up in the quarantine
+    /// map (it skips the lookups while the map is empty).
+    pub fn quarantine_in_use(&self) -> Result<bool, BpfError> {
+        let value = self
+            .skel
+            .maps
+            .quarantine_any
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(BpfError::Quarantine)?;
+        Ok(value.is_some_and(|bytes| bytes.iter().any(|byte| *byte != 0)))
+    }
+
+    fn set_quarantine_in_use(&self, in_use: bool) -> Result<(), BpfError> {
+        self.skel
+            .maps
+            .quarantine_any
+            .update(
+                &0u32.to_ne_bytes(),
+                &u32::from(in_use).to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .map_err(BpfError::Quarantine)
+    }
+
+    fn lock_quarantine(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded data is `()`: a panic elsewhere cannot leave it
+        // inconsistent, so a poisoned lock is taken as it is.
+        self.quarantine_changes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The counters, summed over CPUs.
