@@ -5,8 +5,9 @@
  * - Drops frames whose IPv4/IPv6 source or destination is quarantined
  *   (the map is updated from userspace without reloading).
  * - Fast path: a frame of a flow userspace admitted and installed in the
- *   `fast` map (untagged IPv4/IPv6 TCP or UDP, no SYN/FIN/RST, same MACs,
- *   admitted by the policy generation in force) is counted in its entry
+ *   `fast4` table (IPv4) or the `fast` map (untagged IPv4/IPv6 TCP or
+ *   UDP, no SYN/FIN/RST, same MACs, admitted by the policy generation in
+ *   force) is counted in its entry
  *   and redirected straight to its egress port through the `ports`
  *   devmap. Everything else, and every doubt, goes to userspace.
  * - Redirects everything else to the AF_XDP socket of the receive queue;
@@ -72,6 +73,22 @@ struct {
 	__type(key, struct ms_flow);
 	__type(value, struct ms_fast);
 } fast SEC(".maps");
+
+/* IPv4 flows first go here (ms_slot4 in the header); sized, and mapped
+ * into the offloader's memory, by userspace. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ms_slot4);
+} fast4 SEC(".maps");
+
+/* Set by the loader before the program is loaded: whether the fast path
+ * is on (off: no lookups at all), and `fast4`'s slot count less one (a
+ * power of two less one). */
+const volatile __u8 fast_path_on = 0;
+const volatile __u32 fast4_mask = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP);
@@ -205,20 +222,121 @@ static __always_inline int fast_ports(struct ms_flow *key, void *l4, void *end)
 	return -1;
 }
 
+/* The checks a fast-path frame passes once its flow is found: the
+ * generation that admitted it is in force, its MACs are those installed,
+ * the egress port exists. Returns the egress port's key, or -1. */
+static __always_inline long fast_route(__u32 generation, __u32 egress, const unsigned char *src_mac,
+				       const unsigned char *dst_mac, struct ethhdr *eth)
+{
+	struct ms_policy *in_force;
+	__u32 zero = 0;
+
+	in_force = bpf_map_lookup_elem(&policy, &zero);
+	if (!in_force || generation != in_force->generation) {
+		count(MS_CNT_FAST_STALE);
+		return -1;
+	}
+	if (!same_mac(src_mac, eth->h_source) || !same_mac(dst_mac, eth->h_dest))
+		return -1;
+	if (!bpf_map_lookup_elem(&ports, &egress))
+		return -1;
+	return egress;
+}
+
+/* The program's half of ms_hash4; dataplane/src/bpf/fast4.rs has the
+ * same. Addresses and ports are taken as they lie in the frame (network
+ * byte order read as native words), so both sides agree on any host. */
+static __always_inline __u64 ms_hash4(__u32 src, __u32 dst, __u16 sport, __u16 dport, __u8 proto)
+{
+	__u32 ports = (__u32)sport | ((__u32)dport << 16);
+	__u64 h = ((__u64)src * MS_HASH_K1) ^ ((__u64)dst * MS_HASH_K2) ^
+		  ((__u64)ports * MS_HASH_K3) ^ proto;
+
+	h ^= h >> 29;
+	h *= MS_HASH_K4;
+	h ^= h >> 32;
+	return h;
+}
+
+#define MS_NOT_IN_FAST4 (-2)
+
+/* A slot found for the frame's flow, read under its sequence count: the
+ * egress port's key, -1 if userspace must judge the frame (the slot is
+ * being written, or a check failed). */
+static __always_inline long fast4_take(struct ms_slot4 *slot, const struct ms_flow *key,
+				       __u32 src, __u32 dst, struct ethhdr *eth, void *data,
+				       void *end)
+{
+	unsigned char src_mac[6], dst_mac[6];
+	__u32 seq, generation, egress;
+	long verdict;
+
+	/* A fetching atomic is a full barrier on every JIT: the reads below
+	 * happen after it, and before the second one. */
+	seq = __sync_fetch_and_add(&slot->seq, 0);
+	if (seq & 1)
+		return -1;
+	if (slot->src != src || slot->dst != dst || slot->src_port != key->src_port ||
+	    slot->dst_port != key->dst_port || slot->proto != key->proto)
+		return -1;
+	generation = slot->generation;
+	egress = slot->egress;
+	__builtin_memcpy(src_mac, slot->src_mac, 6);
+	__builtin_memcpy(dst_mac, slot->dst_mac, 6);
+	if (__sync_fetch_and_add(&slot->seq, 0) != seq)
+		return -1;
+	verdict = fast_route(generation, egress, src_mac, dst_mac, eth);
+	if (verdict < 0)
+		return -1;
+	__sync_fetch_and_add(&slot->packets, 1);
+	__sync_fetch_and_add(&slot->bytes, (__u64)(end - data));
+	slot->last_seen = bpf_ktime_get_coarse_ns();
+	return verdict;
+}
+
+/* Looks an IPv4 flow up in `fast4`: as fast4_take, or MS_NOT_IN_FAST4. */
+static __always_inline long fast4_path(const struct ms_flow *key, struct ethhdr *eth, void *data,
+				       void *end)
+{
+	__u32 src, dst;
+	__u64 home;
+	int probe;
+
+	__builtin_memcpy(&src, &key->src[12], 4);
+	__builtin_memcpy(&dst, &key->dst[12], 4);
+	home = ms_hash4(src, dst, key->src_port, key->dst_port, key->proto);
+#pragma unroll
+	for (probe = 0; probe < MS_FAST4_PROBES; probe++) {
+		__u32 index = (__u32)(home + probe) & fast4_mask;
+		struct ms_slot4 *slot = bpf_map_lookup_elem(&fast4, &index);
+		__u8 held;
+
+		if (!slot)
+			return MS_NOT_IN_FAST4;
+		held = slot->proto;
+		if (held == MS_SLOT_EMPTY)
+			return MS_NOT_IN_FAST4;
+		if (held == key->proto && slot->src == src && slot->dst == dst &&
+		    slot->src_port == key->src_port && slot->dst_port == key->dst_port)
+			return fast4_take(slot, key, src, dst, eth, data, end);
+	}
+	return MS_NOT_IN_FAST4;
+}
+
 /* The fast path: the egress port's devmap key if this frame belongs to an
  * installed flow of the generation in force (counted in its entry), else
- * -1 (userspace judges it). */
+ * -1 (userspace judges it). IPv4 flows are looked for in `fast4` first,
+ * then, as IPv6 flows, in `fast`. */
 static __always_inline long fast_path(void *data, void *end)
 {
 	struct ethhdr *eth = data;
 	void *l3 = eth + 1;
 	struct ms_flow key = {};
 	struct ms_fast *flow;
-	struct ms_policy *in_force;
-	__u32 zero = 0;
+	long verdict;
 	void *l4;
 
-	if (l3 > end)
+	if (!fast_path_on || l3 > end)
 		return -1;
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = l3;
@@ -251,24 +369,23 @@ static __always_inline long fast_path(void *data, void *end)
 	}
 	if (fast_ports(&key, l4, end) < 0)
 		return -1;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		verdict = fast4_path(&key, eth, data, end);
+		if (verdict != MS_NOT_IN_FAST4)
+			return verdict;
+	}
 	flow = bpf_map_lookup_elem(&fast, &key);
 	if (!flow)
 		return -1;
-	in_force = bpf_map_lookup_elem(&policy, &zero);
-	if (!in_force || flow->generation != in_force->generation) {
-		count(MS_CNT_FAST_STALE);
-		return -1;
-	}
-	if (!same_mac(flow->src_mac, eth->h_source) || !same_mac(flow->dst_mac, eth->h_dest))
-		return -1;
-	if (!bpf_map_lookup_elem(&ports, &flow->egress))
+	verdict = fast_route(flow->generation, flow->egress, flow->src_mac, flow->dst_mac, eth);
+	if (verdict < 0)
 		return -1;
 	__sync_fetch_and_add(&flow->packets, 1);
 	__sync_fetch_and_add(&flow->bytes, (__u64)(end - data));
 	/* The coarse clock (CLOCK_MONOTONIC as of the last tick) is enough
 	 * for idle timeouts of seconds and spares a clock read per frame. */
 	flow->last_seen = bpf_ktime_get_coarse_ns();
-	return flow->egress;
+	return verdict;
 }
 
 SEC("xdp")

@@ -28,6 +28,8 @@ fn main() -> anyhow::Result<()> {
             format!("-I{libbpf_include}"),
             format!("-I{multiarch}"),
             "-I../bpf".to_string(),
+            // v3: fetching atomics (the fast4 table's sequence count) and ALU32.
+            "-mcpu=v3".to_string(),
             "-Wall".to_string(),
             "-Werror".to_string(),
         ])

@@ -128,7 +128,13 @@ impl Appliance {
             pipeline = pipeline.with_offload(Arc::clone(queue));
         }
         let pipeline = Arc::new(pipeline);
-        let fast_flows = u32::try_from(config.conntrack.max_entries).unwrap_or(u32::MAX);
+        // The fast path's tables are sized like conntrack; off, they are
+        // not made (the IPv4 table would be allocated whole).
+        let fast_flows = if config.fast_path {
+            u32::try_from(config.conntrack.max_entries).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
         let mut ports = Vec::new();
         for name in &config.ports {
             let ifindex =

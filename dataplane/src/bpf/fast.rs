@@ -1,8 +1,11 @@
 //! The XDP fast path's maps as userspace sees them: the flows installed on
-//! a port (`fast`), the egress ports (`ports` devmap) and the generation in
-//! force (`policy`), with the byte layouts of `bpf/microseg_xdp.h`'s
-//! `ms_flow`, `ms_fast` and `ms_policy`. `crate::offload` decides what to
-//! install and when; this module only reads and writes the maps.
+//! a port (IPv4 TCP/UDP flows in the `fast4` table, `super::fast4`, where
+//! it has room; the rest in the `fast` hash map), the egress ports
+//! (`ports` devmap) and the generation in force (`policy`), with the byte
+//! layouts of `bpf/microseg_xdp.h`'s `ms_flow`, `ms_fast` and `ms_policy`.
+//! A flow is in one of the two tables, never both. `crate::offload`
+//! decides what to install and when; this module only reads and writes
+//! the maps.
 //!
 //! Reading the whole `fast` map calls libbpf's batch lookup itself (one
 //! `unsafe` block): libbpf-rs 0.25's `lookup_batch` iterator takes a batch
@@ -11,10 +14,13 @@
 //! only ~4,000 of a million flows.
 #![allow(unsafe_code)]
 
+use std::collections::HashSet;
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
+use super::fast4::{Fast4Map, Inserted, Key4};
 use super::BpfError;
 use crate::packet::{AddrFamily, FlowKey};
 
@@ -52,6 +58,10 @@ impl FastKey {
 
     fn from_bytes(bytes: &[u8]) -> Option<Self> {
         Some(Self(bytes.get(..KEY_BYTES)?.try_into().ok()?))
+    }
+
+    pub(super) fn from_array(bytes: [u8; KEY_BYTES]) -> Self {
+        Self(bytes)
     }
 }
 
@@ -106,8 +116,13 @@ impl FastCounters {
 #[derive(Debug)]
 pub struct FastPath {
     pub(super) fast: MapHandle,
+    pub(super) fast4: Fast4Map,
     pub(super) ports: MapHandle,
     pub(super) policy: MapHandle,
+    /// The IPv4 flows in `fast` (they found no room in `fast4`): an IPv4
+    /// flow not named here is in `fast4` or nowhere, so installs, reads
+    /// and removals of IPv4 flows make no system call on `fast`.
+    pub(super) v4_in_fast: Mutex<HashSet<FastKey>>,
 }
 
 impl FastPath {
@@ -134,20 +149,38 @@ impl FastPath {
 
     /// Installs (or replaces) flows, counters from zero.
     pub fn install(&self, flows: &[(FastKey, FastRoute)]) -> Result<(), BpfError> {
-        if flows.is_empty() {
-            return Ok(());
-        }
-        let mut keys = Vec::with_capacity(flows.len() * KEY_BYTES);
-        let mut values = Vec::with_capacity(flows.len() * VALUE_BYTES);
+        let table = self.fast4.table();
+        let mut in_fast = self.v4_in_fast();
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
         for (key, route) in flows {
-            keys.extend_from_slice(key.bytes());
-            values.extend_from_slice(&route.value());
+            let placed = Key4::of(key).map(|key4| table.insert(&key4, route));
+            match placed {
+                Some(Inserted::Replaced) => {}
+                Some(Inserted::New) => {
+                    // An older copy in `fast` (installed when there was no
+                    // room here) goes: one table only.
+                    if in_fast.remove(key) {
+                        self.remove_from_map(key)?;
+                    }
+                }
+                Some(Inserted::NoRoom) | None => {
+                    if placed.is_some() {
+                        in_fast.insert(*key);
+                    }
+                    keys.extend_from_slice(key.bytes());
+                    values.extend_from_slice(&route.value());
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Ok(());
         }
         self.fast
             .update_batch(
                 &keys,
                 &values,
-                flows.len() as u32,
+                (keys.len() / KEY_BYTES) as u32,
                 MapFlags::ANY,
                 MapFlags::ANY,
             )
@@ -156,6 +189,23 @@ impl FastPath {
 
     /// Removes a flow (no error if it is not installed).
     pub fn remove(&self, key: &FastKey) -> Result<(), BpfError> {
+        if let Some(key4) = Key4::of(key) {
+            if self.fast4.table().remove(&key4) || !self.v4_in_fast().remove(key) {
+                return Ok(());
+            }
+        }
+        self.remove_from_map(key)
+    }
+
+    fn v4_in_fast(&self) -> MutexGuard<'_, HashSet<FastKey>> {
+        // A panic while it was held leaves at worst a key too many, which
+        // costs one system call that finds nothing.
+        self.v4_in_fast
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn remove_from_map(&self, key: &FastKey) -> Result<(), BpfError> {
         match self.fast.delete(key.bytes()) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
@@ -165,6 +215,15 @@ impl FastPath {
 
     /// The counters of one installed flow (None: not installed).
     pub fn read(&self, key: &FastKey) -> Result<Option<FastCounters>, BpfError> {
+        if let Some(key4) = Key4::of(key) {
+            let table = self.fast4.table();
+            if let Some(index) = table.find(&key4) {
+                return Ok(Some(table.counters(index)));
+            }
+            if !self.v4_in_fast().contains(key) {
+                return Ok(None);
+            }
+        }
         let value = self
             .fast
             .lookup(key.bytes(), MapFlags::ANY)
@@ -172,9 +231,15 @@ impl FastPath {
         Ok(value.as_deref().and_then(FastCounters::from_value))
     }
 
-    /// Every installed flow with its counters, read in batches.
+    /// Every installed flow with its counters: the `fast4` table's, then
+    /// the `fast` map's, read in batches.
     pub fn read_all(&self, out: &mut Vec<(FastKey, FastCounters)>) -> Result<(), BpfError> {
         out.clear();
+        self.fast4.table().read_all(out);
+        self.read_map(out)
+    }
+
+    fn read_map(&self, out: &mut Vec<(FastKey, FastCounters)>) -> Result<(), BpfError> {
         let batch = READ_BATCH as usize;
         let mut keys = vec![0u8; batch * KEY_BYTES];
         let mut values = vec![0u8; batch * VALUE_BYTES];
@@ -260,7 +325,7 @@ impl FastPath {
 
     /// Flows installed now.
     pub fn len(&self) -> usize {
-        self.fast.keys().count()
+        self.fast4.table().len() + self.fast.keys().count()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -38,6 +38,7 @@ mod skel {
 }
 
 mod fast;
+mod fast4;
 
 pub use fast::{FastCounters, FastKey, FastPath, FastRoute};
 
@@ -46,9 +47,8 @@ use skel::{MicrosegXdpSkel, MicrosegXdpSkelBuilder};
 /// Counter indexes, as `bpf/microseg_xdp.h` defines them.
 const COUNTERS: usize = 7;
 
-/// Most flows a port's fast path holds unless told otherwise
-/// (`MS_FAST_MAX_DEFAULT`); entries take memory only once installed.
-pub const FAST_FLOWS_DEFAULT: u32 = 1 << 20;
+/// Most slots of a port's IPv4 fast-path table (64 bytes each).
+pub use fast4::SLOTS_MAX as FAST4_SLOTS_MAX;
 
 /// How the program is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,12 +135,24 @@ fn quarantine_key(ip: IpAddr) -> [u8; 16] {
 impl XdpPort {
     /// Loads a fresh copy of the program and attaches it to `ifindex`,
     /// natively if the driver allows, else in generic mode.
+    /// The fast path is off: the program looks no flow up.
     pub fn attach(ifindex: i32) -> Result<Self, BpfError> {
-        Self::attach_sized(ifindex, FAST_FLOWS_DEFAULT)
+        Self::attach_sized(ifindex, 0)
     }
 
-    /// As `attach`, with room for `fast_flows` flows in the fast path.
+    /// As `attach`, with the fast path on and room for `fast_flows` flows
+    /// (0: off). The IPv4 table gets that many slots rounded up to a power
+    /// of two, at most `FAST4_SLOTS_MAX`; what finds no room there goes to
+    /// the hash map, which holds up to `fast_flows`.
     pub fn attach_sized(ifindex: i32, fast_flows: u32) -> Result<Self, BpfError> {
+        Self::attach_fast(ifindex, fast_flows, fast4::slots_for(fast_flows))
+    }
+
+    /// As `attach_sized`, with the IPv4 table's slots given (rounded up to
+    /// a power of two, at most `FAST4_SLOTS_MAX`); tests use a small table
+    /// to send flows to the hash map.
+    pub fn attach_fast(ifindex: i32, fast_flows: u32, fast4_slots: u32) -> Result<Self, BpfError> {
+        let fast4_slots = fast4::slots_for(fast4_slots);
         // The skeleton borrows its object storage for its whole life; one
         // small allocation per attached port is kept for the process's life.
         let storage: &'static mut MaybeUninit<OpenObject> =
@@ -152,6 +164,19 @@ impl XdpPort {
             .fast
             .set_max_entries(fast_flows.max(1))
             .map_err(BpfError::Load)?;
+        // Off, the table is one unused slot.
+        let fast4_slots = if fast_flows == 0 { 1 } else { fast4_slots };
+        open.maps
+            .fast4
+            .set_max_entries(fast4_slots)
+            .map_err(BpfError::Load)?;
+        let constants = open.maps.rodata_data.as_deref_mut().ok_or_else(|| {
+            BpfError::Load(libbpf_rs::Error::from(std::io::Error::other(
+                "the program's read-only data (fast-path settings) is not mapped",
+            )))
+        })?;
+        constants.fast_path_on = u8::from(fast_flows > 0);
+        constants.fast4_mask = fast4_slots - 1;
         let skel = open.load().map_err(BpfError::Load)?;
         let xdp = Xdp::new(skel.progs.microseg_port.as_fd());
         let mode = match xdp.attach(ifindex, XdpFlags::DRV_MODE) {
@@ -239,8 +264,10 @@ impl XdpPort {
         let handle = |map| MapHandle::try_from(map).map_err(BpfError::FastPath);
         let fast_path = FastPath {
             fast: handle(&maps.fast)?,
+            fast4: fast4::Fast4Map::new(handle(&maps.fast4)?)?,
             ports: handle(&maps.ports)?,
             policy: handle(&maps.policy)?,
+            v4_in_fast: Default::default(),
         };
         fast_path.check()?;
         Ok(fast_path)
