@@ -243,6 +243,17 @@ static __always_inline long fast_route(__u32 generation, __u32 egress, const uns
 	return egress;
 }
 
+/* Counts a frame the fast path forwards in its flow's entry. */
+static __always_inline void count_forwarded(__u64 *packets, __u64 *bytes, __u64 *last_seen,
+					    __u64 len)
+{
+	__sync_fetch_and_add(packets, 1);
+	__sync_fetch_and_add(bytes, len);
+	/* The coarse clock (CLOCK_MONOTONIC as of the last tick) is enough
+	 * for idle timeouts of seconds and spares a clock read per frame. */
+	*last_seen = bpf_ktime_get_coarse_ns();
+}
+
 /* The program's half of ms_hash4; dataplane/src/bpf/fast4.rs has the
  * same. Addresses and ports are taken as they lie in the frame (network
  * byte order read as native words), so both sides agree on any host. */
@@ -286,11 +297,8 @@ static __always_inline long fast4_take(struct ms_slot4 *slot, const struct ms_fl
 	if (__sync_fetch_and_add(&slot->seq, 0) != seq)
 		return -1;
 	verdict = fast_route(generation, egress, src_mac, dst_mac, eth);
-	if (verdict < 0)
-		return -1;
-	__sync_fetch_and_add(&slot->packets, 1);
-	__sync_fetch_and_add(&slot->bytes, (__u64)(end - data));
-	slot->last_seen = bpf_ktime_get_coarse_ns();
+	if (verdict >= 0)
+		count_forwarded(&slot->packets, &slot->bytes, &slot->last_seen, end - data);
 	return verdict;
 }
 
@@ -378,13 +386,8 @@ static __always_inline long fast_path(void *data, void *end)
 	if (!flow)
 		return -1;
 	verdict = fast_route(flow->generation, flow->egress, flow->src_mac, flow->dst_mac, eth);
-	if (verdict < 0)
-		return -1;
-	__sync_fetch_and_add(&flow->packets, 1);
-	__sync_fetch_and_add(&flow->bytes, (__u64)(end - data));
-	/* The coarse clock (CLOCK_MONOTONIC as of the last tick) is enough
-	 * for idle timeouts of seconds and spares a clock read per frame. */
-	flow->last_seen = bpf_ktime_get_coarse_ns();
+	if (verdict >= 0)
+		count_forwarded(&flow->packets, &flow->bytes, &flow->last_seen, end - data);
 	return verdict;
 }
 
