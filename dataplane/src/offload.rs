@@ -278,9 +278,15 @@ impl<M: FastMaps> Offloader<M> {
                     self.stats.installs.fetch_add(count, Ordering::Relaxed);
                 }
                 Err(_) => {
-                    // Not installed: forget them, so the next offer retries.
+                    // Not installed: forget them, so the next offer
+                    // retries, and take out what the failed call may have
+                    // installed (a batch can fail part way), so that no
+                    // flow runs in XDP without the offloader knowing it.
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     for (key, _) in pending.iter() {
+                        if self.ports[port].remove(key).is_err() {
+                            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        }
                         if let Some(gone) = self.installed.remove(&(port as u16, *key)) {
                             forget_direction(
                                 &mut self.by_connection,

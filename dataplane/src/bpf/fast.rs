@@ -20,7 +20,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::fast4::{Fast4Map, Inserted, Key4};
+use super::fast4::{Fast4Map, Inserted, Key4, Occupied};
 use super::BpfError;
 use crate::packet::{AddrFamily, FlowKey};
 
@@ -119,10 +119,30 @@ pub struct FastPath {
     pub(super) fast4: Fast4Map,
     pub(super) ports: MapHandle,
     pub(super) policy: MapHandle,
+    /// What this side keeps of where flows are (one writer, the
+    /// offloader; the lock is never contended).
+    pub(super) book: Mutex<Book>,
+}
+
+/// Where a port's installed flows are, as far as the maps do not say it
+/// cheaply.
+#[derive(Debug, Default)]
+pub(super) struct Book {
     /// The IPv4 flows in `fast` (they found no room in `fast4`): an IPv4
     /// flow not named here is in `fast4` or nowhere, so installs, reads
     /// and removals of IPv4 flows make no system call on `fast`.
-    pub(super) v4_in_fast: Mutex<HashSet<FastKey>>,
+    v4_in_fast: HashSet<FastKey>,
+    /// The `fast4` slots in use: a sync reads only these.
+    occupied: Occupied,
+}
+
+impl Book {
+    pub(super) fn new(fast4_slots: usize) -> Self {
+        Self {
+            v4_in_fast: HashSet::new(),
+            occupied: Occupied::new(fast4_slots),
+        }
+    }
 }
 
 impl FastPath {
@@ -150,23 +170,24 @@ impl FastPath {
     /// Installs (or replaces) flows, counters from zero.
     pub fn install(&self, flows: &[(FastKey, FastRoute)]) -> Result<(), BpfError> {
         let table = self.fast4.table();
-        let mut in_fast = self.v4_in_fast();
+        let mut book = self.book();
         let mut keys = Vec::new();
         let mut values = Vec::new();
         for (key, route) in flows {
             let placed = Key4::of(key).map(|key4| table.insert(&key4, route));
             match placed {
-                Some(Inserted::Replaced) => {}
-                Some(Inserted::New) => {
+                Some(Inserted::Replaced(_)) => {}
+                Some(Inserted::New(index)) => {
+                    book.occupied.set(index);
                     // An older copy in `fast` (installed when there was no
                     // room here) goes: one table only.
-                    if in_fast.remove(key) {
+                    if book.v4_in_fast.remove(key) {
                         self.remove_from_map(key)?;
                     }
                 }
                 Some(Inserted::NoRoom) | None => {
                     if placed.is_some() {
-                        in_fast.insert(*key);
+                        book.v4_in_fast.insert(*key);
                     }
                     keys.extend_from_slice(key.bytes());
                     values.extend_from_slice(&route.value());
@@ -190,19 +211,22 @@ impl FastPath {
     /// Removes a flow (no error if it is not installed).
     pub fn remove(&self, key: &FastKey) -> Result<(), BpfError> {
         if let Some(key4) = Key4::of(key) {
-            if self.fast4.table().remove(&key4) || !self.v4_in_fast().remove(key) {
+            let mut book = self.book();
+            if let Some(index) = self.fast4.table().remove(&key4) {
+                book.occupied.clear(index);
+                return Ok(());
+            }
+            if !book.v4_in_fast.remove(key) {
                 return Ok(());
             }
         }
         self.remove_from_map(key)
     }
 
-    fn v4_in_fast(&self) -> MutexGuard<'_, HashSet<FastKey>> {
-        // A panic while it was held leaves at worst a key too many, which
-        // costs one system call that finds nothing.
-        self.v4_in_fast
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn book(&self) -> MutexGuard<'_, Book> {
+        // A panic while it was held leaves at worst a key or slot too
+        // many, which costs a system call or a read that finds nothing.
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn remove_from_map(&self, key: &FastKey) -> Result<(), BpfError> {
@@ -220,7 +244,7 @@ impl FastPath {
             if let Some(index) = table.find(&key4) {
                 return Ok(Some(table.counters(index)));
             }
-            if !self.v4_in_fast().contains(key) {
+            if !self.book().v4_in_fast.contains(key) {
                 return Ok(None);
             }
         }
@@ -235,7 +259,13 @@ impl FastPath {
     /// the `fast` map's, read in batches.
     pub fn read_all(&self, out: &mut Vec<(FastKey, FastCounters)>) -> Result<(), BpfError> {
         out.clear();
-        self.fast4.table().read_all(out);
+        let table = self.fast4.table();
+        out.extend(
+            self.book()
+                .occupied
+                .iter()
+                .filter_map(|index| table.read_slot(index)),
+        );
         self.read_map(out)
     }
 
@@ -325,7 +355,7 @@ impl FastPath {
 
     /// Flows installed now.
     pub fn len(&self) -> usize {
-        self.fast4.table().len() + self.fast.keys().count()
+        self.book().occupied.count() + self.fast.keys().count()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -14,7 +14,9 @@
 //!   flow leaves `REMOVED`, which lookups pass over and inserts reuse, so
 //!   a slot never becomes empty again and no flow is ever moved (its
 //!   counters stay where the program adds to them). A flow that finds no
-//!   room goes to `fast` instead (`Inserted::NoRoom`).
+//!   room goes to `fast` instead (`Inserted::NoRoom`). The writer keeps a
+//!   bitmap of the slots in use (`Occupied`), so a sync reads those, not
+//!   the whole table (128 MiB at 2M slots; its bitmap is 256 KiB).
 //! - **Concurrency**: the offloader is the only writer. It makes a slot's
 //!   sequence count odd, writes, and makes it even again; the program
 //!   takes a slot only if it read the same even count before and after
@@ -158,10 +160,10 @@ impl Key4 {
 /// What an insert did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Inserted {
-    /// The flow was not in the table and now is.
-    New,
-    /// The flow was in the table; its route was replaced.
-    Replaced,
+    /// The flow was not in the table and now is, in this slot.
+    New(usize),
+    /// The flow was in this slot; its route was replaced.
+    Replaced(usize),
     /// No free slot among the flow's `PROBES`: not inserted.
     NoRoom,
 }
@@ -211,25 +213,23 @@ impl<'a> Table<'a> {
     pub fn insert(&self, key: &Key4, route: &FastRoute) -> Inserted {
         if let Some(index) = self.find(key) {
             write_flow(&self.slots[index], key, route);
-            return Inserted::Replaced;
+            return Inserted::Replaced(index);
         }
         let free = self
             .probe(key)
             .find(|(_, slot)| matches!(slot.proto.load(Ordering::Relaxed), EMPTY | REMOVED));
         match free {
-            Some((_, slot)) => {
+            Some((index, slot)) => {
                 write_flow(slot, key, route);
-                Inserted::New
+                Inserted::New(index)
             }
             None => Inserted::NoRoom,
         }
     }
 
-    /// Removes `key`; false if it was not in the table.
-    pub fn remove(&self, key: &Key4) -> bool {
-        let Some(index) = self.find(key) else {
-            return false;
-        };
+    /// Removes `key`; the slot it was in, None if it was not in the table.
+    pub fn remove(&self, key: &Key4) -> Option<usize> {
+        let index = self.find(key)?;
         write_slot(&self.slots[index], |slot| {
             store_key(
                 slot,
@@ -243,7 +243,7 @@ impl<'a> Table<'a> {
             );
             store_route(slot, None);
         });
-        true
+        Some(index)
     }
 
     /// What the program counted on the flow in slot `index`.
@@ -256,22 +256,70 @@ impl<'a> Table<'a> {
         }
     }
 
-    /// Every flow in the table with its counters, appended to `out`.
-    pub fn read_all(&self, out: &mut Vec<(FastKey, FastCounters)>) {
-        for (index, slot) in self.slots.iter().enumerate() {
-            if matches!(slot.proto.load(Ordering::Relaxed), EMPTY | REMOVED) {
-                continue;
-            }
-            out.push((Key4::read(slot).fast_key(), self.counters(index)));
+    /// The flow in slot `index` with its counters (None: no flow there).
+    pub fn read_slot(&self, index: usize) -> Option<(FastKey, FastCounters)> {
+        let slot = self.slots.get(index)?;
+        if matches!(slot.proto.load(Ordering::Relaxed), EMPTY | REMOVED) {
+            return None;
+        }
+        Some((Key4::read(slot).fast_key(), self.counters(index)))
+    }
+
+    /// Every flow in the table, by a scan of every slot (what `Occupied`
+    /// spares a sync; the tests' reference).
+    #[cfg(test)]
+    pub fn scan(&self) -> Vec<(FastKey, FastCounters)> {
+        (0..self.slots.len())
+            .filter_map(|index| self.read_slot(index))
+            .collect()
+    }
+}
+
+/// Which slots of a table hold a flow, one bit each, kept by the writer
+/// as it inserts and removes.
+#[derive(Debug, Default)]
+pub struct Occupied {
+    words: Vec<u64>,
+}
+
+impl Occupied {
+    pub fn new(slots: usize) -> Self {
+        Self {
+            words: vec![0; slots.div_ceil(64)],
         }
     }
 
-    /// Flows in the table.
-    pub fn len(&self) -> usize {
-        self.slots
+    pub fn set(&mut self, index: usize) {
+        if let Some(word) = self.words.get_mut(index / 64) {
+            *word |= 1 << (index % 64);
+        }
+    }
+
+    pub fn clear(&mut self, index: usize) {
+        if let Some(word) = self.words.get_mut(index / 64) {
+            *word &= !(1 << (index % 64));
+        }
+    }
+
+    /// The slots in use, in order.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words.iter().enumerate().flat_map(|(at, &word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                (rest != 0).then(|| {
+                    let bit = rest.trailing_zeros() as usize;
+                    rest &= rest - 1;
+                    at * 64 + bit
+                })
+            })
+        })
+    }
+
+    pub fn count(&self) -> usize {
+        self.words
             .iter()
-            .filter(|slot| !matches!(slot.proto.load(Ordering::Relaxed), EMPTY | REMOVED))
-            .count()
+            .map(|word| word.count_ones() as usize)
+            .sum()
     }
 }
 
@@ -397,6 +445,11 @@ impl Fast4Map {
             bytes,
             _map: map,
         })
+    }
+
+    /// Slots of the table.
+    pub fn slots(&self) -> usize {
+        self.slots
     }
 
     /// The table over the mapping.

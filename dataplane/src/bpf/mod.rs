@@ -262,12 +262,13 @@ impl XdpPort {
     pub fn fast_path(&self) -> Result<FastPath, BpfError> {
         let maps = &self.skel.maps;
         let handle = |map| MapHandle::try_from(map).map_err(BpfError::FastPath);
+        let fast4 = fast4::Fast4Map::new(handle(&maps.fast4)?)?;
         let fast_path = FastPath {
             fast: handle(&maps.fast)?,
-            fast4: fast4::Fast4Map::new(handle(&maps.fast4)?)?,
+            book: std::sync::Mutex::new(fast::Book::new(fast4.slots())),
+            fast4,
             ports: handle(&maps.ports)?,
             policy: handle(&maps.policy)?,
-            v4_in_fast: Default::default(),
         };
         fast_path.check()?;
         Ok(fast_path)

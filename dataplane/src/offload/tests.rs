@@ -47,6 +47,11 @@ impl FakeMaps {
 impl FastMaps for FakeMaps {
     fn install(&self, flows: &[(FastKey, FastRoute)]) -> Result<(), BpfError> {
         if self.refuse_installs.load(Ordering::Relaxed) {
+            // Partly done, as a batch update or the IPv4 table can leave
+            // it: the first flow in, then the error.
+            if let Some((key, route)) = flows.first() {
+                self.flows().insert(*key, (*route, FastCounters::default()));
+            }
             return Err(BpfError::FastPath(libbpf_rs::Error::from(
                 std::io::Error::from_raw_os_error(7),
             )));
@@ -357,7 +362,10 @@ fn a_refused_install_is_counted_and_retried_with_the_next_offer() {
     let mut bed = Bed::new();
     bed.ports[0].refuse_installs.store(true, Ordering::Relaxed);
     bed.offload_both_ways();
-    assert!(bed.ports[0].flows().is_empty());
+    assert!(
+        bed.ports[0].flows().is_empty(),
+        "what a failed install left is taken out again"
+    );
     assert_eq!(bed.offloader.stats().snapshot().errors, 1);
     bed.ports[0].refuse_installs.store(false, Ordering::Relaxed);
     bed.send(0, &query(), S);

@@ -124,24 +124,26 @@ fn a_flow_is_inserted_found_replaced_and_removed() {
     let table = Table::new(&memory).expect("power of two");
     let flow = key(1);
     assert_eq!(table.find(&flow), None);
-    assert_eq!(table.insert(&flow, &route(1)), Inserted::New);
-    let index = table.find(&flow).expect("found");
-    assert_eq!(table.len(), 1);
+    let Inserted::New(index) = table.insert(&flow, &route(1)) else {
+        panic!("a new flow");
+    };
+    assert_eq!(table.find(&flow), Some(index));
+    assert_eq!(table.scan().len(), 1);
 
     // The program counts; a replacement starts the counters over.
     memory[index].packets.store(5, Ordering::Relaxed);
     memory[index].bytes.store(300, Ordering::Relaxed);
     assert_eq!(table.counters(index).packets, 5);
-    assert_eq!(table.insert(&flow, &route(2)), Inserted::Replaced);
+    assert_eq!(table.insert(&flow, &route(2)), Inserted::Replaced(index));
     assert_eq!(table.find(&flow), Some(index), "replaced in place");
     assert_eq!(table.counters(index), FastCounters::default());
     assert_eq!(memory[index].egress.load(Ordering::Relaxed), 2);
-    assert_eq!(table.len(), 1);
+    assert_eq!(table.scan().len(), 1);
 
-    assert!(table.remove(&flow));
+    assert_eq!(table.remove(&flow), Some(index));
     assert_eq!(table.find(&flow), None);
-    assert!(!table.remove(&flow), "removing twice finds nothing");
-    assert_eq!(table.len(), 0);
+    assert_eq!(table.remove(&flow), None, "removing twice finds nothing");
+    assert!(table.scan().is_empty());
     assert_eq!(memory[index].proto.load(Ordering::Relaxed), REMOVED);
 }
 
@@ -154,10 +156,14 @@ fn removed_slots_are_passed_over_and_reused() {
     let crowd = keys_at_home(64, 5, 3);
     assert_eq!(crowd.len(), 3);
     for (n, flow) in crowd.iter().enumerate() {
-        assert_eq!(table.insert(flow, &route(n as u16)), Inserted::New);
-        assert_eq!(table.find(flow), Some(5 + n), "linear probing from home");
+        assert_eq!(
+            table.insert(flow, &route(n as u16)),
+            Inserted::New(5 + n),
+            "linear probing from home"
+        );
+        assert_eq!(table.find(flow), Some(5 + n));
     }
-    assert!(table.remove(&crowd[0]));
+    assert_eq!(table.remove(&crowd[0]), Some(5));
     assert_eq!(
         table.find(&crowd[1]),
         Some(6),
@@ -165,8 +171,12 @@ fn removed_slots_are_passed_over_and_reused() {
     );
     assert_eq!(table.find(&crowd[2]), Some(7));
     let late = keys_at_home(64, 5, 4)[3];
-    assert_eq!(table.insert(&late, &route(9)), Inserted::New);
-    assert_eq!(table.find(&late), Some(5), "the removed slot taken again");
+    assert_eq!(
+        table.insert(&late, &route(9)),
+        Inserted::New(5),
+        "the removed slot taken again"
+    );
+    assert_eq!(table.find(&late), Some(5));
 }
 
 /// Only `PROBES` slots from its home may hold a flow: one more finds no
@@ -177,44 +187,68 @@ fn a_crowded_neighbourhood_has_no_room_until_a_flow_leaves() {
     let table = Table::new(&memory).expect("power of two");
     let crowd = keys_at_home(64, 60, PROBES + 1);
     for flow in &crowd[..PROBES] {
-        assert_eq!(table.insert(flow, &route(1)), Inserted::New);
+        assert!(matches!(table.insert(flow, &route(1)), Inserted::New(_)));
     }
     // The probe wraps around the end of the table.
     assert_eq!(table.find(&crowd[PROBES - 1]), Some((60 + PROBES - 1) % 64));
     let extra = crowd[PROBES];
     assert_eq!(table.insert(&extra, &route(1)), Inserted::NoRoom);
     assert_eq!(table.find(&extra), None);
-    assert!(table.remove(&crowd[3]));
-    assert_eq!(table.insert(&extra, &route(1)), Inserted::New);
+    assert_eq!(table.remove(&crowd[3]), Some(63));
+    assert_eq!(table.insert(&extra, &route(1)), Inserted::New(63));
     assert_eq!(table.find(&extra), Some(63));
-    assert_eq!(table.len(), PROBES);
+    assert_eq!(table.scan().len(), PROBES);
 }
 
+/// The slots an insert and a remove report, kept in an `Occupied`, are
+/// exactly the slots a scan of the whole table finds flows in.
 #[test]
-fn read_all_lists_every_flow_once_with_its_counters() {
+fn the_occupied_slots_are_those_holding_flows() {
     let memory = slots(256);
     let table = Table::new(&memory).expect("power of two");
+    let mut occupied = Occupied::new(256);
     let flows: Vec<Key4> = (0..100).map(key).collect();
     for flow in &flows {
-        assert_eq!(table.insert(flow, &route(1)), Inserted::New);
+        match table.insert(flow, &route(1)) {
+            Inserted::New(index) => occupied.set(index),
+            other => panic!("{other:?}"),
+        }
     }
     for flow in &flows[..10] {
-        assert!(table.remove(flow));
+        occupied.clear(table.remove(flow).expect("installed"));
     }
     let counted = table.find(&flows[50]).expect("installed");
     memory[counted].packets.store(3, Ordering::Relaxed);
-    let mut all = Vec::new();
-    table.read_all(&mut all);
-    assert_eq!(all.len(), 90);
+    let listed: Vec<_> = occupied
+        .iter()
+        .filter_map(|index| table.read_slot(index))
+        .collect();
+    assert_eq!(listed, table.scan(), "the same flows, in slot order");
+    assert_eq!(occupied.count(), 90);
     for flow in &flows[10..] {
-        let listed: Vec<_> = all.iter().filter(|(k, _)| *k == flow.fast_key()).collect();
-        assert_eq!(listed.len(), 1, "{flow:?}");
+        let found = listed.iter().filter(|(k, _)| *k == flow.fast_key()).count();
+        assert_eq!(found, 1, "{flow:?}");
     }
-    let (_, counters) = all
+    let (_, counters) = listed
         .iter()
         .find(|(k, _)| *k == flows[50].fast_key())
         .expect("listed");
     assert_eq!(counters.packets, 3);
+    assert_eq!(table.read_slot(256), None, "past the end");
+}
+
+#[test]
+fn occupied_bits_set_clear_and_list_in_order() {
+    let mut occupied = Occupied::new(130);
+    for index in [129, 0, 64, 63] {
+        occupied.set(index);
+    }
+    occupied.set(500); // past the end: ignored
+    assert_eq!(occupied.iter().collect::<Vec<_>>(), [0, 63, 64, 129]);
+    occupied.clear(63);
+    occupied.clear(63);
+    assert_eq!(occupied.iter().collect::<Vec<_>>(), [0, 64, 129]);
+    assert_eq!(occupied.count(), 3);
 }
 
 #[test]
@@ -222,8 +256,9 @@ fn every_write_moves_the_sequence_count_by_two() {
     let memory = slots(16);
     let table = Table::new(&memory).expect("power of two");
     let flow = key(3);
-    table.insert(&flow, &route(1));
-    let index = table.find(&flow).expect("found");
+    let Inserted::New(index) = table.insert(&flow, &route(1)) else {
+        panic!("a new flow");
+    };
     assert_eq!(memory[index].seq.load(Ordering::Relaxed), 2);
     table.insert(&flow, &route(2));
     table.remove(&flow);
