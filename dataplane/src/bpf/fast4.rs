@@ -417,7 +417,12 @@ impl Fast4Map {
                 "the fast4 map has {slots} slots, not a power of two"
             )));
         }
-        let page = 4096;
+        // SAFETY: sysconf reads a constant of the system; no memory is
+        // passed.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|size| size.is_power_of_two())
+            .unwrap_or(4096);
         let bytes = (slots * SLOT_BYTES).div_ceil(page) * page;
         // SAFETY: a fresh shared mapping of the map's file descriptor, of
         // the size the kernel gives an mmapable array of `slots` values;

@@ -421,4 +421,34 @@ mod tests {
         assert_eq!(offset_of!(ms_fast, last_seen), 40);
         assert_eq!(size_of::<ms_policy>(), 8);
     }
+
+    /// `fast4.rs`'s `Slot` is `struct ms_slot4` as compiled, field by field.
+    #[test]
+    fn the_fast4_slot_matches_ms_slot4() {
+        use super::fast4::{Slot, SLOT_BYTES};
+        use super::skel::types::ms_slot4;
+        assert_eq!(size_of::<ms_slot4>(), SLOT_BYTES);
+        assert_eq!(size_of::<Slot>(), SLOT_BYTES);
+        let pairs = [
+            (offset_of!(ms_slot4, seq), offset_of!(Slot, seq)),
+            (offset_of!(ms_slot4, src), offset_of!(Slot, src)),
+            (offset_of!(ms_slot4, dst), offset_of!(Slot, dst)),
+            (offset_of!(ms_slot4, src_port), offset_of!(Slot, src_port)),
+            (offset_of!(ms_slot4, dst_port), offset_of!(Slot, dst_port)),
+            (offset_of!(ms_slot4, proto), offset_of!(Slot, proto)),
+            (offset_of!(ms_slot4, egress), offset_of!(Slot, egress)),
+            (
+                offset_of!(ms_slot4, generation),
+                offset_of!(Slot, generation),
+            ),
+            (offset_of!(ms_slot4, src_mac), offset_of!(Slot, src_mac)),
+            (offset_of!(ms_slot4, dst_mac), offset_of!(Slot, dst_mac)),
+            (offset_of!(ms_slot4, packets), offset_of!(Slot, packets)),
+            (offset_of!(ms_slot4, bytes), offset_of!(Slot, bytes)),
+            (offset_of!(ms_slot4, last_seen), offset_of!(Slot, last_seen)),
+        ];
+        for (compiled, written) in pairs {
+            assert_eq!(compiled, written);
+        }
+    }
 }
