@@ -59,10 +59,6 @@ impl FastKey {
     fn from_bytes(bytes: &[u8]) -> Option<Self> {
         Some(Self(bytes.get(..KEY_BYTES)?.try_into().ok()?))
     }
-
-    pub(super) fn from_array(bytes: [u8; KEY_BYTES]) -> Self {
-        Self(bytes)
-    }
 }
 
 /// Where an installed flow goes and what it must look like.
@@ -230,11 +226,7 @@ impl FastPath {
     }
 
     fn remove_from_map(&self, key: &FastKey) -> Result<(), BpfError> {
-        match self.fast.delete(key.bytes()) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(BpfError::FastPath(e)),
-        }
+        super::delete_if_present(&self.fast, key.bytes()).map_err(BpfError::FastPath)
     }
 
     /// The counters of one installed flow (None: not installed).

@@ -30,6 +30,7 @@
 //! The mapping itself (`Fast4Map`) is the module's one `unsafe` part.
 #![allow(unsafe_code)]
 
+use std::net::Ipv6Addr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -38,7 +39,7 @@ use libbpf_rs::{MapCore, MapHandle};
 
 use super::fast::{FastCounters, FastKey, FastRoute};
 use super::BpfError;
-use crate::packet::proto;
+use crate::packet::{proto, AddrFamily, FlowKey};
 
 /// Slots a flow may be placed in from its hash on (`MS_FAST4_PROBES`).
 pub const PROBES: usize = 8;
@@ -94,34 +95,39 @@ impl Key4 {
     /// (IPv6, other protocols), which stay in `fast`.
     pub fn of(key: &FastKey) -> Option<Self> {
         let bytes = key.bytes();
-        let mapped = |at: usize| {
-            bytes[at..at + 10].iter().all(|&b| b == 0) && bytes[at + 10..at + 12] == [0xff, 0xff]
-        };
-        let word = |at: usize| {
-            u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        let ipv4 = |at: usize| {
+            let address: [u8; 16] = bytes[at..at + 16].try_into().ok()?;
+            Ipv6Addr::from(address)
+                .to_ipv4_mapped()
+                .map(|v4| u32::from_ne_bytes(v4.octets()))
         };
         let half = |at: usize| u16::from_ne_bytes([bytes[at], bytes[at + 1]]);
-        let tcp_or_udp = bytes[36] == proto::TCP || bytes[36] == proto::UDP;
-        (mapped(0) && mapped(16) && tcp_or_udp).then(|| Self {
-            src: word(12),
-            dst: word(28),
+        let proto = bytes[36];
+        if proto != proto::TCP && proto != proto::UDP {
+            return None;
+        }
+        Some(Self {
+            src: ipv4(0)?,
+            dst: ipv4(16)?,
             src_port: half(32),
             dst_port: half(34),
-            proto: bytes[36],
+            proto,
         })
     }
 
-    /// The `FastKey` this key came from.
+    /// The `FastKey` this key came from (`FastKey::of` lays it out).
     fn fast_key(&self) -> FastKey {
-        let mut bytes = [0u8; super::fast::KEY_BYTES];
-        bytes[10..12].copy_from_slice(&[0xff, 0xff]);
-        bytes[12..16].copy_from_slice(&self.src.to_ne_bytes());
-        bytes[26..28].copy_from_slice(&[0xff, 0xff]);
-        bytes[28..32].copy_from_slice(&self.dst.to_ne_bytes());
-        bytes[32..34].copy_from_slice(&self.src_port.to_ne_bytes());
-        bytes[34..36].copy_from_slice(&self.dst_port.to_ne_bytes());
-        bytes[36] = self.proto;
-        FastKey::from_array(bytes)
+        let address = |word: u32| u128::from(u32::from_be_bytes(word.to_ne_bytes()));
+        let port = |half: u16| u16::from_be_bytes(half.to_ne_bytes());
+        FastKey::of(&FlowKey {
+            family: AddrFamily::V4,
+            src: address(self.src),
+            dst: address(self.dst),
+            proto: self.proto,
+            src_port: port(self.src_port),
+            dst_port: port(self.dst_port),
+            ..FlowKey::default()
+        })
     }
 
     /// `ms_hash4` of bpf/microseg_xdp.bpf.c.

@@ -145,7 +145,7 @@ impl XdpPort {
     /// of two, at most `FAST4_SLOTS_MAX`; what finds no room there goes to
     /// the hash map, which holds up to `fast_flows`.
     pub fn attach_sized(ifindex: i32, fast_flows: u32) -> Result<Self, BpfError> {
-        Self::attach_fast(ifindex, fast_flows, fast4::slots_for(fast_flows))
+        Self::attach_fast(ifindex, fast_flows, fast_flows)
     }
 
     /// As `attach_sized`, with the IPv4 table's slots given (rounded up to
@@ -277,11 +277,8 @@ impl XdpPort {
     /// Lifts the quarantine of `ip` (no error if it was not quarantined).
     pub fn release(&self, ip: IpAddr) -> Result<(), BpfError> {
         let _serialized = self.lock_quarantine();
-        match self.skel.maps.quarantine.delete(&quarantine_key(ip)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
-            Err(e) => return Err(BpfError::Quarantine(e)),
-        }
+        delete_if_present(&self.skel.maps.quarantine, &quarantine_key(ip))
+            .map_err(BpfError::Quarantine)?;
         let empty = self.skel.maps.quarantine.keys().next().is_none();
         if empty {
             self.set_quarantine_in_use(false)?;
@@ -360,6 +357,14 @@ fn register(xsks: &impl MapCore, queue: u32, socket_fd: i32) -> Result<(), BpfEr
         MapFlags::ANY,
     )
     .map_err(BpfError::Socket)
+}
+
+/// Deletes `key` from `map`; a key that is not there is no error.
+fn delete_if_present(map: &impl MapCore, key: &[u8]) -> Result<(), libbpf_rs::Error> {
+    match map.delete(key) {
+        Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+        done => done,
+    }
 }
 
 /// The socket map of one port's XDP program, usable from any thread; it
