@@ -7,9 +7,9 @@
 use std::net::Ipv4Addr;
 
 use etherparse::{
-    err, EtherType, Ethernet2HeaderSlice, Icmpv4Slice, Icmpv6Slice, IpAuthHeaderSlice,
-    Ipv4HeaderSlice, Ipv6FragmentHeaderSlice, Ipv6HeaderSlice, Ipv6RawExtHeaderSlice,
-    SingleVlanHeaderSlice, TcpHeaderSlice, UdpHeaderSlice,
+    err, EtherType, Ethernet2HeaderSlice, IpAuthHeaderSlice, Ipv4HeaderSlice,
+    Ipv6FragmentHeaderSlice, Ipv6HeaderSlice, Ipv6RawExtHeaderSlice, SingleVlanHeaderSlice,
+    TcpHeaderSlice, UdpHeaderSlice,
 };
 
 use super::key::{AddrFamily, FlowKey, FragmentInfo, FragmentKind, VlanTags};
@@ -561,31 +561,17 @@ fn parse_l4(key: &mut FlowKey, data: &[u8]) -> Result<L4Layer, DropReason> {
             key.src_port = udp.source_port();
             key.dst_port = udp.destination_port();
         }
-        (proto::ICMP, AddrFamily::V4) => {
-            let icmp = Icmpv4Slice::from_slice(data)
-                .map_err(|_| truncated_or_tiny(fragment, DropReason::TruncatedIcmp))?;
-            let (echo_id, is_error) = icmpv4_class(icmp.type_u8());
-            return Ok(fill_icmp(
-                key,
-                icmp.type_u8(),
-                icmp.code_u8(),
-                icmp.bytes5to8(),
-                echo_id,
-                is_error,
-            ));
-        }
-        (proto::ICMPV6, AddrFamily::V6) => {
-            let icmp = Icmpv6Slice::from_slice(data)
-                .map_err(|_| truncated_or_tiny(fragment, DropReason::TruncatedIcmp))?;
-            let (echo_id, is_error) = icmpv6_class(icmp.type_u8());
-            return Ok(fill_icmp(
-                key,
-                icmp.type_u8(),
-                icmp.code_u8(),
-                icmp.bytes5to8(),
-                echo_id,
-                is_error,
-            ));
+        (proto::ICMP, AddrFamily::V4) | (proto::ICMPV6, AddrFamily::V6) => {
+            // Both have the same 8-byte header: type, code, checksum and
+            // four bytes whose meaning depends on the type.
+            let header: &[u8; ICMP_HEADER_LEN] = data
+                .first_chunk()
+                .ok_or_else(|| truncated_or_tiny(fragment, DropReason::TruncatedIcmp))?;
+            let class = match key.family {
+                AddrFamily::V4 => icmpv4_class,
+                AddrFamily::V6 => icmpv6_class,
+            };
+            return Ok(fill_icmp(key, header, class));
         }
         (proto::ICMP, AddrFamily::V6) | (proto::ICMPV6, AddrFamily::V4) => {
             return Err(DropReason::IcmpFamilyMismatch);
@@ -656,17 +642,19 @@ fn icmpv6_class(icmp_type: u8) -> (bool, bool) {
     }
 }
 
+/// Fills an ICMP or ICMPv6 packet's key from its header: type and code in
+/// place of the destination port, the echo identifier in place of the
+/// source port for the types `class` says carry one.
 fn fill_icmp(
     key: &mut FlowKey,
-    icmp_type: u8,
-    code: u8,
-    rest_of_header: [u8; 4],
-    carries_id: bool,
-    is_error: bool,
+    header: &[u8; ICMP_HEADER_LEN],
+    class: fn(u8) -> (bool, bool),
 ) -> L4Layer {
+    let [icmp_type, code, _, _, id_high, id_low, _, _] = *header;
+    let (carries_id, is_error) = class(icmp_type);
     key.dst_port = u16::from_be_bytes([icmp_type, code]);
     if carries_id {
-        key.src_port = u16::from_be_bytes([rest_of_header[0], rest_of_header[1]]);
+        key.src_port = u16::from_be_bytes([id_high, id_low]);
     }
     L4Layer {
         has_header: true,
