@@ -218,7 +218,13 @@ impl<M: FastMaps> Offloader<M> {
             taken += 1;
             match request {
                 OffloadRequest::Install(offer) => self.stage(&offer),
-                OffloadRequest::Revoke { flow } => self.revoke(&flow),
+                OffloadRequest::Revoke { flow } => {
+                    // What was staged before it goes in first, so that the
+                    // revocation takes it out again: installed after it, a
+                    // flow would run in XDP unknown to the offloader.
+                    self.install_pending();
+                    self.revoke(&flow);
+                }
             }
         }
         self.install_pending();
@@ -272,29 +278,32 @@ impl<M: FastMaps> Offloader<M> {
             if pending.is_empty() {
                 continue;
             }
-            let count = pending.len() as u64;
-            match self.ports[port].install(pending) {
-                Ok(()) => {
-                    self.stats.installs.fetch_add(count, Ordering::Relaxed);
+            let maps = &self.ports[port];
+            if maps.install(pending).is_ok() {
+                let count = pending.len() as u64;
+                self.stats.installs.fetch_add(count, Ordering::Relaxed);
+                pending.clear();
+                continue;
+            }
+            // The batch failed, maybe for one flow (a full map): each is
+            // tried alone, so that one cannot keep the others out.
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            for flow @ &(key, _) in pending.iter() {
+                if maps.install(std::slice::from_ref(flow)).is_ok() {
+                    self.stats.installs.fetch_add(1, Ordering::Relaxed);
+                    continue;
                 }
-                Err(_) => {
-                    // Not installed: forget them, so the next offer
-                    // retries, and take out what the failed call may have
-                    // installed (a batch can fail part way), so that no
-                    // flow runs in XDP without the offloader knowing it.
+                // Not installed: forgotten, so the next offer retries, and
+                // taken out in case the failed call left it in (a batch
+                // can fail part way), so that no flow runs in XDP without
+                // the offloader knowing it.
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                if maps.remove(&key).is_err() {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    for (key, _) in pending.iter() {
-                        if self.ports[port].remove(key).is_err() {
-                            self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if let Some(gone) = self.installed.remove(&(port as u16, *key)) {
-                            forget_direction(
-                                &mut self.by_connection,
-                                &gone.flow,
-                                (port as u16, *key),
-                            );
-                        }
-                    }
+                }
+                let at = (port as u16, key);
+                if let Some(gone) = self.installed.remove(&at) {
+                    forget_direction(&mut self.by_connection, &gone.flow, at);
                 }
             }
             pending.clear();

@@ -26,6 +26,9 @@ const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 struct FakeMaps {
     flows: Arc<Mutex<HashMap<FastKey, (FastRoute, FastCounters)>>>,
     refuse_installs: Arc<AtomicBool>,
+    /// A flow that finds no room: a batch holding it fails after the
+    /// flows before it went in.
+    no_room_for: Arc<Mutex<Option<FastKey>>>,
 }
 
 impl FakeMaps {
@@ -56,8 +59,14 @@ impl FastMaps for FakeMaps {
                 std::io::Error::from_raw_os_error(7),
             )));
         }
+        let no_room_for = *self.no_room_for.lock().expect("not poisoned");
         let mut map = self.flows();
         for (key, route) in flows {
+            if Some(*key) == no_room_for {
+                return Err(BpfError::FastPath(libbpf_rs::Error::from(
+                    std::io::Error::from_raw_os_error(7),
+                )));
+            }
             map.insert(*key, (*route, FastCounters::default()));
         }
         Ok(())
@@ -110,24 +119,45 @@ fn allow_dns(generation: u32) -> Arc<PolicySnapshot> {
     )
 }
 
-fn query() -> Vec<u8> {
+/// A's DNS query from `client_port`, and B's answer to it.
+fn query_from(client_port: u16) -> Vec<u8> {
     with_macs(
-        ethernet(&[], 0x0800, &ipv4(A, B, proto::UDP, &udp(5000, 53, 20))),
+        ethernet(
+            &[],
+            0x0800,
+            &ipv4(A, B, proto::UDP, &udp(client_port, 53, 20)),
+        ),
         MAC_A,
         MAC_B,
     )
+}
+
+fn answer_to(client_port: u16) -> Vec<u8> {
+    with_macs(
+        ethernet(
+            &[],
+            0x0800,
+            &ipv4(B, A, proto::UDP, &udp(53, client_port, 20)),
+        ),
+        MAC_B,
+        MAC_A,
+    )
+}
+
+fn query() -> Vec<u8> {
+    query_from(5000)
 }
 
 fn answer() -> Vec<u8> {
-    with_macs(
-        ethernet(&[], 0x0800, &ipv4(B, A, proto::UDP, &udp(53, 5000, 20))),
-        MAC_B,
-        MAC_A,
-    )
+    answer_to(5000)
+}
+
+fn query_flow_from(client_port: u16) -> FlowKey {
+    crate::frames::flow_v4(A, B, proto::UDP, client_port, 53)
 }
 
 fn query_flow() -> FlowKey {
-    crate::frames::flow_v4(A, B, proto::UDP, 5000, 53)
+    query_flow_from(5000)
 }
 
 fn answer_flow() -> FlowKey {
@@ -366,9 +396,49 @@ fn a_refused_install_is_counted_and_retried_with_the_next_offer() {
         bed.ports[0].flows().is_empty(),
         "what a failed install left is taken out again"
     );
-    assert_eq!(bed.offloader.stats().snapshot().errors, 1);
+    // The batch, then its one flow tried alone.
+    assert_eq!(bed.offloader.stats().snapshot().errors, 2);
     bed.ports[0].refuse_installs.store(false, Ordering::Relaxed);
     bed.send(0, &query(), S);
     bed.offloader.step();
     assert_eq!(bed.ports[0].flows().len(), 1);
+}
+
+#[test]
+fn a_flow_with_no_room_does_not_keep_its_batch_out() {
+    let mut bed = Bed::new();
+    *bed.ports[0].no_room_for.lock().expect("not poisoned") =
+        Some(FastKey::of(&query_flow_from(5000)));
+    // Two connections from A, offered on port 0 in one step: the first
+    // finds no room, which fails the batch.
+    for client_port in [5000, 5001] {
+        bed.send(0, &query_from(client_port), S);
+        bed.send(1, &answer_to(client_port), S);
+        bed.send(0, &query_from(client_port), S);
+    }
+    bed.offloader.step();
+    let on_a = bed.ports[0].flows();
+    assert!(on_a.contains_key(&FastKey::of(&query_flow_from(5001))));
+    assert!(!on_a.contains_key(&FastKey::of(&query_flow_from(5000))));
+    drop(on_a);
+    let stats = bed.offloader.stats().snapshot();
+    // Port 1's batch, then port 0's second flow alone.
+    assert_eq!(stats.installs, 3);
+    assert_eq!(stats.installed, 3, "the refused flow is forgotten");
+}
+
+#[test]
+fn a_revocation_after_an_offer_in_the_same_step_leaves_nothing_in_xdp() {
+    let mut bed = Bed::new();
+    // Offered, then revoked (a RST, say) before the offloader's step.
+    bed.send(0, &query(), S);
+    bed.send(1, &answer(), S);
+    bed.send(0, &query(), S);
+    bed.pipeline
+        .offload()
+        .expect("on")
+        .push(OffloadRequest::Revoke { flow: query_flow() });
+    bed.offloader.step();
+    assert!(bed.ports.iter().all(|port| port.flows().is_empty()));
+    assert!(bed.offloader.is_empty());
 }
