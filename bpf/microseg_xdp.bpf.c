@@ -361,6 +361,7 @@ static __always_inline long fast_path(void *data, void *end)
 		key.dst[11] = 0xff;
 		__builtin_memcpy(&key.dst[12], &ip->daddr, 4);
 		key.proto = ip->protocol;
+		key.family = 4;
 		l4 = l3 + ip->ihl * 4;
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = l3;
@@ -371,6 +372,7 @@ static __always_inline long fast_path(void *data, void *end)
 		__builtin_memcpy(key.src, &ip6->saddr, 16);
 		__builtin_memcpy(key.dst, &ip6->daddr, 16);
 		key.proto = ip6->nexthdr;
+		key.family = 6;
 		l4 = ip6 + 1;
 	} else {
 		return -1;

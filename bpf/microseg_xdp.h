@@ -31,7 +31,11 @@ struct ms_flow {
 	unsigned short src_port; /* network byte order */
 	unsigned short dst_port;
 	unsigned char proto;
-	unsigned char pad[3]; /* zero */
+	/* 4 or 6, the frame's IP version: an IPv6 frame between IPv4-mapped
+	 * addresses must not match an IPv4 flow's entry (or the other way
+	 * round), which the addresses alone would let it. */
+	unsigned char family;
+	unsigned char pad[2]; /* zero */
 };
 
 struct ms_fast {

@@ -155,3 +155,95 @@ fn the_fast_path_map_reads_back_every_installed_flow() {
     assert_eq!(read.len(), 18_000, "each flow in one table only");
     assert_eq!(maps.len(), 18_000);
 }
+
+/// What the program does with a frame of an installed flow, run in the
+/// kernel on a built frame (`run_once`): it forwards a flow found in
+/// either table, in its own family only (an IPv6 frame between IPv4-mapped
+/// addresses is not the IPv4 flow with those addresses, and the other way
+/// round), and the port hands out the flow tables' writer once.
+#[test]
+fn the_program_forwards_installed_flows_in_their_own_family_only() {
+    use microseg_dataplane::bpf::{BpfError, FastKey, FastRoute};
+    use microseg_dataplane::frames::{ethernet, flow_v4, ipv4, ipv6, udp, with_macs};
+    use microseg_dataplane::packet::{proto, AddrFamily, FlowKey};
+
+    const XDP_REDIRECT: u32 = 4;
+    if !root_or_skip("the_program_forwards_installed_flows_in_their_own_family_only") {
+        return;
+    }
+    let bed = Testbed::with_ghost("q", 4).expect("testbed");
+    let ifindex = bed.host_ifindex().expect("ifindex");
+    let (mac_a, mac_b) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+    let route = FastRoute {
+        egress: 1,
+        generation: 3,
+        src_mac: mac_a,
+        dst_mac: mac_b,
+    };
+    let (a, b) = ([10, 0, 0, 1], [10, 0, 1, 1]);
+    let mapped = |v4: [u8; 4]| std::net::Ipv4Addr::from(v4).to_ipv6_mapped().octets();
+    let v4_flow = |sport| flow_v4(a, b, proto::UDP, sport, 53);
+    let v6_flow = |sport| FlowKey {
+        family: AddrFamily::V6,
+        src: u128::from_be_bytes(mapped(a)),
+        dst: u128::from_be_bytes(mapped(b)),
+        ..v4_flow(sport)
+    };
+    let v4_frame = |sport| {
+        let frame = ethernet(&[], 0x0800, &ipv4(a, b, proto::UDP, &udp(sport, 53, 18)));
+        with_macs(frame, mac_a, mac_b)
+    };
+    let v6_frame = |sport| {
+        let l3 = ipv6(mapped(a), mapped(b), &[], proto::UDP, &udp(sport, 53, 18));
+        with_macs(ethernet(&[], 0x86dd, &l3), mac_a, mac_b)
+    };
+    // A port whose IPv4 table has `slots` slots, with `flows` installed;
+    // then each frame run through its program: its actions, what each
+    // flow forwarded, and the fast-path frames counted.
+    let run = |slots: u32, flows: &[FlowKey], frames: &[Vec<u8>]| {
+        let port = XdpPort::attach_fast(ifindex, 16, slots).expect("XDP attaches to veth");
+        let maps = port.fast_path().expect("fast path maps");
+        assert!(matches!(
+            port.fast_path(),
+            Err(BpfError::FastPathTaken { .. })
+        ));
+        port.generation_switch()
+            .expect("switch")
+            .set_generation(3)
+            .expect("generation");
+        maps.set_port(1, ifindex).expect("egress port");
+        let installed: Vec<_> = flows.iter().map(|f| (FastKey::of(f), route)).collect();
+        maps.install(&installed).expect("install");
+        let actions: Vec<u32> = frames
+            .iter()
+            .map(|frame| port.run_once(frame).expect("test run"))
+            .collect();
+        let forwarded: Vec<u64> = flows
+            .iter()
+            .map(|flow| {
+                let counters = maps.read(&FastKey::of(flow)).expect("read");
+                counters.expect("installed").packets
+            })
+            .collect();
+        let fast_forward = port.counters().expect("counters").fast_forward;
+        (actions, forwarded, fast_forward)
+    };
+    // Not taken by the fast path, and no AF_XDP socket bound: dropped.
+    const XDP_DROP: u32 = 1;
+
+    // A roomy IPv4 table: the IPv4 flow is in it where C's hash looks for
+    // it, the IPv6 one in the hash map. Each forwards its own frame only.
+    let flows = [v4_flow(1024), v6_flow(1026)];
+    let both = run(4096, &flows, &[v4_frame(1024), v6_frame(1026)]);
+    assert_eq!(both, (vec![XDP_REDIRECT; 2], vec![1, 1], 2));
+    let crossed = run(4096, &flows, &[v6_frame(1024), v4_frame(1026)]);
+    assert_eq!(crossed, (vec![XDP_DROP; 2], vec![0, 0], 0));
+
+    // One slot: the second IPv4 flow is in the hash map with its IPv4-mapped
+    // addresses, which an IPv6 frame's key must not match.
+    let flows = [v4_flow(1024), v4_flow(1025)];
+    let own = run(1, &flows, &[v4_frame(1025)]);
+    assert_eq!(own, (vec![XDP_REDIRECT], vec![0, 1], 1));
+    let crossed = run(1, &flows, &[v6_frame(1025)]);
+    assert_eq!(crossed, (vec![XDP_DROP], vec![0, 0], 0));
+}

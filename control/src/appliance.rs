@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use microseg_dataplane::bpf::{AttachMode, BpfError, FastPath, XdpPort};
+use microseg_dataplane::bpf::{AttachMode, BpfError, GenerationSwitch, XdpPort};
 use microseg_dataplane::conntrack::ConntrackTable;
 use microseg_dataplane::offload::{self, OffloadStats, Offloader};
 use microseg_dataplane::pipeline::{OffloadQueue, Pipeline, PolicyCell, PolicySnapshot, WatchId};
@@ -207,25 +207,21 @@ impl Appliance {
     /// Fills every port's devmap with the ports, makes the programs follow
     /// the policy generation, and starts the offloader.
     fn start_fast_path(&self, queue: Arc<OffloadQueue>) -> Result<FastPathRun, ApplianceError> {
-        let fast_path = |port: &Port| {
-            port.xdp.fast_path().map_err(|source| ApplianceError::Xdp {
-                port: port.name.clone(),
-                source,
-            })
+        let in_port = |port: &Port| {
+            let name = port.name.clone();
+            move |source| ApplianceError::Xdp { port: name, source }
         };
         let mut for_offloader = Vec::new();
         let mut for_watcher = Vec::new();
         for port in &self.ports {
-            let maps = fast_path(port)?;
+            let maps = port.xdp.fast_path().map_err(in_port(port))?;
             for (index, egress) in self.ports.iter().enumerate() {
                 maps.set_port(index as u16, egress.xdp.ifindex())
-                    .map_err(|source| ApplianceError::Xdp {
-                        port: port.name.clone(),
-                        source,
-                    })?;
+                    .map_err(in_port(port))?;
             }
             for_offloader.push(maps);
-            for_watcher.push((port.name.clone(), fast_path(port)?));
+            let switch = port.xdp.generation_switch().map_err(in_port(port))?;
+            for_watcher.push((port.name.clone(), switch));
         }
         let watch = self
             .policy
@@ -435,7 +431,7 @@ impl Drop for Appliance {
 /// `generation` (a `PolicyCell` watcher, run by whoever stores a policy).
 /// A port that cannot be told is reported: its old-generation flows would
 /// keep their fast path until their connections end.
-fn follow_generation(ports: &[(String, FastPath)], generation: u32) {
+fn follow_generation(ports: &[(String, GenerationSwitch)], generation: u32) {
     for (name, maps) in ports {
         if let Err(error) = maps.set_generation(generation) {
             eprintln!(

@@ -28,6 +28,9 @@ use crate::packet::{AddrFamily, FlowKey};
 pub const KEY_BYTES: usize = 40;
 /// Bytes of `struct ms_fast`.
 pub const VALUE_BYTES: usize = 48;
+/// Where `ms_flow` keeps the protocol and the IP version (4 or 6).
+pub(super) const PROTO_AT: usize = 36;
+pub(super) const FAMILY_AT: usize = 37;
 /// Entries read per batch when the whole map is read.
 const READ_BATCH: u32 = 4096;
 
@@ -37,7 +40,8 @@ const READ_BATCH: u32 = 4096;
 pub struct FastKey([u8; KEY_BYTES]);
 
 impl FastKey {
-    /// The key of frames carrying `flow` (IPv4 stored IPv4-mapped).
+    /// The key of frames carrying `flow` (IPv4 stored IPv4-mapped, with
+    /// its family byte telling it from IPv6 between mapped addresses).
     pub fn of(flow: &FlowKey) -> Self {
         let address = |addr: u128| match flow.family {
             AddrFamily::V4 => (0xffff_u128 << 32 | (addr & 0xffff_ffff)).to_be_bytes(),
@@ -48,7 +52,11 @@ impl FastKey {
         bytes[16..32].copy_from_slice(&address(flow.dst));
         bytes[32..34].copy_from_slice(&flow.src_port.to_be_bytes());
         bytes[34..36].copy_from_slice(&flow.dst_port.to_be_bytes());
-        bytes[36] = flow.proto;
+        bytes[PROTO_AT] = flow.proto;
+        bytes[FAMILY_AT] = match flow.family {
+            AddrFamily::V4 => 4,
+            AddrFamily::V6 => 6,
+        };
         Self(bytes)
     }
 
@@ -108,16 +116,37 @@ impl FastCounters {
 }
 
 /// One port's fast-path maps, usable from any thread while its `XdpPort`
-/// is attached.
+/// is attached. The port hands it out once (`XdpPort::fast_path`): it is
+/// the only writer of the flow tables, as `fast4`'s sequence counts and
+/// the book of used slots need.
 #[derive(Debug)]
 pub struct FastPath {
     pub(super) fast: MapHandle,
     pub(super) fast4: Fast4Map,
     pub(super) ports: MapHandle,
-    pub(super) policy: MapHandle,
     /// What this side keeps of where flows are (one writer, the
     /// offloader; the lock is never contended).
     pub(super) book: Mutex<Book>,
+}
+
+/// A port's `policy` map: which generation's flows the program forwards
+/// (`XdpPort::generation_switch`; as many as wanted, apart from the one
+/// `FastPath`, since it writes no flow).
+#[derive(Debug)]
+pub struct GenerationSwitch {
+    pub(super) policy: MapHandle,
+}
+
+impl GenerationSwitch {
+    /// From now on only flows installed with `generation` take the fast
+    /// path; the others go to userspace to be judged again.
+    pub fn set_generation(&self, generation: u32) -> Result<(), BpfError> {
+        let mut value = [0u8; 8];
+        value[..4].copy_from_slice(&generation.to_ne_bytes());
+        self.policy
+            .update(&0u32.to_ne_bytes(), &value, MapFlags::ANY)
+            .map_err(BpfError::FastPath)
+    }
 }
 
 /// Where a port's installed flows are, as far as the maps do not say it
@@ -153,16 +182,6 @@ impl FastPath {
             .map_err(BpfError::FastPath)
     }
 
-    /// From now on only flows installed with `generation` take the fast
-    /// path; the others go to userspace to be judged again.
-    pub fn set_generation(&self, generation: u32) -> Result<(), BpfError> {
-        let mut value = [0u8; 8];
-        value[..4].copy_from_slice(&generation.to_ne_bytes());
-        self.policy
-            .update(&0u32.to_ne_bytes(), &value, MapFlags::ANY)
-            .map_err(BpfError::FastPath)
-    }
-
     /// Installs (or replaces) flows, counters from zero.
     pub fn install(&self, flows: &[(FastKey, FastRoute)]) -> Result<(), BpfError> {
         let table = self.fast4.table();
@@ -177,9 +196,7 @@ impl FastPath {
                     book.occupied.set(index);
                     // An older copy in `fast` (installed when there was no
                     // room here) goes: one table only.
-                    if book.v4_in_fast.remove(key) {
-                        self.remove_from_map(key)?;
-                    }
+                    self.remove_v4_from_map(&mut book, key)?;
                 }
                 Some(Inserted::NoRoom) | None => {
                     if placed.is_some() {
@@ -206,17 +223,28 @@ impl FastPath {
 
     /// Removes a flow (no error if it is not installed).
     pub fn remove(&self, key: &FastKey) -> Result<(), BpfError> {
-        if let Some(key4) = Key4::of(key) {
-            let mut book = self.book();
-            if let Some(index) = self.fast4.table().remove(&key4) {
-                book.occupied.clear(index);
-                return Ok(());
-            }
-            if !book.v4_in_fast.remove(key) {
-                return Ok(());
-            }
+        let Some(key4) = Key4::of(key) else {
+            return self.remove_from_map(key);
+        };
+        let mut book = self.book();
+        if let Some(index) = self.fast4.table().remove(&key4) {
+            book.occupied.clear(index);
         }
-        self.remove_from_map(key)
+        // In `fast` as well if deleting it there failed when it moved into
+        // `fast4`.
+        self.remove_v4_from_map(&mut book, key)
+    }
+
+    /// Deletes an IPv4 flow from `fast` if the book has it there; the book
+    /// forgets it only once it is deleted, so a delete that failed is
+    /// tried again by the next removal instead of leaving a copy nobody
+    /// knows of.
+    fn remove_v4_from_map(&self, book: &mut Book, key: &FastKey) -> Result<(), BpfError> {
+        if book.v4_in_fast.contains(key) {
+            self.remove_from_map(key)?;
+            book.v4_in_fast.remove(key);
+        }
+        Ok(())
     }
 
     fn book(&self) -> MutexGuard<'_, Book> {
@@ -380,7 +408,7 @@ mod tests {
         let mut expected = [0u8; KEY_BYTES];
         expected[10..16].copy_from_slice(&[0xff, 0xff, 10, 0, 0, 1]);
         expected[26..32].copy_from_slice(&[0xff, 0xff, 10, 0, 0, 2]);
-        expected[32..37].copy_from_slice(&[0x12, 0x34, 0, 53, proto::UDP]);
+        expected[32..38].copy_from_slice(&[0x12, 0x34, 0, 53, proto::UDP, 4]);
         assert_eq!(key.bytes(), &expected);
 
         let v6 = FlowKey {
@@ -390,6 +418,20 @@ mod tests {
         };
         assert_eq!(FastKey::of(&v6).bytes()[..2], [0xfd, 0x00]);
         assert_eq!(FastKey::of(&v6).bytes()[15], 1);
+        assert_eq!(FastKey::of(&v6).bytes()[FAMILY_AT], 6);
+        // IPv6 between the IPv4-mapped forms of the same addresses: not
+        // the IPv4 flow's key.
+        let mapped = FlowKey {
+            family: AddrFamily::V6,
+            src: 0xffff_0a00_0001,
+            dst: 0xffff_0a00_0002,
+            ..flow
+        };
+        assert_eq!(
+            FastKey::of(&mapped).bytes()[..FAMILY_AT],
+            key.bytes()[..FAMILY_AT]
+        );
+        assert_ne!(FastKey::of(&mapped), key);
     }
 
     #[test]

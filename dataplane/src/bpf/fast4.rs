@@ -37,7 +37,7 @@ use std::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Orderi
 
 use libbpf_rs::{MapCore, MapHandle};
 
-use super::fast::{FastCounters, FastKey, FastRoute};
+use super::fast::{FastCounters, FastKey, FastRoute, FAMILY_AT, PROTO_AT};
 use super::BpfError;
 use crate::packet::{proto, AddrFamily, FlowKey};
 
@@ -102,8 +102,8 @@ impl Key4 {
                 .map(|v4| u32::from_ne_bytes(v4.octets()))
         };
         let half = |at: usize| u16::from_ne_bytes([bytes[at], bytes[at + 1]]);
-        let proto = bytes[36];
-        if proto != proto::TCP && proto != proto::UDP {
+        let proto = bytes[PROTO_AT];
+        if bytes[FAMILY_AT] != 4 || (proto != proto::TCP && proto != proto::UDP) {
             return None;
         }
         Some(Self {

@@ -18,6 +18,7 @@
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -40,7 +41,7 @@ mod skel {
 mod fast;
 mod fast4;
 
-pub use fast::{FastCounters, FastKey, FastPath, FastRoute};
+pub use fast::{FastCounters, FastKey, FastPath, FastRoute, GenerationSwitch};
 
 use skel::{MicrosegXdpSkel, MicrosegXdpSkelBuilder};
 
@@ -80,6 +81,10 @@ pub enum BpfError {
     Counters(libbpf_rs::Error),
     #[error("fast path map: {0}")]
     FastPath(libbpf_rs::Error),
+    #[error("running the XDP program on a frame: {0}")]
+    TestRun(libbpf_rs::Error),
+    #[error("the fast path of interface {ifindex} has a writer already (handed out once)")]
+    FastPathTaken { ifindex: i32 },
 }
 
 /// Sums of the program's per-CPU counters.
@@ -113,6 +118,8 @@ pub struct XdpPort {
     /// flag, so that a release emptying the map cannot clear the flag of
     /// an address being added at the same time.
     quarantine_changes: Mutex<()>,
+    /// Set once `fast_path` has handed out the flow tables' writer.
+    fast_path_taken: AtomicBool,
 }
 
 impl std::fmt::Debug for XdpPort {
@@ -198,6 +205,7 @@ impl XdpPort {
             mode,
             program_id: 0,
             quarantine_changes: Mutex::new(()),
+            fast_path_taken: AtomicBool::new(false),
         };
         port.program_id = port.attached_program_id();
         Ok(port)
@@ -258,20 +266,40 @@ impl XdpPort {
         })
     }
 
-    /// Handles on this port's fast-path maps, usable from another thread.
+    /// Handles on this port's fast-path maps, usable from another thread;
+    /// given once (`BpfError::FastPathTaken` after): two writers would
+    /// each keep their own book of the flows and race on `fast4`'s slots.
     pub fn fast_path(&self) -> Result<FastPath, BpfError> {
+        if self.fast_path_taken.swap(true, Ordering::AcqRel) {
+            return Err(BpfError::FastPathTaken {
+                ifindex: self.ifindex,
+            });
+        }
         let maps = &self.skel.maps;
         let handle = |map| MapHandle::try_from(map).map_err(BpfError::FastPath);
-        let fast4 = fast4::Fast4Map::new(handle(&maps.fast4)?)?;
-        let fast_path = FastPath {
-            fast: handle(&maps.fast)?,
-            book: std::sync::Mutex::new(fast::Book::new(fast4.slots())),
-            fast4,
-            ports: handle(&maps.ports)?,
-            policy: handle(&maps.policy)?,
-        };
-        fast_path.check()?;
-        Ok(fast_path)
+        let made = fast4::Fast4Map::new(handle(&maps.fast4)?).and_then(|fast4| {
+            let fast_path = FastPath {
+                fast: handle(&maps.fast)?,
+                book: std::sync::Mutex::new(fast::Book::new(fast4.slots())),
+                fast4,
+                ports: handle(&maps.ports)?,
+            };
+            fast_path.check()?;
+            Ok(fast_path)
+        });
+        if made.is_err() {
+            // Nothing was handed out: a later call may try again.
+            self.fast_path_taken.store(false, Ordering::Release);
+        }
+        made
+    }
+
+    /// A handle that switches the generation this port's program forwards
+    /// in XDP; any number of them may exist beside the `FastPath`.
+    pub fn generation_switch(&self) -> Result<GenerationSwitch, BpfError> {
+        Ok(GenerationSwitch {
+            policy: MapHandle::try_from(&self.skel.maps.policy).map_err(BpfError::FastPath)?,
+        })
     }
 
     /// Lifts the quarantine of `ip` (no error if it was not quarantined).
@@ -316,6 +344,25 @@ impl XdpPort {
         self.quarantine_changes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs the program once on `frame` in the kernel, with the maps as
+    /// they are, and sends nothing (`BPF_PROG_TEST_RUN`); returns its XDP
+    /// action (`XDP_DROP` 1, `XDP_PASS` 2, `XDP_REDIRECT` 4: to a port or
+    /// to the AF_XDP socket). Counters and fast-path entries count the
+    /// frame as if it had arrived. For tests and diagnosis.
+    pub fn run_once(&self, frame: &[u8]) -> Result<u32, BpfError> {
+        let input = libbpf_rs::ProgramInput {
+            data_in: Some(frame),
+            ..Default::default()
+        };
+        let output = self
+            .skel
+            .progs
+            .microseg_port
+            .test_run(input)
+            .map_err(BpfError::TestRun)?;
+        Ok(output.return_value)
     }
 
     /// The counters, summed over CPUs.
@@ -405,7 +452,7 @@ impl Drop for XdpPort {
 mod tests {
     use std::mem::{offset_of, size_of};
 
-    use super::fast::{KEY_BYTES, VALUE_BYTES};
+    use super::fast::{self, KEY_BYTES, VALUE_BYTES};
     use super::skel::types::{ms_fast, ms_flow, ms_policy};
 
     /// `fast.rs` writes the maps' keys and values by hand: they must match
@@ -416,7 +463,8 @@ mod tests {
         assert_eq!(offset_of!(ms_flow, dst), 16);
         assert_eq!(offset_of!(ms_flow, src_port), 32);
         assert_eq!(offset_of!(ms_flow, dst_port), 34);
-        assert_eq!(offset_of!(ms_flow, proto), 36);
+        assert_eq!(offset_of!(ms_flow, proto), fast::PROTO_AT);
+        assert_eq!(offset_of!(ms_flow, family), fast::FAMILY_AT);
         assert_eq!(size_of::<ms_fast>(), VALUE_BYTES);
         assert_eq!(offset_of!(ms_fast, generation), 4);
         assert_eq!(offset_of!(ms_fast, src_mac), 8);

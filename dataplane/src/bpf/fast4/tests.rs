@@ -73,25 +73,23 @@ fn only_ipv4_tcp_and_udp_keys_go_to_the_table_and_they_round_trip() {
         ..flow_v4(proto::UDP, 1, 2)
     };
     assert_eq!(Key4::of(&FastKey::of(&v6)), None);
-    // An IPv6 address that only looks mapped in its low half is not IPv4.
-    let lookalike = FlowKey {
-        src: 1 << 64 | 0xffff_0a00_0001,
+    // IPv6 between IPv4-mapped addresses is IPv6: the program looks for
+    // IPv6 frames in `fast` only, so in this table it would never be
+    // found, and it would let an IPv4 frame with the same addresses and
+    // ports through on the IPv6 flow's admission.
+    let mapped = FlowKey {
+        src: 0xffff_0a00_0001,
         dst: 0xffff_0a00_0002,
         ..v6
     };
-    let mapped = FlowKey {
-        src: 0xffff_0a00_0001,
-        ..lookalike
-    };
-    assert!(
-        Key4::of(&FastKey::of(&mapped)).is_some(),
-        "the control case"
-    );
-    assert_eq!(Key4::of(&FastKey::of(&lookalike)), None);
+    assert_eq!(Key4::of(&FastKey::of(&mapped)), None);
 }
 
-/// The same words hash the same as `ms_hash4` in C (reference values
-/// computed by hand from its definition), so both look in one place.
+/// The Rust hash takes the steps of `ms_hash4` as written in C, one by
+/// one. This pins the Rust side only; that the program finds a flow where
+/// Rust put it (the two hashes agree) is checked in the kernel by the root
+/// test `the_program_forwards_installed_flows_in_their_own_family_only`
+/// (tests/xdp.rs), which fails when they differ.
 #[test]
 fn the_hash_follows_ms_hash4() {
     let key = Key4 {
