@@ -45,10 +45,12 @@ fuzz: deps
 	     -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
 	done
 
-# Switch throughput through veth testbeds vs nftables and a bare AF_XDP
-# forwarder (root, ~15 min; QUICK=1 for a short run). Part of `make bench`.
+# Switch throughput, idle CPU and latency through veth testbeds vs nftables,
+# Linux forwarding and a bare AF_XDP forwarder (root, ~15 min; QUICK=1 for
+# a short run), alone: published over the switch's results of the last
+# `make bench`, whose page then names both runs. Part of `make bench`.
 bench-testbed: deps
-	QUICK=$(QUICK) bash benches/testbed/run.sh
+	STEPS=testbed QUICK=$(QUICK) bash benches/run-all.sh
 
 # Policy compile time and swap latency vs `nft -f` (root). Part of `make bench`.
 bench-policy: deps

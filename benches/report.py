@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """The benchmark report: docs/benchmarks.md and its figures, regenerated
-from the raw result files of one `make bench` run.
+from the raw result files of one `make bench` run (sections 4 and 5, the
+switch's, from a later `make bench-testbed` run where there was one).
 
     report.py machine   --out FILE [--quick 0|1]
+    report.py finish    --file FILE [--at ISO]
     report.py criterion --from target/criterion --out FILE
     report.py render    [--data DIR] [--out FILE] [--figures DIR] [--finished-at ISO]
 
 `machine` describes the machine and the checkout at the start of a run
-(machine.json). `criterion` flattens criterion's per-benchmark estimates
+(machine.json; testbed-machine.json for the switch benchmarks' run), and
+`finish` adds when the run ended. `criterion` flattens criterion's per-benchmark estimates
 into criterion.csv. `render` reads every input of the data folder
 (default docs/bench/), draws the figures with gnuplot
 (benches/figures/NAME.gp, data beside each SVG as fig-NAME.csv) and writes
@@ -63,6 +66,7 @@ PRODUCERS = {
     "(alone: `make bench-policy`)",
     "testbed.csv": "`make bench`, in benches/run-all.sh, which runs benches/testbed/run.sh "
     "(alone: `make bench-testbed`)",
+    "testbed-machine.json": "`make bench` or `make bench-testbed`, in benches/run-all.sh",
     "latency.csv": "`make bench`, in benches/run-all.sh, which runs benches/testbed/run.sh "
     "(alone: `make bench-testbed`)",
 }
@@ -134,7 +138,7 @@ SCHEMAS = {
     "criterion.csv": {"group": "str", "bench": "str", "median_ns": "float", "elements": "int?"},
 }
 REQUIRED = ["classifier.csv", "conntrack.csv", "policy.csv", "policy-nft.csv", "testbed.csv"]
-OPTIONAL = ["latency.csv", "table-compare.csv", "criterion.csv"]
+OPTIONAL = ["latency.csv", "table-compare.csv", "criterion.csv", "testbed-machine.json"]
 
 MIB = 1024 * 1024
 NOT_MEASURED = "Not measured in this run"
@@ -418,7 +422,7 @@ def load_inputs(data_dir):
                 data[file] = None
             continue
         try:
-            if file == "machine.json":
+            if file.endswith(".json"):
                 data[file] = read_machine(path)
             else:
                 data[file] = read_csv(path, SCHEMAS[file])
@@ -617,7 +621,7 @@ def section_pipeline(page, data):
     if established and bare:
         bare_ns = 1e3 / median(bare)
         page.add(
-            f"For scale: the bare AF_XDP copy-mode forwarder of this run's testbed forwarded "
+            f"For scale: the bare AF_XDP copy-mode forwarder of section 4's run forwarded "
             f"{mpps(median(bare))} Mpps (few flows), {duration_ns(bare_ns)} per frame, almost all of it "
             f"kernel time; the pipeline's work for an established flow is "
             f"{pct(established / bare_ns)} of that.",
@@ -1490,19 +1494,37 @@ def section_policy(page, data):
     )
 
 
-def header(page, machine, finished):
+def run_facts(machine, finished):
+    """(commit with its state, started, finished, quick) of a run's
+    machine.json; `finished` where the file does not say (runs before
+    `report.py finish` existed ended when their page was rendered)."""
+    def when(value):
+        try:
+            return utc_text(parse_iso(str(value)))
+        except ReportError:
+            return "?" if value in (None, "") else str(value)
+
+    dirty = machine.get("dirty")
+    state = {True: " (with uncommitted changes)", False: ""}.get(dirty, " (state unknown)")
+    commit = machine.get("commit") or "?"
+    ended = when(machine["finished"]) if machine.get("finished") else utc_text(finished)
+    quick = machine.get("quick") in (True, 1, "1", "true")
+    return f"`{commit}`{state}", when(machine.get("date")), ended, quick
+
+
+def header(page, machine, testbed_machine, finished):
     def get(key):
         value = machine.get(key)
         return "?" if value in (None, "") else value
 
-    quick = machine.get("quick") in (True, 1, "1", "true")
-    try:
-        started = utc_text(parse_iso(str(machine.get("date"))))
-    except ReportError:
-        started = get("date")
-    commit = get("commit")
-    dirty = machine.get("dirty")
-    state = {True: " (with uncommitted changes)", False: ""}.get(dirty, " (state unknown)")
+    commit, started, ended, quick = run_facts(machine, finished)
+    # The switch benchmarks measured apart, later (`make bench-testbed`):
+    # their run is named beside the main one.
+    switch_run = None
+    if testbed_machine is not None and any(
+        testbed_machine.get(key) != machine.get(key) for key in ("commit", "date")
+    ):
+        switch_run = run_facts(testbed_machine, finished)
     notes = os.path.relpath(REPO / "docs" / "performance-notes.md", page.out_dir)
     page.add(
         "# microseg benchmarks",
@@ -1514,7 +1536,7 @@ def header(page, machine, finished):
         f"{get('distro')}, kernel {get('kernel')}; {get('rustc')}; {get('nft')}. Load average "
         f"(1/5/15 min) at the start: {get('load_start')}. The machine is shared: differences under "
         "about 10–25% between runs are noise.",
-        f"- **Commit**: `{commit}`{state}.",
+        f"- **Commit**: {commit}.",
         f"- **Run**: "
         + (
             "**QUICK** (`make bench QUICK=1`: short measurements to check the pipeline; the "
@@ -1522,17 +1544,30 @@ def header(page, machine, finished):
             if quick
             else "full (`make bench`)"
         )
-        + f", started {started}, finished {utc_text(finished)}.",
+        + f", started {started}, finished {ended}.",
+    )
+    if switch_run is not None:
+        s_commit, s_started, s_ended, s_quick = switch_run
+        page.add(
+            "- **Sections 4 and 5** (switch throughput, idle CPU, latency) come from a later "
+            "run of the switch benchmarks alone (`make bench-testbed`"
+            + (", **QUICK**" if s_quick else "")
+            + f"): commit {s_commit}, started {s_started}, finished {s_ended}; load average "
+            f"at its start: {testbed_machine.get('load_start') or '?'} "
+            "(`testbed-machine.json`). Their ratios are within that run.",
+        )
+    page.add(
         f"- **Raw results**: `{display(page.data_dir)}/` (one file per benchmark, "
         f"`machine.json` for the lines above).",
         "- **Regenerate**: `make bench` (every benchmark, then this page; root, about 30 "
         "minutes on the 2-core VM) or `make bench QUICK=1` (the same steps, short: a few "
-        "minutes once built). "
+        "minutes once built); `make bench-testbed` measures the switch alone (sections 4 "
+        "and 5, about 15 minutes) and redraws the page with it. "
         "`python3 benches/report.py render` redraws this page and its figures from the raw "
         "results without measuring anything.",
         "",
         "Targets are those of the project's issues (3: classifier, 4: conntrack, 5: switch "
-        "throughput); each targets table is computed from this run's numbers.",
+        "throughput); each targets table is computed from the numbers of its section's run.",
         "",
     )
 
@@ -1552,7 +1587,7 @@ def render(args):
     data = load_inputs(data_dir)
 
     page = Page(data_dir, out.parent, figures_dir)
-    header(page, data["machine.json"], finished)
+    header(page, data["machine.json"], data["testbed-machine.json"], finished)
     section_pipeline(page, data)
     section_classifier(page, data)
     section_conntrack(page, data)
@@ -1634,6 +1669,14 @@ def machine(args):
     write_atomic(args.out, json.dumps(info, indent=2) + "\n")
 
 
+def finish(args):
+    """Records in a run's machine.json when the run ended."""
+    info = read_machine(args.file)
+    at = parse_iso(args.at) if args.at else datetime.datetime.now(datetime.timezone.utc)
+    info["finished"] = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    write_atomic(args.file, json.dumps(info, indent=2) + "\n")
+
+
 def criterion(args):
     root = Path(getattr(args, "from"))
     if not root.is_dir():
@@ -1675,6 +1718,9 @@ def main():
     m = sub.add_parser("machine", help="describe the machine and the checkout (JSON)")
     m.add_argument("--out", required=True)
     m.add_argument("--quick", choices=["0", "1"], default="0")
+    f = sub.add_parser("finish", help="record in a machine.json when its run ended")
+    f.add_argument("--file", required=True)
+    f.add_argument("--at", default=None, help="ISO 8601 (default: now)")
     c = sub.add_parser("criterion", help="criterion's medians as CSV")
     c.add_argument("--from", required=True, help="criterion's folder (target/criterion)")
     c.add_argument("--out", required=True)
@@ -1685,7 +1731,8 @@ def main():
     r.add_argument("--finished-at", default=None, help="end of the run, ISO 8601 (default: now)")
     args = ap.parse_args()
     try:
-        {"machine": machine, "criterion": criterion, "render": render}[args.command](args)
+        commands = {"machine": machine, "finish": finish, "criterion": criterion, "render": render}
+        commands[args.command](args)
     except ReportError as e:
         for line in str(e).splitlines():
             print(f"report.py: error: {line}", file=sys.stderr)

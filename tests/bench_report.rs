@@ -128,6 +128,13 @@ fn row<'a>(text: &'a str, first: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no row starting with {first:?} in:\n{text}"))
 }
 
+/// The line of `text` that starts with `prefix`.
+fn line_starting<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines()
+        .find(|line| line.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{text}"))
+}
+
 /// The last cell of a table row.
 fn last_cell(row: &str) -> &str {
     row.trim_end_matches('|')
@@ -327,6 +334,58 @@ fn without_latency_results_the_section_says_not_measured() {
     assert!(latency.contains("latency.csv"), "{latency}");
     assert!(!md.contains("latency.svg"), "{md}");
     assert_eq!(image_links(&md).len(), 4);
+}
+
+/// The header: the run's start and end from machine.json (`report.py
+/// finish` records the end); the switch's sections measured apart
+/// (`make bench-testbed`, testbed-machine.json of another commit or
+/// start) named with their own run, and not named when the file is the
+/// full run's own.
+#[test]
+fn the_header_names_the_run_of_the_switch_sections_when_it_was_another() {
+    let scratch = Scratch::with_fixtures();
+    let finish = |file: &str, at: &str| {
+        let path = scratch.file(file);
+        let out = python(
+            "benches/report.py",
+            &[
+                "finish".as_ref(),
+                "--file".as_ref(),
+                path.as_os_str(),
+                "--at".as_ref(),
+                at.as_ref(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    finish("machine.json", "2026-11-20T08:31:00Z");
+    let machine = std::fs::read_to_string(scratch.file("machine.json")).expect("machine.json");
+    std::fs::write(scratch.file("testbed-machine.json"), &machine).expect("write");
+    let md = scratch.render_ok();
+    let run_line = line_starting(&md, "- **Run**");
+    assert!(
+        run_line.contains("started 2026-11-20 08:00 UTC, finished 2026-11-20 08:31 UTC"),
+        "{run_line}"
+    );
+    assert!(!md.contains("Sections 4 and 5"), "the same run:\n{md}");
+
+    let later = machine
+        .replace("f1x7ure", "5w17ch1")
+        .replace("2026-11-20T08:00:00Z", "2026-11-21T10:00:00Z")
+        .replace("2026-11-20T08:31:00Z", "2026-11-21T10:16:00Z");
+    std::fs::write(scratch.file("testbed-machine.json"), later).expect("write");
+    let md = scratch.render_ok();
+    let switch_line = line_starting(&md, "- **Sections 4 and 5**");
+    assert!(switch_line.contains("`5w17ch1`"), "{switch_line}");
+    assert!(
+        switch_line.contains("started 2026-11-21 10:00 UTC, finished 2026-11-21 10:16 UTC"),
+        "{switch_line}"
+    );
+    assert!(line_starting(&md, "- **Commit**").contains("`f1x7ure`"));
 }
 
 /// run.sh's latency rows: `ping -n` output reduced to sent, received,
