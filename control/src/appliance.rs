@@ -504,24 +504,37 @@ pub struct WorkerStatus {
     pub sleeps: u64,
 }
 
+/// Does `change` on every port's XDP program, also past a port where it
+/// fails (stopping there would leave the later ports as they were: not
+/// blocking an address, or blocking one that was lifted); the failures,
+/// by port, in one error.
+fn on_every_port(
+    ports: &[Port],
+    change: impl Fn(&XdpPort) -> Result<(), BpfError>,
+) -> Result<(), String> {
+    let failed: Vec<String> = ports
+        .iter()
+        .filter_map(|port| {
+            change(&port.xdp)
+                .err()
+                .map(|e| format!("port {}: {e}", port.name))
+        })
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
+}
+
 /// The appliance enforces quarantine in XDP on every port.
 impl crate::quarantine::Enforcer for Appliance {
     fn block(&self, address: std::net::IpAddr) -> Result<(), String> {
-        for port in &self.ports {
-            port.xdp
-                .quarantine(address)
-                .map_err(|e| format!("port {}: {e}", port.name))?;
-        }
-        Ok(())
+        on_every_port(&self.ports, |xdp| xdp.quarantine(address))
     }
 
     fn release(&self, address: std::net::IpAddr) -> Result<(), String> {
-        for port in &self.ports {
-            port.xdp
-                .release(address)
-                .map_err(|e| format!("port {}: {e}", port.name))?;
-        }
-        Ok(())
+        on_every_port(&self.ports, |xdp| xdp.release(address))
     }
 
     fn conntrack(&self) -> &ConntrackTable {

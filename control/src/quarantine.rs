@@ -14,7 +14,7 @@
 //! before anything is enforced), so they survive a restart; one with a TTL
 //! is lifted when it runs out (`expire`). Every change is audited.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -55,6 +55,15 @@ fn invalid(path: &str, message: impl Into<String>) -> QuarantineError {
         path: path.into(),
         message: message.into(),
     }
+}
+
+/// The addresses the quarantines of `book` hold in XDP, IPv4-mapped IPv6
+/// as IPv4 (the quarantine map's key is the same for both).
+fn held_in_xdp(book: &BTreeMap<String, Quarantined>) -> HashSet<IpAddr> {
+    book.values()
+        .filter(|q| q.at_xdp())
+        .flat_map(|q| q.addresses.iter().map(IpAddr::to_canonical))
+        .collect()
 }
 
 /// Traffic that stays allowed to a quarantined target.
@@ -404,13 +413,14 @@ impl Quarantines {
         let action = format!("quarantine {target}");
         let generation = self.enforce(&book, &next, &action)?;
         *book = next;
-        drop(book);
         let mut done = QuarantineAction {
             quarantine: quarantined,
             generation,
             connections_cut: 0,
             xdp_errors: Vec::new(),
         };
+        // Under the book's lock, so that XDP changes in the order of the
+        // book's: a lift racing this add cannot release after it blocks.
         if let Some(enforcer) = self.enforcer().filter(|_| done.quarantine.at_xdp()) {
             for address in &done.quarantine.addresses {
                 if let Err(e) = enforcer.block(*address) {
@@ -420,6 +430,7 @@ impl Quarantines {
             done.connections_cut =
                 cut_connections(enforcer.conntrack(), &done.quarantine.addresses);
         }
+        drop(book);
         if self.engine.is_none() {
             self.audit(who, &action)?;
         }
@@ -475,21 +486,26 @@ impl Quarantines {
         next.remove(target);
         let action = format!("lift quarantine {target} ({who})");
         let generation = self.enforce(&book, &next, &action)?;
+        let still_held = held_in_xdp(&next);
         *book = next;
-        drop(book);
         let mut done = QuarantineAction {
             quarantine: lifted,
             generation,
             connections_cut: 0,
             xdp_errors: Vec::new(),
         };
+        // Under the book's lock (see `add`). XDP holds a set of addresses:
+        // one that another quarantine still holds (a workload's and its
+        // address's, or two spellings of one address) stays blocked.
         if let Some(enforcer) = self.enforcer().filter(|_| done.quarantine.at_xdp()) {
-            for address in &done.quarantine.addresses {
+            let released = done.quarantine.addresses.iter();
+            for address in released.filter(|a| !still_held.contains(&a.to_canonical())) {
                 if let Err(e) = enforcer.release(*address) {
                     done.xdp_errors.push(format!("{address}: {e}"));
                 }
             }
         }
+        drop(book);
         if self.engine.is_none() {
             self.audit(who, &action)?;
         }

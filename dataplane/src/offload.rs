@@ -249,11 +249,17 @@ impl<M: FastMaps> Offloader<M> {
             Some(installed) if installed.route == route => return,
             Some(_) => {
                 // Replacing it zeroes the program's counters: count them
-                // first. It may also be staged in this step already.
-                self.account_one(at);
+                // first, unless it is staged in this step already (then
+                // they were counted when it was staged, and the map still
+                // holds them).
                 let pending = &mut self.pending[usize::from(offer.ingress)];
-                pending.retain(|(staged, _)| *staged != key);
-                pending
+                let staged = pending.iter().any(|(staged, _)| *staged == key);
+                if staged {
+                    pending.retain(|(staged, _)| *staged != key);
+                } else {
+                    self.account_one(at);
+                }
+                &mut self.pending[usize::from(offer.ingress)]
             }
         };
         pending.push((key, route));

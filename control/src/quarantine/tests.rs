@@ -32,12 +32,19 @@ struct FakeXdp {
 }
 
 impl Enforcer for FakeXdp {
+    // Keyed as the quarantine map is: IPv4-mapped IPv6 is IPv4.
     fn block(&self, address: IpAddr) -> Result<(), String> {
-        self.blocked.lock().expect("lock").insert(address);
+        self.blocked
+            .lock()
+            .expect("lock")
+            .insert(address.to_canonical());
         Ok(())
     }
     fn release(&self, address: IpAddr) -> Result<(), String> {
-        self.blocked.lock().expect("lock").remove(&address);
+        self.blocked
+            .lock()
+            .expect("lock")
+            .remove(&address.to_canonical());
         Ok(())
     }
     fn conntrack(&self) -> &ConntrackTable {
@@ -327,4 +334,28 @@ fn without_the_engine_only_complete_isolation_by_address() {
         .expect("by address");
     assert_eq!(done.generation, None);
     assert_eq!(blocked(&bed), vec!["10.1.0.1"]);
+}
+
+/// XDP holds a set of addresses: lifting one quarantine releases only the
+/// addresses no other quarantine still holds (a workload and one of its
+/// addresses; an address and its IPv4-mapped spelling, one map key).
+#[test]
+fn lifting_one_quarantine_keeps_what_another_still_holds() {
+    let bed = bed("overlap");
+    for target in ["app-1", "10.1.0.2", "::ffff:10.1.0.2"] {
+        bed.quarantines
+            .add(request(target), "alice")
+            .expect("quarantined");
+    }
+    bed.quarantines.lift("10.1.0.2", "alice").expect("lifted");
+    bed.quarantines
+        .lift("::ffff:10.1.0.2", "alice")
+        .expect("lifted");
+    assert!(
+        blocked(&bed).contains(&"10.1.0.2".to_string()),
+        "app-1 still holds it: {:?}",
+        blocked(&bed)
+    );
+    bed.quarantines.lift("app-1", "alice").expect("lifted");
+    assert!(blocked(&bed).is_empty(), "{:?}", blocked(&bed));
 }

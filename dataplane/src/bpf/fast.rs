@@ -191,7 +191,11 @@ impl FastPath {
         for (key, route) in flows {
             let placed = Key4::of(key).map(|key4| table.insert(&key4, route));
             match placed {
-                Some(Inserted::Replaced(_)) => {}
+                Some(Inserted::Replaced(_)) => {
+                    // An older copy in `fast` whose delete failed when it
+                    // moved here goes now.
+                    self.remove_v4_from_map(&mut book, key)?;
+                }
                 Some(Inserted::New(index)) => {
                     book.occupied.set(index);
                     // An older copy in `fast` (installed when there was no

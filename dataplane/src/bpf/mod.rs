@@ -15,6 +15,7 @@
 //! generated skeleton (libbpf-cargo's code, included below); the loader
 //! itself is safe code.
 
+use std::collections::HashSet;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
@@ -114,10 +115,14 @@ pub struct XdpPort {
     mode: AttachMode,
     /// The kernel's id of our program, read back after attaching.
     program_id: u32,
-    /// Serializes changes of the quarantine map with its `quarantine_any`
-    /// flag, so that a release emptying the map cannot clear the flag of
-    /// an address being added at the same time.
-    quarantine_changes: Mutex<()>,
+    /// The keys this port put in its quarantine map. The flag
+    /// `quarantine_any` is cleared only when none is left; counting them
+    /// here, not by reading the map, because libbpf-rs's key iterator ends
+    /// on any error, which would read as an empty map and turn the
+    /// quarantine off. The lock also serializes changes of the map with
+    /// the flag, so that a release emptying the map cannot clear the flag
+    /// of an address being added at the same time.
+    quarantine_held: Mutex<HashSet<[u8; 16]>>,
     /// Set once `fast_path` has handed out the flow tables' writer.
     fast_path_taken: AtomicBool,
 }
@@ -204,7 +209,7 @@ impl XdpPort {
             ifindex,
             mode,
             program_id: 0,
-            quarantine_changes: Mutex::new(()),
+            quarantine_held: Mutex::new(HashSet::new()),
             fast_path_taken: AtomicBool::new(false),
         };
         port.program_id = port.attached_program_id();
@@ -240,15 +245,18 @@ impl XdpPort {
 
     /// Drops, from now on, every frame to or from `ip`.
     pub fn quarantine(&self, ip: IpAddr) -> Result<(), BpfError> {
-        let _serialized = self.lock_quarantine();
+        let mut held = self.lock_quarantine();
         // The flag first: were it set after the address, a frame in
         // between would skip the lookup that finds it.
         self.set_quarantine_in_use(true)?;
+        let key = quarantine_key(ip);
         self.skel
             .maps
             .quarantine
-            .update(&quarantine_key(ip), &[1], MapFlags::ANY)
-            .map_err(BpfError::Quarantine)
+            .update(&key, &[1], MapFlags::ANY)
+            .map_err(BpfError::Quarantine)?;
+        held.insert(key);
+        Ok(())
     }
 
     /// Registers an AF_XDP socket as the receiver of queue `queue`: from
@@ -304,11 +312,13 @@ impl XdpPort {
 
     /// Lifts the quarantine of `ip` (no error if it was not quarantined).
     pub fn release(&self, ip: IpAddr) -> Result<(), BpfError> {
-        let _serialized = self.lock_quarantine();
-        delete_if_present(&self.skel.maps.quarantine, &quarantine_key(ip))
-            .map_err(BpfError::Quarantine)?;
-        let empty = self.skel.maps.quarantine.keys().next().is_none();
-        if empty {
+        let mut held = self.lock_quarantine();
+        let key = quarantine_key(ip);
+        delete_if_present(&self.skel.maps.quarantine, &key).map_err(BpfError::Quarantine)?;
+        held.remove(&key);
+        // After a panic under the lock the set may lack a key the map has:
+        // the flag then stays on (lookups cost time, never a drop).
+        if held.is_empty() && !self.quarantine_held.is_poisoned() {
             self.set_quarantine_in_use(false)?;
         }
         Ok(())
@@ -338,10 +348,9 @@ impl XdpPort {
             .map_err(BpfError::Quarantine)
     }
 
-    fn lock_quarantine(&self) -> std::sync::MutexGuard<'_, ()> {
-        // The guarded data is `()`: a panic elsewhere cannot leave it
-        // inconsistent, so a poisoned lock is taken as it is.
-        self.quarantine_changes
+    fn lock_quarantine(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 16]>> {
+        // A poisoned set may lack a key; `release` then keeps the flag on.
+        self.quarantine_held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }

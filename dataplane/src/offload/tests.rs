@@ -442,3 +442,24 @@ fn a_revocation_after_an_offer_in_the_same_step_leaves_nothing_in_xdp() {
     assert!(bed.ports.iter().all(|port| port.flows().is_empty()));
     assert!(bed.offloader.is_empty());
 }
+
+#[test]
+fn two_new_generations_in_one_step_count_the_old_entry_once() {
+    let mut bed = Bed::new();
+    bed.offload_both_ways();
+    bed.ports[0].forward(&query_flow(), 7, 62, 2 * S);
+    let before = bed.entry();
+    // Offered again under generation 2, then 3, before the offloader's
+    // step: the second replacement finds the first staged, not installed.
+    bed.policy.store(allow_dns(2));
+    bed.send(0, &query(), 3 * S);
+    bed.policy.store(allow_dns(3));
+    bed.send(0, &query(), 4 * S);
+    bed.offloader.step();
+    let (route, _) = bed.ports[0].flows()[&FastKey::of(&query_flow())];
+    assert_eq!(route.generation, 3);
+    let (_, sender) = ConnKey::from_flow(&query_flow(), 0);
+    let client = usize::from(sender);
+    // The 7 forwarded in XDP once, and the two re-checked queries.
+    assert_eq!(bed.entry().packets[client], before.packets[client] + 7 + 2);
+}
