@@ -62,7 +62,7 @@ bench-policy: deps
 # See the header of benches/run-all.sh.
 QUICK ?= 0
 bench: deps
-	QUICK=$(QUICK) bash benches/run-all.sh
+	STEPS=all QUICK=$(QUICK) bash benches/run-all.sh
 
 clean:
 	$(CARGO) clean

@@ -72,6 +72,24 @@ log "building (release)"
 # after each `cargo bench` (docs/performance-notes.md, "The report
 # binaries were the bench profile's").
 release_bins() { cargo build --release -q -p microseg-benches --bins; }
+
+# publish FILE...: this run's result files into docs/bench/, and the page
+# rendered. The page is first rendered from a scratch copy of docs/bench/
+# with the files in place, so that results the report refuses (a malformed
+# or missing input) or a figure gnuplot cannot draw leave docs/bench/ and
+# the page as they were.
+publish() {
+    local trial="$STAGE/publish-trial"
+    rm -rf "$trial"
+    mkdir -p "$trial" "$RESULTS"
+    cp -R "$RESULTS"/. "$trial"/
+    cp "$@" "$trial"/
+    python3 benches/report.py render --data "$trial" --out "$trial/benchmarks.md" \
+        --figures "$trial" >/dev/null || die "the report refused this run's results: nothing published"
+    cp "$@" "$RESULTS"/
+    python3 benches/report.py render --data "$RESULTS" --out "$ROOT/docs/benchmarks.md" \
+        --figures "$RESULTS"
+}
 [[ $STEPS == testbed ]] || cargo bench -q -p microseg-benches --no-run
 cargo build --release -q -p microseg-control --bin microseg
 release_bins
@@ -88,10 +106,8 @@ if [[ $STEPS == testbed ]]; then
     NO_BUILD=1 QUICK=$QUICK BENCH_OUT="$STAGE" bash benches/testbed/run.sh
     python3 benches/report.py finish --file "$STAGE/testbed-machine.json"
     log "measured in $(($(date +%s) - MEASURE_START))s; publishing the switch's results into $RESULTS"
-    cp "$STAGE/testbed.csv" "$STAGE/latency.csv" "$STAGE/testbed.md" \
-        "$STAGE/testbed-machine.json" "$RESULTS/"
-    python3 benches/report.py render --data "$RESULTS" --out "$ROOT/docs/benchmarks.md" \
-        --figures "$RESULTS"
+    publish "$STAGE/testbed.csv" "$STAGE/latency.csv" "$STAGE/testbed.md" \
+        "$STAGE/testbed-machine.json"
     log "wrote docs/benchmarks.md and its figures"
     exit 0
 fi
@@ -138,8 +154,5 @@ MEASURED=$(($(date +%s) - MEASURE_START))
 log "measured in ${MEASURED}s; publishing into $RESULTS"
 python3 benches/report.py finish --file "$STAGE/machine.json"
 cp "$STAGE/machine.json" "$STAGE/testbed-machine.json"
-mkdir -p "$RESULTS"
-cp "$STAGE"/*.csv "$STAGE"/*.json "$STAGE/testbed.md" "$RESULTS/"
-python3 benches/report.py render --data "$RESULTS" --out "$ROOT/docs/benchmarks.md" \
-    --figures "$RESULTS"
+publish "$STAGE"/*.csv "$STAGE"/*.json "$STAGE/testbed.md"
 log "wrote docs/benchmarks.md and its figures (measurements took ${MEASURED}s)"

@@ -11,11 +11,12 @@
 #   touched), median of RUNS loads, each replacing the previous table.
 #
 # Writes policy.csv (microseg) and policy-nft.csv into BENCH_OUT (default
-# docs/bench). RUNS (default 5) loads per case. Needs root for the namespace.
+# target/bench-policy; `make bench` publishes its own run's into docs/bench
+# with the run's commit and time). RUNS (default 5) loads per case. Needs root for the namespace.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${RUNS:-5}
-out=${BENCH_OUT:-docs/bench}
+out=${BENCH_OUT:-${CARGO_TARGET_DIR:-target}/bench-policy}
 mkdir -p "$out"
 work=$(mktemp -d /tmp/microseg-policy-bench.XXXXXX)
 ns="msbench-policy-$$"

@@ -6,8 +6,10 @@
 #   ONLY='microseg-.*acl1_1k' bash ...          # run the configurations matching a regex
 #   (to compare two builds or settings in alternation: benches/testbed/ab.sh)
 #
-# Writes docs/bench/testbed.csv (one row per run), docs/bench/testbed.md
-# (medians and ratios) and docs/bench/latency.csv (ping RTTs); logs (microseg status JSON, generator output) go to
+# Writes testbed.csv (one row per run), testbed.md (medians and ratios) and
+# latency.csv (ping RTTs) into BENCH_OUT (default target/testbed-bench/results/;
+# `make bench-testbed` publishes them into docs/bench/ with their run's
+# commit and time); logs (microseg status JSON, generator output) go to
 # target/testbed-bench/. Root only. Environment: RUNS, DURATION (s per
 # run), WARMUP (s before each measurement), IDLE (s of idle CPU
 # measurement), POLL_MODE (adaptive|busy, microseg and the bare
@@ -18,7 +20,7 @@
 # 60), FRAMES_PER_PORT (UMEM frames per port of microseg and the bare
 # forwarder, default 4096), BARE_FLAGS (extra flags of bare-forward,
 # e.g. --shared-umem), BENCH_OUT (folder of the results, default
-# docs/bench), FILL (1: a fill run before the many-flows runs, below;
+# target/testbed-bench/results), FILL (1: a fill run before the many-flows runs, below;
 # 0: none), NO_BUILD=1.
 #
 # ---------------------------------------------------------------------------
@@ -137,7 +139,7 @@
 # load run on CPU 0, the device under test on CPU 1, as above. Kernel
 # forwarding: the sink routes 10.203.1.0/24 back via 10.203.2.254.
 # Per-reply RTTs are reduced by ping_stats.py to median, p99 (nearest
-# rank), mean and max; rows go to docs/bench/latency.csv, raw ping output
+# rank), mean and max; rows go to latency.csv in BENCH_OUT, raw ping output
 # to target/testbed-bench/latency-*.txt. PINGS=0 skips the latency part.
 #
 # Idle CPU: in adaptive mode, microseg with acl1_10k is left without
@@ -188,12 +190,14 @@ SPORT_BASE=10000
 SPORT_SPAN=50000
 DPORT_BASE=5000
 CLASSBENCH=${MICROSEG_CLASSBENCH:-$ROOT/../shared/classbench}
-OUT=${BENCH_OUT:-$ROOT/docs/bench}
+TARGET=$(cd "$ROOT" && mkdir -p "${CARGO_TARGET_DIR:-target}" && cd "${CARGO_TARGET_DIR:-target}" && pwd)
+LOGS="$TARGET/testbed-bench"
+# Not docs/bench/ by default: what is published there is named with its
+# run (commit, time) by `make bench` / `make bench-testbed`.
+OUT=${BENCH_OUT:-$LOGS/results}
 CSV="$OUT/testbed.csv"
 LATENCY_CSV="$OUT/latency.csv"
 MD="$OUT/testbed.md"
-TARGET=$(cd "$ROOT" && mkdir -p "${CARGO_TARGET_DIR:-target}" && cd "${CARGO_TARGET_DIR:-target}" && pwd)
-LOGS="$TARGET/testbed-bench"
 BIN="$TARGET/release"
 
 P=$(printf 'mb%04x' $(($$ & 0xffff)))
