@@ -1,7 +1,9 @@
 //! Root testbed, end to end through `microseg run -c CONFIG`: the
 //! testbed from `scripts/testbed.sh` (web, app, db, out), the appliance as
 //! a process, real tools for traffic, the status API for counters, signals
-//! for reload and shutdown.
+//! for reload and shutdown. One test starts the appliance as a library, on
+//! a testbed of its own, for what a process cannot show (the quarantine
+//! map before `Quarantines::attach`).
 
 mod common;
 
@@ -409,4 +411,42 @@ fn policies_pushed_with_curl_take_effect_lose_no_allowed_frame_and_survive_resta
     let (exit, log) = appliance.stop();
     assert!(exit.success(), "{log}");
     assert_detached(&bed);
+}
+
+/// Quarantines restored at start are in every port's XDP map before any
+/// worker forwards: `Appliance::start` puts them there itself, with no
+/// `Quarantines::attach` (which used to come after the workers started,
+/// leaving a quarantined host forwarded in between in rules-file mode).
+#[test]
+fn restored_quarantines_are_dropped_in_xdp_from_the_start() {
+    use microseg_control::appliance::{Appliance, PolicyFeed};
+    use microseg_control::config::{Config, LocalMachine};
+    use microseg_control::testbed::Testbed;
+
+    if !root_or_skip("restored_quarantines_are_dropped_in_xdp_from_the_start") {
+        return;
+    }
+    let bed = Testbed::with_ghost("rq", 6).expect("testbed");
+    let dir = std::env::temp_dir().join(format!("microseg-restored-q-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    let rules = dir.join("rules.yaml");
+    std::fs::write(&rules, "default_action: allow\nrules: []\n").expect("rules");
+    let text = format!(
+        "ports: [{}]\nworkers: 1\npoll_mode: adaptive\nrules: rules.yaml\nstate_dir: state\n\
+         api:\n  listen: 127.0.0.1:0\n",
+        bed.host_if
+    );
+    let config = Config::parse(&text, &dir, &LocalMachine).expect("config");
+    let quarantined: std::net::IpAddr = bed.peer_addr.parse().expect("address");
+    let appliance = Appliance::start(config, PolicyFeed::RulesFile(rules), &[quarantined])
+        .expect("appliance starts");
+    bed.ping_ghost(4);
+    let port = &appliance.status().ports[0];
+    assert!(
+        port.xdp_quarantine_drops >= 4,
+        "the workload's frames dropped in XDP: {port:?}"
+    );
+    drop(appliance);
+    let _ = std::fs::remove_dir_all(&dir);
 }

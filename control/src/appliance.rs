@@ -50,6 +50,11 @@ pub enum ApplianceError {
     NoRulesFile,
     #[error("fast path: starting its thread: {0}")]
     FastPathThread(std::io::Error),
+    #[error("restoring the quarantine of {address} in XDP: {problem}")]
+    Quarantine {
+        address: std::net::IpAddr,
+        problem: String,
+    },
 }
 
 /// Where the appliance's policy comes from.
@@ -106,7 +111,15 @@ impl Appliance {
     /// Takes the policy from `feed`, attaches XDP to every port and starts
     /// the workers, which judge by that policy from their first frame. On
     /// any failure, whatever was started is stopped again.
-    pub fn start(config: Config, feed: PolicyFeed) -> Result<Self, ApplianceError> {
+    /// `quarantined`: addresses dropped in XDP from the first frame (the
+    /// quarantines restored from the state directory; `Quarantines::attach`
+    /// takes them over once the appliance runs). One that cannot be put in
+    /// a port's map stops the start: a quarantined host is never forwarded.
+    pub fn start(
+        config: Config,
+        feed: PolicyFeed,
+        quarantined: &[std::net::IpAddr],
+    ) -> Result<Self, ApplianceError> {
         let (policy, rules) = match feed {
             PolicyFeed::RulesFile(path) => {
                 let rules = RuleSet::load(&path)?;
@@ -152,6 +165,12 @@ impl Appliance {
                 name: name.clone(),
                 xdp,
             });
+        }
+        // Before any worker binds a socket: until then the programs drop
+        // every frame (no socket), after it they forward.
+        for &address in quarantined {
+            on_every_port(&ports, |xdp| xdp.quarantine(address))
+                .map_err(|problem| ApplianceError::Quarantine { address, problem })?;
         }
         let bindings = ports
             .iter()

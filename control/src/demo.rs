@@ -270,6 +270,7 @@ pub fn run(out: &mut impl Write, once: bool) -> Result<bool, DemoError> {
     let appliance = Arc::new(Appliance::start(
         config,
         PolicyFeed::Engine(Arc::clone(engine.cell())),
+        &quarantines.xdp_addresses(),
     )?);
     quarantines.attach(Arc::clone(&appliance) as Arc<dyn crate::quarantine::Enforcer>);
     let visibility = Arc::new(Visibility::for_appliance(

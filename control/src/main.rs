@@ -89,7 +89,9 @@ fn run_appliance(path: &Path) -> anyhow::Result<()> {
         let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
         let body_limit = config.api_body_limit;
-        let started = tokio::task::spawn_blocking(move || Appliance::start(config, feed))
+        let quarantined = quarantines.xdp_addresses();
+        let started =
+            tokio::task::spawn_blocking(move || Appliance::start(config, feed, &quarantined))
             .await
             .context("starting the appliance")??;
         let appliance = Arc::new(started);

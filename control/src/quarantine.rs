@@ -311,6 +311,12 @@ impl Quarantines {
         }
     }
 
+    /// The addresses the quarantines hold in XDP (for `Appliance::start`,
+    /// before `attach`).
+    pub fn xdp_addresses(&self) -> Vec<IpAddr> {
+        held_in_xdp(&self.lock()).into_iter().collect()
+    }
+
     pub fn list(&self) -> Vec<Quarantined> {
         self.lock().values().cloned().collect()
     }
