@@ -369,22 +369,32 @@ fn a_destination_that_moved_port_loses_its_fast_path() {
         .contains_key(&FastKey::of(&query_flow())));
 }
 
-#[test]
-fn a_new_generation_reinstalls_after_counting_the_old_entry() {
+/// Seven frames forwarded in XDP, then the query offered again under each
+/// of `generations` in turn, all before one step of the offloader: the
+/// route and counters installed, and the client's packets added to its
+/// connection since the frames.
+fn offered_again_under(generations: &[u32]) -> (FastRoute, FastCounters, u32) {
     let mut bed = Bed::new();
     bed.offload_both_ways();
     bed.ports[0].forward(&query_flow(), 7, 62, 2 * S);
     let before = bed.entry();
-    bed.policy.store(allow_dns(2));
-    // Re-checked and kept: offered again with generation 2.
-    bed.send(0, &query(), 3 * S);
+    for (at, &generation) in (3..).zip(generations) {
+        bed.policy.store(allow_dns(generation));
+        bed.send(0, &query(), at * S);
+    }
     bed.offloader.step();
     let (route, counters) = bed.ports[0].flows()[&FastKey::of(&query_flow())];
-    assert_eq!((route.generation, counters.packets), (2, 0));
-    let (_, sender) = ConnKey::from_flow(&query_flow(), 0);
-    let client = usize::from(sender);
-    // The 7 forwarded in XDP, then the re-checked query itself.
-    assert_eq!(bed.entry().packets[client], before.packets[client] + 7 + 1);
+    let client = usize::from(ConnKey::from_flow(&query_flow(), 0).1);
+    let added = bed.entry().packets[client] - before.packets[client];
+    (route, counters, added)
+}
+
+#[test]
+fn a_new_generation_reinstalls_after_counting_the_old_entry() {
+    // Re-checked and kept: installed with generation 2, from zero; the 7
+    // forwarded in XDP counted, then the re-checked query itself.
+    let (route, counters, added) = offered_again_under(&[2]);
+    assert_eq!((route.generation, counters.packets, added), (2, 0, 7 + 1));
 }
 
 #[test]
@@ -445,21 +455,8 @@ fn a_revocation_after_an_offer_in_the_same_step_leaves_nothing_in_xdp() {
 
 #[test]
 fn two_new_generations_in_one_step_count_the_old_entry_once() {
-    let mut bed = Bed::new();
-    bed.offload_both_ways();
-    bed.ports[0].forward(&query_flow(), 7, 62, 2 * S);
-    let before = bed.entry();
-    // Offered again under generation 2, then 3, before the offloader's
-    // step: the second replacement finds the first staged, not installed.
-    bed.policy.store(allow_dns(2));
-    bed.send(0, &query(), 3 * S);
-    bed.policy.store(allow_dns(3));
-    bed.send(0, &query(), 4 * S);
-    bed.offloader.step();
-    let (route, _) = bed.ports[0].flows()[&FastKey::of(&query_flow())];
-    assert_eq!(route.generation, 3);
-    let (_, sender) = ConnKey::from_flow(&query_flow(), 0);
-    let client = usize::from(sender);
-    // The 7 forwarded in XDP once, and the two re-checked queries.
-    assert_eq!(bed.entry().packets[client], before.packets[client] + 7 + 2);
+    // The second replacement finds the first staged, not installed: the 7
+    // are counted once, with the two re-checked queries.
+    let (route, _, added) = offered_again_under(&[2, 3]);
+    assert_eq!((route.generation, added), (3, 7 + 2));
 }
