@@ -427,9 +427,9 @@ fn restored_quarantines_are_dropped_in_xdp_from_the_start() {
         return;
     }
     let bed = Testbed::with_ghost("rq", 6).expect("testbed");
-    let dir = std::env::temp_dir().join(format!("microseg-restored-q-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch folder");
+    // Removed on drop, also when an assertion fails.
+    let scratch = common::ScratchDir::new("restored-quarantine");
+    let dir = scratch.0.clone();
     let rules = dir.join("rules.yaml");
     std::fs::write(&rules, "default_action: allow\nrules: []\n").expect("rules");
     let text = format!(
@@ -448,5 +448,4 @@ fn restored_quarantines_are_dropped_in_xdp_from_the_start() {
         "the workload's frames dropped in XDP: {port:?}"
     );
     drop(appliance);
-    let _ = std::fs::remove_dir_all(&dir);
 }
