@@ -95,6 +95,8 @@ impl Run {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("chromium scratch dir");
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("chromium TMPDIR");
         let stdout = std::fs::File::create(dir.join("stdout")).expect("stdout file");
         let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
         let child = Command::new(CHROMIUM)
@@ -115,6 +117,10 @@ impl Run {
             ])
             .arg(format!("--user-data-dir={}", dir.join("profile").display()))
             .args(args)
+            // Its singleton socket's folder (org.chromium.Chromium.*)
+            // goes in TMPDIR and stays when it is killed: in the scratch
+            // folder, it goes with it.
+            .env("TMPDIR", &tmp)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
