@@ -285,7 +285,8 @@ impl XdpPort {
         }
         let maps = &self.skel.maps;
         let handle = |map| MapHandle::try_from(map).map_err(BpfError::FastPath);
-        let made = fast4::Fast4Map::new(handle(&maps.fast4)?).and_then(|fast4| {
+        let made = handle(&maps.fast4).and_then(|map| {
+            let fast4 = fast4::Fast4Map::new(map)?;
             let fast_path = FastPath {
                 fast: handle(&maps.fast)?,
                 book: std::sync::Mutex::new(fast::Book::new(fast4.slots())),
