@@ -253,10 +253,9 @@ impl<M: FastMaps> Offloader<M> {
                 // they were counted when it was staged, and the map still
                 // holds them).
                 let pending = &mut self.pending[usize::from(offer.ingress)];
-                let staged = pending.iter().any(|(staged, _)| *staged == key);
-                if staged {
-                    pending.retain(|(staged, _)| *staged != key);
-                } else {
+                let staged_before = pending.len();
+                pending.retain(|(staged, _)| *staged != key);
+                if pending.len() == staged_before {
                     self.account_one(at);
                 }
                 &mut self.pending[usize::from(offer.ingress)]

@@ -191,15 +191,13 @@ impl FastPath {
         for (key, route) in flows {
             let placed = Key4::of(key).map(|key4| table.insert(&key4, route));
             match placed {
-                Some(Inserted::Replaced(_)) => {
-                    // An older copy in `fast` whose delete failed when it
-                    // moved here goes now.
-                    self.remove_v4_from_map(&mut book, key)?;
-                }
-                Some(Inserted::New(index)) => {
-                    book.occupied.set(index);
-                    // An older copy in `fast` (installed when there was no
-                    // room here) goes: one table only.
+                Some(placed @ (Inserted::New(_) | Inserted::Replaced(_))) => {
+                    if let Inserted::New(index) = placed {
+                        book.occupied.set(index);
+                    }
+                    // One table only: an older copy in `fast` (installed
+                    // when there was no room here, or left by a delete
+                    // that failed when it moved here) goes.
                     self.remove_v4_from_map(&mut book, key)?;
                 }
                 Some(Inserted::NoRoom) | None => {

@@ -423,10 +423,10 @@ impl Fast4Map {
                 "the fast4 map has {slots} slots, not a power of two"
             )));
         }
-        // SAFETY: sysconf reads a constant of the system; no memory is
-        // passed.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
             .ok()
+            .flatten()
+            .and_then(|size| usize::try_from(size).ok())
             .filter(|size| size.is_power_of_two())
             .unwrap_or(4096);
         let bytes = (slots * SLOT_BYTES).div_ceil(page) * page;
