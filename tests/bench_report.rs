@@ -386,7 +386,26 @@ fn the_header_names_the_run_of_the_switch_sections_when_it_was_another() {
         "{switch_line}"
     );
     assert!(line_starting(&md, "- **Commit**").contains("`f1x7ure`"));
+    assert!(
+        !switch_line.contains("on kernel"),
+        "the same kernel: {switch_line}"
+    );
+
+    // A switch run on another kernel names it.
+    let elsewhere = std::fs::read_to_string(scratch.file("testbed-machine.json"))
+        .expect("testbed-machine.json")
+        .replace(FIXTURE_KERNEL, "6.99.0-other");
+    std::fs::write(scratch.file("testbed-machine.json"), elsewhere).expect("write");
+    let md = scratch.render_ok();
+    let switch_line = line_starting(&md, "- **Sections 4 and 5**");
+    assert!(
+        switch_line.contains("`5w17ch1`, on kernel 6.99.0-other, started"),
+        "{switch_line}"
+    );
 }
+
+/// The kernel named in the fixtures' machine.json.
+const FIXTURE_KERNEL: &str = "6.18.44-fixture";
 
 /// run.sh's latency rows: `ping -n` output reduced to sent, received,
 /// median, p99 (nearest rank), mean and max, in µs; no reply leaves the
@@ -459,6 +478,42 @@ fn a_fill_run_is_reported_beside_the_runs_and_not_in_the_median() {
     let acl = row(&summary, "microseg, ClassBench acl1 10k, conntrack");
     assert!(acl.contains("| 0.483 |"), "{acl}");
     assert!(acl.ends_with("0.649 / fill 0.901; 0.483 |"), "{acl}");
+}
+
+/// A rate the sink took nearly all of (≥ 90% of what the generator
+/// offered) is the generator's limit, marked "≥" and explained; the
+/// fixtures' rates, far below their 3.2 Mpps offered, are not marked.
+#[test]
+fn a_rate_the_generator_limited_is_marked_as_a_lower_bound() {
+    let scratch = Scratch::with_fixtures();
+    let plain = scratch.render_ok();
+    let switch = section(&plain, SECTIONS[3]);
+    assert!(!switch.contains("≥ 1.848"), "{switch}");
+    assert!(!switch.contains("generator's limit"), "{switch}");
+
+    let csv = scratch.file("testbed.csv");
+    let text = std::fs::read_to_string(&csv).expect("the fixture testbed.csv");
+    let limited = text.replace(
+        "microseg-fastpath-acl1_10k-few,microseg-fastpath,acl1_10k,16,1,1.8477,3.2,",
+        "microseg-fastpath-acl1_10k-few,microseg-fastpath,acl1_10k,16,1,1.8477,1.9,",
+    );
+    assert_ne!(
+        limited, text,
+        "the fixture has the fast path's few-flows run"
+    );
+    std::fs::write(&csv, limited).expect("rewrite testbed.csv");
+    let md = scratch.render_ok();
+    let switch = section(&md, SECTIONS[3]);
+    let fast = row(switch, "microseg with the XDP fast path");
+    assert!(fast.contains("| ≥ 1.848 |"), "{fast}");
+    assert!(
+        !fast.contains("≥ 0.839"),
+        "many flows stay unmarked: {fast}"
+    );
+    assert!(
+        switch.contains("the figure is the generator's limit"),
+        "{switch}"
+    );
 }
 
 /// Environment settings of a script run: (variable, value).

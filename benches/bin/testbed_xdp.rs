@@ -1,12 +1,24 @@
 //! The testbed benchmark's traffic ends (benches/testbed/run.sh):
 //!
-//! - `gen`: a generator. It runs the XDP program `tb_gen` with
-//!   `BPF_PROG_RUN` and `BPF_F_TEST_XDP_LIVE_FRAMES`: the kernel runs the
-//!   program on frames made from a template and transmits those it returns
-//!   `XDP_TX` for out of the interface named as ingress (a veth, so they
-//!   arrive at its peer), at several Mpps from one core. The program
-//!   rewrites every frame's headers from its configuration map and gives
-//!   it the UDP ports of the next of `--flows` flows (round robin).
+//! - `gen`: a generator, in one of two ways (`--method`; `auto`, the
+//!   default, takes live frames where the kernel allows them, else the
+//!   loop, and says which):
+//!   - *live frames*: it runs the XDP program `tb_gen` with `BPF_PROG_RUN`
+//!     and `BPF_F_TEST_XDP_LIVE_FRAMES`: the kernel runs the program on
+//!     frames made from a template and transmits those it returns `XDP_TX`
+//!     for out of the interface named as ingress (a veth, so they arrive
+//!     at its peer), at several Mpps from one core.
+//!   - *a loop*, for kernels that refuse live frames (`EPERM`, seen on
+//!     a locked-down kernel): a veth pair of its own in the generator's
+//!     namespace, `tb_bounce` on one end and `tb_loop` on the other,
+//!     seeded with `--seeds` UDP datagrams from an ordinary socket. The
+//!     seeded frames circle between the two ends in XDP; on each round
+//!     `tb_loop` broadcasts the frame (a devmap) back into the loop and
+//!     out of IFNAME. The pair is removed when the generator ends.
+//!
+//!   Either way the program rewrites every frame's headers from its
+//!   configuration map and gives it the UDP ports of the next of
+//!   `--flows` flows (round robin).
 //! - `sink`: attaches `tb_sink` to an interface (counts per CPU; drops
 //!   IPv4/UDP frames, passes the rest to the stack so that ARP and ping
 //!   are answered) and prints the counts every `--interval-ms` as
@@ -85,6 +97,21 @@ struct GenArgs {
     /// of milliseconds, so make it large).
     #[arg(long, default_value_t = 1 << 20)]
     repeat: u32,
+    /// How frames are made: live frames, the XDP loop, or live frames
+    /// where the kernel allows them and the loop otherwise.
+    #[arg(long, value_enum, default_value_t = GenMethod::Auto)]
+    method: GenMethod,
+    /// Loop only: frames seeded into the loop (at most a veth ring's 256
+    /// stay in it).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    seeds: u32,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum GenMethod {
+    Auto,
+    Live,
+    Loop,
 }
 
 #[derive(clap::Args, Debug)]
@@ -219,6 +246,9 @@ fn generate(args: &GenArgs) -> Result<()> {
     {
         bail!("the flows' ports run past 65535");
     }
+    if args.seconds.is_nan() || args.seconds <= 0.0 {
+        bail!("--seconds must be positive");
+    }
     let ifindex = microseg_dataplane::xsk::ifindex(&args.ifname)?;
     let hdr = headers(args)?;
     let object = load(GEN_OBJ, "generator")?;
@@ -228,27 +258,87 @@ fn generate(args: &GenArgs) -> Result<()> {
     config[44..48].copy_from_slice(&args.flows.to_ne_bytes());
     config[48..50].copy_from_slice(&args.sport_base.to_ne_bytes());
     config[50..52].copy_from_slice(&args.dport_base.to_ne_bytes());
-    let map = object
-        .maps()
-        .find(|m| m.name() == "gen_config")
-        .context("map gen_config")?;
-    map.update(&0u32.to_ne_bytes(), &config, MapFlags::ANY)
+    map(&object, "gen_config")?
+        .update(&0u32.to_ne_bytes(), &config, MapFlags::ANY)
         .context("writing gen_config")?;
-    let prog = object
-        .progs_mut()
-        .find(|p| p.name() == "tb_gen")
-        .context("program tb_gen")?;
 
+    let start = Instant::now();
+    let how = match args.method {
+        GenMethod::Live => live_frames(&object, args, ifindex, &hdr).map_err(|error| {
+            if refused(&error) {
+                error.context("this kernel refuses live frames: --method loop works without them")
+            } else {
+                error
+            }
+        })?,
+        GenMethod::Loop => xdp_loop(&object, args, ifindex)?,
+        GenMethod::Auto => match live_frames(&object, args, ifindex, &hdr) {
+            Err(error) if refused(&error) => {
+                eprintln!(
+                    "gen: this kernel refuses BPF_PROG_RUN with live frames (EPERM); \
+                     using the XDP loop instead"
+                );
+                xdp_loop(&object, args, ifindex)?
+            }
+            other => other?,
+        },
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    let sent = percpu_sum(&map(&object, "gen_seq")?, 0)?;
+    println!(
+        "gen: {sent} frames in {elapsed:.3} s ({:.3} Mpps offered), {how}",
+        sent as f64 / elapsed / 1e6,
+    );
+    Ok(())
+}
+
+/// Whether `error` is the kernel's refusal of live frames (as opposed to a
+/// failure of a run it accepted).
+fn refused(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<libbpf_rs::Error>()
+        .is_some_and(|e| e.kind() == libbpf_rs::ErrorKind::PermissionDenied)
+}
+
+/// The map called `name` of `object`.
+fn map<'o>(object: &'o Object, name: &str) -> Result<libbpf_rs::Map<'o>> {
+    object
+        .maps()
+        .find(|m| m.name() == name)
+        .with_context(|| format!("map {name}"))
+}
+
+/// The program called `name` of `object`.
+fn program<'o>(object: &'o Object, name: &str) -> Result<libbpf_rs::ProgramMut<'o>> {
+    object
+        .progs_mut()
+        .find(|p| p.name() == name)
+        .with_context(|| format!("program {name}"))
+}
+
+/// Entry `key` of a per-CPU array of u64, summed over the CPUs.
+fn percpu_sum(map: &libbpf_rs::Map<'_>, key: u32) -> Result<u64> {
+    Ok(map
+        .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)?
+        .unwrap_or_default()
+        .iter()
+        .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or_default()))
+        .sum())
+}
+
+/// Runs `tb_gen` on live frames until `--seconds` have passed; how it ran.
+/// The kernel's refusal is an error that `refused` recognizes.
+fn live_frames(object: &Object, args: &GenArgs, ifindex: i32, hdr: &[u8]) -> Result<String> {
+    let prog = program(object, "tb_gen")?;
     let mut frame = vec![0u8; args.len];
-    frame[..HDR_LEN].copy_from_slice(&hdr);
+    frame[..HDR_LEN].copy_from_slice(hdr);
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
     // rx_queue_index, egress_ifindex.
     let mut ctx = [0u8; 24];
     ctx[4..8].copy_from_slice(&(args.len as u32).to_ne_bytes());
     ctx[12..16].copy_from_slice(&(ifindex as u32).to_ne_bytes());
 
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(args.seconds);
+    let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
     let mut calls = 0u64;
     while Instant::now() < deadline {
         let input = ProgramInput {
@@ -262,47 +352,162 @@ fn generate(args: &GenArgs) -> Result<()> {
             .context("BPF_PROG_RUN with live frames (kernel >= 5.18)")?;
         calls += 1;
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let seq_map = object
-        .maps()
-        .find(|m| m.name() == "gen_seq")
-        .context("map gen_seq")?;
-    let sent: u64 = seq_map
-        .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)?
-        .unwrap_or_default()
-        .iter()
-        .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or_default()))
-        .sum();
-    println!(
-        "gen: {sent} frames in {elapsed:.3} s ({:.3} Mpps offered), {calls} runs of {}",
-        sent as f64 / elapsed / 1e6,
-        args.repeat
-    );
+    Ok(format!("live frames, {calls} runs of {}", args.repeat))
+}
+
+/// Addresses of the loop pair's seeding end and its peer, inside the
+/// generator's namespace only (not the testbed's 10.203/16).
+const LOOP_SEED_NET: &str = "10.250.250.1/30";
+const LOOP_SEED_PEER: Ipv4Addr = Ipv4Addr::new(10, 250, 250, 2);
+
+/// A veth pair made for the loop; removed again when dropped.
+#[derive(Debug)]
+struct LoopPair {
+    bounce: String,
+    turn: String,
+}
+
+impl LoopPair {
+    /// `PREFIXlb` (bounce) and `PREFIXlt` (turn), up, with no IPv6.
+    fn create(prefix: &str) -> Result<Self> {
+        let pair = Self {
+            bounce: format!("{prefix}lb"),
+            turn: format!("{prefix}lt"),
+        };
+        if pair.turn.len() > 15 {
+            bail!("--ifname {prefix} is too long to name the loop's veth pair after it");
+        }
+        ip(&[
+            "link",
+            "add",
+            &pair.bounce,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &pair.turn,
+        ])?;
+        // From here on, Drop removes the pair whatever fails.
+        for end in [&pair.bounce, &pair.turn] {
+            std::fs::write(format!("/proc/sys/net/ipv6/conf/{end}/disable_ipv6"), "1")
+                .with_context(|| format!("turning IPv6 off on {end}"))?;
+            ip(&["link", "set", end, "up"])?;
+        }
+        Ok(pair)
+    }
+
+    fn mac(end: &str) -> Result<String> {
+        let path = format!("/sys/class/net/{end}/address");
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {path}"))?
+            .trim()
+            .to_owned())
+    }
+}
+
+impl Drop for LoopPair {
+    fn drop(&mut self) {
+        if let Err(error) = ip(&["link", "del", &self.bounce]) {
+            eprintln!("gen: removing the loop's veth pair: {error:#}");
+        }
+    }
+}
+
+/// Runs `ip ARGS`; an error names the command and what `ip` said.
+fn ip(args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2: scripts/deps.sh)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     Ok(())
+}
+
+/// Runs the XDP loop until `--seconds` have passed; how it ran.
+fn xdp_loop(object: &Object, args: &GenArgs, ifindex: i32) -> Result<String> {
+    let pair = LoopPair::create(&args.ifname)?;
+    let turn_index = microseg_dataplane::xsk::ifindex(&pair.turn)?;
+    let bounce_index = microseg_dataplane::xsk::ifindex(&pair.bounce)?;
+    let ports = map(object, "gen_ports")?;
+    for (slot, target) in [(0u32, turn_index), (1, ifindex)] {
+        ports
+            .update(&slot.to_ne_bytes(), &target.to_ne_bytes(), MapFlags::ANY)
+            .context("writing gen_ports")?;
+    }
+    let _turn = program(object, "tb_loop")?
+        .attach_xdp(turn_index)
+        .with_context(|| format!("attaching tb_loop to {}", pair.turn))?;
+    let _bounce = program(object, "tb_bounce")?
+        .attach_xdp(bounce_index)
+        .with_context(|| format!("attaching tb_bounce to {}", pair.bounce))?;
+    // Seeds: datagrams from the bounce end's stack to a permanent
+    // neighbour entry naming the turn end, so no ARP is sent; tb_loop
+    // rewrites them whole. Their length is the frames' length.
+    ip(&["addr", "add", LOOP_SEED_NET, "dev", &pair.bounce])?;
+    let peer = LOOP_SEED_PEER.to_string();
+    let turn_mac = LoopPair::mac(&pair.turn)?;
+    ip(&[
+        "neigh",
+        "add",
+        &peer,
+        "lladdr",
+        &turn_mac,
+        "dev",
+        &pair.bounce,
+        "nud",
+        "permanent",
+    ])?;
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("UDP socket")?;
+    socket
+        .connect((LOOP_SEED_PEER, 9))
+        .context("connecting the seeding socket")?;
+    let payload = vec![0u8; args.len.saturating_sub(HDR_LEN)];
+    let seed = |count: u32| {
+        for _ in 0..count {
+            // A full queue (ENOBUFS) only means fewer seeds.
+            let _ = socket.send(&payload);
+        }
+    };
+    let seq = map(object, "gen_seq")?;
+    seed(args.seeds);
+    let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
+    let (mut last, mut reseeded) = (0u64, 0u32);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100).min(deadline - Instant::now()));
+        // A loop that lost every frame (all dropped on full rings) is
+        // seeded again rather than left silent.
+        let now = percpu_sum(&seq, 0)?;
+        if now == last {
+            seed(args.seeds);
+            reseeded += 1;
+        }
+        last = now;
+    }
+    map(object, "gen_stop")?
+        .update(&0u32.to_ne_bytes(), &1u32.to_ne_bytes(), MapFlags::ANY)
+        .context("stopping the loop")?;
+    // Frames in flight drain within a NAPI round or two.
+    std::thread::sleep(Duration::from_millis(50));
+    Ok(format!(
+        "XDP loop, {} seeds, seeded again {reseeded} times",
+        args.seeds
+    ))
 }
 
 fn sink(args: &SinkArgs) -> Result<()> {
     let ifindex = microseg_dataplane::xsk::ifindex(&args.ifname)?;
     let object = load(SINK_OBJ, "sink")?;
-    let prog = object
-        .progs_mut()
-        .find(|p| p.name() == "tb_sink")
-        .context("program tb_sink")?;
-    let _link = prog
+    let _link = program(&object, "tb_sink")?
         .attach_xdp(ifindex)
         .with_context(|| format!("attaching the sink to {}", args.ifname))?;
-    let map = object
-        .maps()
-        .find(|m| m.name() == "sink_count")
-        .context("map sink_count")?;
-    let read = |key: u32| -> Result<u64> {
-        Ok(map
-            .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)?
-            .unwrap_or_default()
-            .iter()
-            .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or_default()))
-            .sum())
-    };
+    let counts = map(&object, "sink_count")?;
+    let read = |key: u32| percpu_sum(&counts, key);
     let start = Instant::now();
     let stop = (args.seconds > 0.0).then(|| start + Duration::from_secs_f64(args.seconds));
     let mut out = std::io::stdout().lock();

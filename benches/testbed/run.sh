@@ -48,7 +48,12 @@
 # BPF_F_TEST_XDP_LIVE_FRAMES in PFX-gen, pinned to CPU 0: the kernel runs
 # the program on frames built from a template and transmits them out of
 # PFXg (XDP_TX), ~5 Mpps from one core, far above any device under test
-# here. Frames are 60 bytes (a 64-byte Ethernet frame less its FCS, which
+# here. A kernel that refuses live frames (EPERM: seen on a locked-down
+# 6.18 build) gets the generator's XDP loop instead: a veth pair of its own
+# in PFX-gen (PFXglb, PFXglt; 10.250.250.1/30 on one end for seeding), in
+# which seeded frames circle in XDP and each round broadcasts a copy out
+# of PFXg (~2.5 Mpps offered from CPU 0 here). testbed.md names which one a
+# run used. Frames are 60 bytes (a 64-byte Ethernet frame less its FCS, which
 # veth does not carry): Ethernet, IPv4 10.203.1.1 -> 10.203.2.1, UDP, UDP
 # checksum 0. Live-frames mode recycles its pages, and a forwarding path
 # may edit frames in place (kernel forwarding: TTL, MACs), so the program
@@ -206,6 +211,7 @@ IF_G=${P}g IF_GH=${P}gh IF_S=${P}s IF_SH=${P}sh
 WORK=$(mktemp -d "/tmp/microseg-bench-$P.XXXX")
 PIDS=()
 SYSCTL_SAVED=()
+declare -A GENERATORS=() # how the generator made its frames, per gen.log
 
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -465,6 +471,9 @@ gen_run() {
     after=$(sink_sample)
     wait "$gen" || die "generator failed: $(cat "$WORK/gen.log")"
     cat "$WORK/gen.log" >>"$LOGS/$CONFIG.log"
+    local method
+    method=$(sed -n 's/.*Mpps offered), \(live frames\|XDP loop\).*/\1/p' "$WORK/gen.log")
+    [[ -n $method ]] && GENERATORS[$method]=1
     mpps=$(awk -v b="$before" -v a="$after" 'BEGIN {
         split(b, x, " "); split(a, y, " ");
         printf "%.4f", (y[2] - x[2]) / (y[1] - x[1]) / 1e6 }')
@@ -613,9 +622,18 @@ if ((PINGS > 0)); then
 fi
 
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+# How this run's generator made its frames, for testbed.md.
+generators() {
+    local live=${GENERATORS[live frames]:-} loop=${GENERATORS[XDP loop]:-}
+    if [[ -n $live && -n $loop ]]; then echo "XDP live frames and XDP loop"
+    elif [[ -n $loop ]]; then echo "XDP loop"
+    else echo "XDP live frames"
+    fi
+}
 python3 "$HERE/summarize.py" "$CSV" "$MD" \
     --load-start "$LOAD_START" --load-end "$LOAD_END" --runs "$RUNS" --duration "$DURATION" \
     --warmup "$WARMUP" --poll-mode "$POLL_MODE" --few "$FEW" --many "$MANY" \
     --rules-summary "acl1_1k: $(cat "$WORK/acl1_1k/summary")" \
-    --rules-summary "acl1_10k: $(cat "$WORK/acl1_10k/summary")"
+    --rules-summary "acl1_10k: $(cat "$WORK/acl1_10k/summary")" \
+    --generator "$(generators)"
 log "wrote $CSV, $MD and $LATENCY_CSV"

@@ -52,6 +52,11 @@ def main():
     ap.add_argument("--few", default="16")
     ap.add_argument("--many", default="1048576")
     ap.add_argument("--rules-summary", action="append", default=[])
+    ap.add_argument(
+        "--generator",
+        default="XDP live frames",
+        help="how the generator made its frames (testbed-xdp gen: live frames or the XDP loop)",
+    )
     a = ap.parse_args()
 
     # A partial run (ONLY=...) may have measured no throughput at all.
@@ -75,7 +80,7 @@ def main():
     )
     out.append(
         f"- {a.runs} run(s) of {a.duration} s per configuration after {a.warmup} s warm-up; "
-        f"median; 60-byte frames (64 with FCS), UDP; generator (XDP live frames) on CPU 0, "
+        f"median; 60-byte frames (64 with FCS), UDP; generator ({a.generator}) on CPU 0, "
         f"device under test on CPU 1; microseg and the bare forwarder in `{a.poll_mode}` mode"
     )
     out.append(
