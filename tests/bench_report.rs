@@ -554,6 +554,11 @@ fn the_testbed_benchmark_refuses_a_bad_setting_by_name() {
     let frames = "FRAMES_PER_PORT must be a power of two from 64 to 1048576";
     for (variable, value, message) in [
         ("FILL", "2", "FILL must be 0 or 1, not '2'".to_string()),
+        (
+            "SETTLE_RUNS",
+            "-1",
+            "SETTLE_RUNS must be a whole number, not '-1'".to_string(),
+        ),
         ("FRAMES_PER_PORT", "100", format!("{frames}, not '100'")),
         ("FRAMES_PER_PORT", "4096x", format!("{frames}, not '4096x'")),
         (

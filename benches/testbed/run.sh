@@ -21,7 +21,8 @@
 # forwarder, default 4096), BARE_FLAGS (extra flags of bare-forward,
 # e.g. --shared-umem), BENCH_OUT (folder of the results, default
 # target/testbed-bench/results), FILL (1: a fill run before the many-flows runs, below;
-# 0: none), NO_BUILD=1.
+# 0: none), SETTLE_RUNS (most extra fill runs for the fast path to install
+# every flow, default 3), NO_BUILD=1.
 #
 # ---------------------------------------------------------------------------
 # Topology (built fresh for every configuration, torn down after it):
@@ -79,7 +80,10 @@
 # the rules, is admitted, for the fast path also installed in XDP), so it
 # is reported beside the median, not in it; the median is the forwarding
 # rate of set-up flows, for every configuration alike (the kernel's
-# conntrack fills in its fill run too).
+# conntrack fills in its fill run too). The fast path installs flows in
+# XDP behind the traffic, so one fill run can leave part of a million
+# flows in userspace: up to SETTLE_RUNS (default 3) more fill runs follow
+# until its status API counts every flow installed (settle_fast_path).
 #
 # Configurations (every one with FEW and with MANY flows):
 #   bare-afxdp      `bare-forward` (benches/bin/bare_forward.rs): microseg's
@@ -178,6 +182,8 @@ else
 fi
 FILL=${FILL:-1}
 [[ $FILL == 0 || $FILL == 1 ]] || { echo "FILL must be 0 or 1, not '$FILL'" >&2; exit 2; }
+SETTLE_RUNS=${SETTLE_RUNS:-3}
+[[ $SETTLE_RUNS =~ ^[0-9]+$ ]] || { echo "SETTLE_RUNS must be a whole number, not '$SETTLE_RUNS'" >&2; exit 2; }
 PING_INTERVAL=${PING_INTERVAL:-0.005}
 LOAD_PPS=${LOAD_PPS:-100000}
 POLL_MODE=${POLL_MODE:-adaptive}
@@ -452,6 +458,32 @@ idle_cpu() { # label: measure the DUT's CPU use with no traffic
         >>"$WORK/idle.csv"
 }
 
+# flows the XDP fast path holds now (microseg's status API), 0 if unknown.
+fast_path_installed() {
+    status 2>/dev/null | python3 -c \
+        'import json, sys; print(json.load(sys.stdin).get("fast_path", {}).get("installed", 0))' \
+        2>/dev/null || echo 0
+}
+
+# settle_fast_path flows dst_mac: the fast path installs flows behind the
+# traffic (the offloader, a step at a time; requests it had no room for
+# come again with the flow's next frame), so one fill run can leave part
+# of a million flows in userspace, and the measured runs would then time
+# the installing. Up to SETTLE_RUNS more fill runs (run 0 again) until
+# every flow is installed; each is logged with the count.
+settle_fast_path() {
+    local flows=$1 dmac=$2 more installed
+    installed=$(fast_path_installed)
+    log "  fast path: $installed of $flows flows installed after the fill run"
+    for more in $(seq "$SETTLE_RUNS"); do
+        ((installed >= flows)) && return 0
+        gen_run "$flows" "$dmac" 0
+        installed=$(fast_path_installed)
+        log "  fast path: $installed of $flows flows installed after fill run $((more + 1))"
+    done
+    ((installed >= flows)) || log "  WARNING: the fast path holds $installed of $flows flows; measuring anyway"
+}
+
 # --- one run ------------------------------------------------------------------
 # gen_run flows dst_mac run# : one measured run, appends a CSV row.
 gen_run() {
@@ -514,7 +546,10 @@ run_config() {
     esac
     local run first=1
     if [[ $CONFIG == *-many && $FILL == 1 ]]; then first=0; fi
-    for run in $(seq "$first" "$RUNS"); do gen_run "$flows" "$dmac" "$run"; done
+    for run in $(seq "$first" "$RUNS"); do
+        gen_run "$flows" "$dmac" "$run"
+        if ((run == 0)) && [[ $KIND == microseg-fastpath ]]; then settle_fast_path "$flows" "$dmac"; fi
+    done
     case $KIND in
         microseg-fastpath) status >"$LOGS/$CONFIG.status.json" || true ;;
         microseg)
