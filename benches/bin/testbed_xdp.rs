@@ -413,19 +413,10 @@ impl Drop for LoopPair {
     }
 }
 
-/// Runs `ip ARGS`; an error names the command and what `ip` said.
+/// Runs `ip ARGS` (the testbeds' command runner: an error names the
+/// command and what `ip` said).
 fn ip(args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip (iproute2: scripts/deps.sh)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    microseg_control::testbed::run("ip", args)?;
     Ok(())
 }
 
