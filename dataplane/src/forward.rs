@@ -11,8 +11,6 @@
 
 use std::sync::Arc;
 
-use prefetch_index::prefetch_index;
-
 use crate::pipeline::{DropCause, Frame, FrameAction, Pipeline};
 use crate::stats::WorkerCounters;
 use crate::switch::Forward;
@@ -96,14 +94,7 @@ impl Forwarder {
     /// One round without waiting (the poll loop's step).
     pub fn round(&mut self, now: u64) -> Result<usize, XskError> {
         let received = self.ports.receive();
-        // The frames were written by the receive copy on another core:
-        // ask for all their first cache lines at once, so the misses
-        // overlap instead of stalling the parser one frame at a time.
-        for index in 0..received {
-            if let Some((_, data)) = self.ports.frame(index) {
-                prefetch_index(data, 0);
-            }
-        }
+        self.touch_frames(received);
         let mut actions = [FrameAction::Drop(DropCause::Policy); BATCH];
         let mut dispositions = [Disposition::Drop; BATCH];
         for start in (0..received).step_by(BATCH) {
@@ -131,6 +122,26 @@ impl Forwarder {
             self.counters.busy_rounds.add(1);
         }
         Ok(received)
+    }
+
+    /// Reads the first byte of each of the round's `received` frames before
+    /// any is parsed. The frames were written by the receive copy on
+    /// another core, into pages the UMEM's rotation has not touched for
+    /// thousands of frames: each first read is a cache miss and usually a
+    /// TLB miss. Independent loads in a tight loop overlap those misses,
+    /// as a copy loop does; the parser, left to itself, takes them one
+    /// frame at a time. Prefetch hints were measured slower than these
+    /// loads (docs/performance-notes.md, "Touching each frame").
+    fn touch_frames(&self, received: usize) {
+        let mut folded = 0u8;
+        for index in 0..received {
+            if let Some((_, data)) = self.ports.frame(index) {
+                folded ^= data.first().copied().unwrap_or_default();
+            }
+        }
+        // The loads matter, not their value: keep the compiler from
+        // dropping them.
+        std::hint::black_box(folded);
     }
 
     /// Counts a judged frame on its ingress port and says where it goes.

@@ -19,7 +19,8 @@
 //! - Later IP fragments are dropped (`later_fragment`): they carry no
 //!   ports to judge. Tiny and overlapping fragments never get this far.
 //! - Only frames that pass are learned by the switch, so a denied host
-//!   cannot steer the MAC table.
+//!   cannot steer the MAC table. Consecutive frames of a batch between the
+//!   same two stations reuse its decision (`switch::SwitchMemo`).
 //! - With the XDP fast path on (`with_offload`), forwarded frames of
 //!   admitted connections offer their direction to it, and FIN, RST and
 //!   cuts revoke it (`offload`).
@@ -51,7 +52,7 @@ use crate::packet::{
     parse_frame, parse_quoted, proto, AddrFamily, DropReason, FlowKey, FragmentKind, FrameKind,
     ParsedFrame,
 };
-use crate::switch::{Forward, MacTable};
+use crate::switch::{Forward, MacTable, SwitchMemo};
 
 /// One received frame.
 #[derive(Clone, Copy, Debug)]
@@ -66,6 +67,14 @@ pub enum FrameAction {
     /// Transmit: out of one port, or flooded to every other port.
     Forward(Forward),
     Drop(DropCause),
+}
+
+/// What every frame of one batch is judged with: one policy generation
+/// (DESIGN invariant 2), one `now`, and the batch's switching memo.
+struct Batch<'p> {
+    policy: &'p PolicySnapshot,
+    now: u64,
+    memo: SwitchMemo,
 }
 
 /// A policy event for the control plane (alerts, flow records).
@@ -182,6 +191,11 @@ impl Pipeline {
             self.conntrack.prefetch_slot(lookup);
         }
         let mut tally = BatchTally::new();
+        let batch = Batch {
+            policy,
+            now,
+            memo: SwitchMemo::new(),
+        };
         for (((frame, parsed), prepared), action) in frames
             .iter()
             .zip(&parsed)
@@ -189,7 +203,7 @@ impl Pipeline {
             .zip(out.iter_mut())
         {
             *action = match parsed {
-                Ok(parsed) => self.process_parsed(policy, frame, parsed, prepared.as_ref(), now),
+                Ok(parsed) => self.process_parsed(&batch, frame, parsed, prepared.as_ref()),
                 Err(reason) => FrameAction::Drop(DropCause::Parse(*reason)),
             };
             tally.count(action);
@@ -199,35 +213,36 @@ impl Pipeline {
 
     fn process_parsed(
         &self,
-        policy: &PolicySnapshot,
+        batch: &Batch<'_>,
         frame: &Frame<'_>,
         parsed: &ParsedFrame,
         prepared: Option<&Prepared>,
-        now: u64,
     ) -> FrameAction {
-        let l2 = &policy.l2;
+        let l2 = &batch.policy.l2;
         match parsed.kind {
-            FrameKind::Arp(_) if l2.switch_arp => self.switch(parsed, now),
+            FrameKind::Arp(_) if l2.switch_arp => self.switch(batch, parsed),
             FrameKind::Arp(_) => FrameAction::Drop(DropCause::ArpBlocked),
-            FrameKind::Other if l2.switch_other_ethertypes => self.switch(parsed, now),
+            FrameKind::Other if l2.switch_other_ethertypes => self.switch(batch, parsed),
             FrameKind::Other => FrameAction::Drop(DropCause::Ethertype),
             FrameKind::Ip(key) if is_neighbour_discovery(&key) && l2.switch_neighbour_discovery => {
-                self.switch(parsed, now)
+                self.switch(batch, parsed)
             }
             FrameKind::Ip(key) if key.fragment.kind == FragmentKind::Later => {
                 FrameAction::Drop(DropCause::LaterFragment)
             }
-            FrameKind::Ip(key) => self.judge(policy, frame, parsed, &key, prepared, now),
+            FrameKind::Ip(key) => self.judge(batch, frame, parsed, &key, prepared),
         }
     }
 
-    fn switch(&self, parsed: &ParsedFrame, now: u64) -> FrameAction {
-        match self.switch.switch(
+    /// Switches a frame through the batch's memo (`switch::memo`).
+    fn switch(&self, batch: &Batch<'_>, parsed: &ParsedFrame) -> FrameAction {
+        match batch.memo.switch(
+            &self.switch,
             parsed.ingress_port,
             parsed.vlan.inner,
             parsed.src_mac,
             parsed.dst_mac,
-            now,
+            batch.now,
         ) {
             Forward::Drop(reason) => FrameAction::Drop(DropCause::Switch(reason)),
             forward => FrameAction::Forward(forward),
@@ -238,13 +253,13 @@ impl Pipeline {
     /// `prepared`: the frame's conntrack lookup, if the batch prepared it.
     fn judge(
         &self,
-        policy: &PolicySnapshot,
+        batch: &Batch<'_>,
         frame: &Frame<'_>,
         parsed: &ParsedFrame,
         key: &FlowKey,
         prepared: Option<&Prepared>,
-        now: u64,
     ) -> FrameAction {
+        let (policy, now) = (batch.policy, batch.now);
         let quoted = match parsed.icmp_error_quote {
             Some(at) => match parse_quoted(frame.data, at, key.family) {
                 Some(quoted) => Some(quoted),
@@ -299,12 +314,10 @@ impl Pipeline {
                 state,
                 ..
             } if generation != policy.generation => {
-                self.recheck(policy, parsed, key, direction, state, now)
+                self.recheck(batch, parsed, key, direction, state)
             }
-            TrackOutcome::Tracked { state, .. } => {
-                self.forward_tracked(parsed, key, state, policy.generation, now)
-            }
-            TrackOutcome::Related { .. } => self.switch(parsed, now),
+            TrackOutcome::Tracked { state, .. } => self.forward_tracked(batch, parsed, key, state),
+            TrackOutcome::Related { .. } => self.switch(batch, parsed),
             TrackOutcome::Denied => {
                 let rule_id = decided.get().map_or(DEFAULT_RULE_ID, |d| d.rule_id);
                 self.emit(VerdictKind::Denied, key, policy.generation, rule_id, now);
@@ -320,13 +333,13 @@ impl Pipeline {
     /// may take the frame's direction or must give the connection back.
     fn forward_tracked(
         &self,
+        batch: &Batch<'_>,
         parsed: &ParsedFrame,
         key: &FlowKey,
         state: ConnState,
-        generation: u32,
-        now: u64,
     ) -> FrameAction {
-        let action = self.switch(parsed, now);
+        let generation = batch.policy.generation;
+        let action = self.switch(batch, parsed);
         if let Some(queue) = &self.offload {
             if offload::ends_offload(key) {
                 queue.push(OffloadRequest::Revoke { flow: *key });
@@ -349,13 +362,13 @@ impl Pipeline {
     /// original direction; keep it (with the new admission) or cut it.
     fn recheck(
         &self,
-        policy: &PolicySnapshot,
+        batch: &Batch<'_>,
         parsed: &ParsedFrame,
         key: &FlowKey,
         direction: Direction,
         state: ConnState,
-        now: u64,
     ) -> FrameAction {
+        let (policy, now) = (batch.policy, batch.now);
         let original = original_direction(key, direction);
         let decision = policy.decide(&original);
         let (conn, _) = ConnKey::from_flow(key, parsed.vlan.inner);
@@ -371,7 +384,7 @@ impl Pipeline {
                     now,
                 );
             }
-            return self.forward_tracked(parsed, key, state, policy.generation, now);
+            return self.forward_tracked(batch, parsed, key, state);
         }
         self.conntrack.remove(&conn, EndReason::Removed);
         if let Some(queue) = &self.offload {

@@ -451,6 +451,31 @@ fn long_batches_get_one_action_per_frame_in_order() {
     assert_eq!(bed.pipeline.conntrack().len(), 50);
 }
 
+/// A handshake and data in one batch: the reply teaches the switch where
+/// A is, and the frames from A after it go straight to B, whom the reply
+/// came from. Repeats of one station pair reuse the batch's switching
+/// decision (`switch::SwitchMemo`); a frame between them must not be hidden.
+#[test]
+fn stations_learned_within_a_batch_steer_its_later_frames() {
+    let bed = Bed::new(allow_https());
+    let frames_owned = [
+        (PORT_A, from_a(proto::TCP, &tcp(40000, 443, SYN, 0))),
+        (PORT_A, from_a(proto::TCP, &tcp(40001, 443, SYN, 0))),
+        (PORT_B, from_b(proto::TCP, &tcp(443, 40000, SYN | ACK, 0))),
+        (PORT_A, from_a(proto::TCP, &tcp(40000, 443, ACK, 0))),
+        (PORT_A, from_a(proto::TCP, &tcp(40000, 443, ACK | PSH, 0))),
+        (PORT_B, from_b(proto::TCP, &tcp(443, 40001, SYN | ACK, 0))),
+    ];
+    let batch: Vec<Frame<'_>> = frames_owned
+        .iter()
+        .map(|(port, data)| Frame { data, port: *port })
+        .collect();
+    let mut out = vec![FrameAction::Drop(DropCause::Policy); batch.len()];
+    bed.pipeline.process(&batch, S, &mut out);
+    assert_eq!(out, [FLOOD, FLOOD, TO_A, TO_B, TO_B, TO_A]);
+    assert_eq!(bed.pipeline.mac_table().len(), 2);
+}
+
 #[test]
 fn a_full_event_queue_counts_its_losses() {
     let bed = Bed::new(vec![]);

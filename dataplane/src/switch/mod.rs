@@ -13,10 +13,12 @@
 //! time, at most a second). Never panics on input, never allocates per
 //! frame.
 
+mod memo;
 mod stations;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+pub use memo::SwitchMemo;
 use stations::{station_key, Stations, Stored};
 
 /// Limits of the MAC table.
