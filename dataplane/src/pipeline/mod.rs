@@ -52,7 +52,7 @@ use crate::packet::{
     parse_frame, parse_quoted, proto, AddrFamily, DropReason, FlowKey, FragmentKind, FrameKind,
     ParsedFrame,
 };
-use crate::switch::{Forward, MacTable, SwitchMemo};
+use crate::switch::{Forward, MacTable, SwitchKey, SwitchMemo};
 
 /// One received frame.
 #[derive(Clone, Copy, Debug)]
@@ -236,14 +236,13 @@ impl Pipeline {
 
     /// Switches a frame through the batch's memo (`switch::memo`).
     fn switch(&self, batch: &Batch<'_>, parsed: &ParsedFrame) -> FrameAction {
-        match batch.memo.switch(
-            &self.switch,
-            parsed.ingress_port,
-            parsed.vlan.inner,
-            parsed.src_mac,
-            parsed.dst_mac,
-            batch.now,
-        ) {
+        let key = SwitchKey {
+            ingress: parsed.ingress_port,
+            vlan: parsed.vlan.inner,
+            src_mac: parsed.src_mac,
+            dst_mac: parsed.dst_mac,
+        };
+        match batch.memo.switch(&self.switch, key, batch.now) {
             Forward::Drop(reason) => FrameAction::Drop(DropCause::Switch(reason)),
             forward => FrameAction::Forward(forward),
         }

@@ -18,19 +18,19 @@ use std::cell::Cell;
 
 use super::{Forward, MacTable};
 
-/// What identifies a switching decision.
+/// What a switching decision depends on, besides the table and `now`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Switched {
-    ingress: u16,
-    vlan: u16,
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
+pub struct SwitchKey {
+    pub ingress: u16,
+    pub vlan: u16,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
 }
 
 /// The batch's last decision (see the module header).
 #[derive(Debug, Default)]
 pub struct SwitchMemo {
-    last: Cell<Option<(Switched, Forward)>>,
+    last: Cell<Option<(SwitchKey, Forward)>>,
 }
 
 impl SwitchMemo {
@@ -38,30 +38,16 @@ impl SwitchMemo {
         Self::default()
     }
 
-    /// `table.switch(ingress, vlan, src_mac, dst_mac, now)`, or the last
-    /// decision when it was for the same frame key. One memo must only
-    /// ever see one `now` and one table.
-    pub fn switch(
-        &self,
-        table: &MacTable,
-        ingress: u16,
-        vlan: u16,
-        src_mac: [u8; 6],
-        dst_mac: [u8; 6],
-        now: u64,
-    ) -> Forward {
-        let key = Switched {
-            ingress,
-            vlan,
-            src_mac,
-            dst_mac,
-        };
+    /// `table.switch` for a frame of `key`, or the last decision when it
+    /// was for the same key. One memo must only ever see one `now` and one
+    /// table.
+    pub fn switch(&self, table: &MacTable, key: SwitchKey, now: u64) -> Forward {
         if let Some((last, forward)) = self.last.get() {
             if last == key {
                 return forward;
             }
         }
-        let forward = table.switch(ingress, vlan, src_mac, dst_mac, now);
+        let forward = table.switch(key.ingress, key.vlan, key.src_mac, key.dst_mac, now);
         self.last.set(Some((key, forward)));
         forward
     }
@@ -80,14 +66,23 @@ mod tests {
         MacTable::new(SwitchConfig::default())
     }
 
+    fn key(ingress: u16, vlan: u16, src_mac: [u8; 6], dst_mac: [u8; 6]) -> SwitchKey {
+        SwitchKey {
+            ingress,
+            vlan,
+            src_mac,
+            dst_mac,
+        }
+    }
+
     /// A repeat is answered from the memo: the table sees one learning.
     #[test]
     fn a_repeat_is_not_looked_up_again() {
         let (table, memo) = (table(), SwitchMemo::new());
-        assert_eq!(memo.switch(&table, 1, 0, A, B, NOW), Forward::Flood);
+        assert_eq!(memo.switch(&table, key(1, 0, A, B), NOW), Forward::Flood);
         table.flush_port(1);
         // Forgotten by the table, still the memo's decision.
-        assert_eq!(memo.switch(&table, 1, 0, A, B, NOW), Forward::Flood);
+        assert_eq!(memo.switch(&table, key(1, 0, A, B), NOW), Forward::Flood);
         assert!(table.is_empty());
     }
 
@@ -97,9 +92,9 @@ mod tests {
     #[test]
     fn a_station_learned_in_between_is_used() {
         let (table, memo) = (table(), SwitchMemo::new());
-        assert_eq!(memo.switch(&table, 1, 0, A, B, NOW), Forward::Flood);
-        assert_eq!(memo.switch(&table, 2, 0, B, A, NOW), Forward::Port(1));
-        assert_eq!(memo.switch(&table, 1, 0, A, B, NOW), Forward::Port(2));
+        assert_eq!(memo.switch(&table, key(1, 0, A, B), NOW), Forward::Flood);
+        assert_eq!(memo.switch(&table, key(2, 0, B, A), NOW), Forward::Port(1));
+        assert_eq!(memo.switch(&table, key(1, 0, A, B), NOW), Forward::Port(2));
     }
 
     /// A frame differing from the last in any one part of the key is
@@ -111,21 +106,21 @@ mod tests {
         const C: [u8; 6] = [2, 0, 0, 0, 0, 0xc];
         let (table, memo) = (table(), SwitchMemo::new());
         table.switch(2, 0, B, A, NOW);
-        assert_eq!(memo.switch(&table, 1, 0, A, B, NOW), Forward::Port(2));
+        assert_eq!(memo.switch(&table, key(1, 0, A, B), NOW), Forward::Port(2));
         // Ingress: B is on port 2 itself.
         assert_eq!(
-            memo.switch(&table, 2, 0, A, B, NOW),
+            memo.switch(&table, key(2, 0, A, B), NOW),
             Forward::Drop(SwitchDrop::SamePort)
         );
         // VLAN: B is unknown on VLAN 7.
-        assert_eq!(memo.switch(&table, 2, 7, A, B, NOW), Forward::Flood);
+        assert_eq!(memo.switch(&table, key(2, 7, A, B), NOW), Forward::Flood);
         // Back on VLAN 0, from port 1: to B's port.
-        assert_eq!(memo.switch(&table, 1, 0, A, B, NOW), Forward::Port(2));
+        assert_eq!(memo.switch(&table, key(1, 0, A, B), NOW), Forward::Port(2));
         // Destination: C is unknown.
-        assert_eq!(memo.switch(&table, 1, 0, A, C, NOW), Forward::Flood);
+        assert_eq!(memo.switch(&table, key(1, 0, A, C), NOW), Forward::Flood);
         // Source: no station sends from a multicast address.
         assert_eq!(
-            memo.switch(&table, 1, 0, MULTICAST, C, NOW),
+            memo.switch(&table, key(1, 0, MULTICAST, C), NOW),
             Forward::Drop(SwitchDrop::InvalidSourceMac)
         );
     }

@@ -18,7 +18,7 @@ mod stations;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-pub use memo::SwitchMemo;
+pub use memo::{SwitchKey, SwitchMemo};
 use stations::{station_key, Stations, Stored};
 
 /// Limits of the MAC table.
