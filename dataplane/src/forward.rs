@@ -127,8 +127,8 @@ impl Forwarder {
     /// Reads the first byte of each of the round's `received` frames before
     /// any is parsed. The frames were written by the receive copy on
     /// another core, into pages the UMEM's rotation has not touched for
-    /// thousands of frames: each first read is a cache miss and usually a
-    /// TLB miss. Independent loads in a tight loop overlap those misses,
+    /// thousands of frames: each first read is a cache miss, likely a TLB
+    /// miss too. Independent loads in a tight loop overlap those misses,
     /// as a copy loop does; the parser, left to itself, takes them one
     /// frame at a time. Prefetch hints were measured slower than these
     /// loads (docs/performance-notes.md, "Touching each frame").
