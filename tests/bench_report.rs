@@ -480,6 +480,75 @@ fn a_fill_run_is_reported_beside_the_runs_and_not_in_the_median() {
     assert!(acl.ends_with("0.649 / fill 0.901; 0.483 |"), "{acl}");
 }
 
+/// The paired phase (run.sh measures the bare forwarder and microseg acl1
+/// 10k in alternation, column `pair`): the 90% target is the median of the
+/// pairs' ratios, not the ratio of the medians. The fixture's few-flows
+/// rows become three pairs whose medians are 87.9% apart but whose paired
+/// ratios are 92.5%, 93.3% and 87.9%: met only when paired. The many-flows
+/// rows stay unpaired, as in results written before the column.
+#[test]
+fn paired_runs_decide_the_bare_forwarder_target_by_the_median_of_their_ratios() {
+    let scratch = Scratch::with_fixtures();
+    let csv = scratch.file("testbed.csv");
+    let text = std::fs::read_to_string(&csv).expect("the fixture testbed.csv");
+    let pairs = [(1, 0.80, 0.74), (2, 0.60, 0.56), (3, 0.66, 0.58)];
+    let mut paired = String::new();
+    for (index, line) in text.lines().enumerate() {
+        if index == 0 {
+            paired += &format!("{line},pair\n");
+        } else if line.contains(",bare-afxdp-few,") {
+            for (pair, bare, _) in pairs {
+                paired += &format!(
+                    "2026-11-20T08:10:00Z,bare-afxdp-few,bare,-,16,{pair},{bare},3.2,10,1.30,,{pair}\n"
+                );
+            }
+        } else if line.contains(",microseg-acl1_10k-few,microseg,") {
+            for (pair, _, micro) in pairs {
+                paired += &format!(
+                    "2026-11-20T08:10:00Z,microseg-acl1_10k-few,microseg,acl1_10k,16,{pair},{micro},3.2,10,1.30,,{pair}\n"
+                );
+            }
+        } else {
+            paired += &format!("{line},\n");
+        }
+    }
+    std::fs::write(&csv, paired).expect("rewrite testbed.csv");
+
+    let md = scratch.render_ok();
+    let switch = section(&md, SECTIONS[3]);
+    let few = row(
+        switch,
+        "microseg, acl1 10k, conntrack ≥ 90% of bare AF_XDP, few",
+    );
+    assert!(
+        few.contains("median of 3 paired ratios 92% (pairs: 88%–93%); medians 0.580 vs 0.660"),
+        "{few}"
+    );
+    assert_eq!(last_cell(few), "met", "{few}");
+    let many = row(
+        switch,
+        "microseg, acl1 10k, conntrack ≥ 90% of bare AF_XDP, many",
+    );
+    assert!(many.contains("0.483 vs 0.717 Mpps (67%)"), "{many}");
+    assert_eq!(last_cell(many), "**not met**", "{many}");
+    assert!(switch.contains("Measured in alternation"), "{switch}");
+
+    let testbed_md = scratch.file("testbed.md");
+    let out = python(
+        "benches/testbed/summarize.py",
+        &[csv.as_os_str(), testbed_md.as_os_str()],
+    );
+    assert!(
+        out.status.success(),
+        "summarize.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = std::fs::read_to_string(&testbed_md).expect("testbed.md was written");
+    let line = line_starting(&summary, "- few flows:");
+    assert_eq!(line, "- few flows: 0.925, 0.933, 0.879; median 0.925");
+    assert!(!summary.contains("- many flows:"), "{summary}");
+}
+
 /// A rate the sink took nearly all of (≥ 90% of what the generator
 /// offered) is the generator's limit, marked "≥" and explained; the
 /// fixtures' rates, far below their 3.2 Mpps offered, are not marked.
@@ -554,6 +623,11 @@ fn the_testbed_benchmark_refuses_a_bad_setting_by_name() {
     let frames = "FRAMES_PER_PORT must be a power of two from 64 to 1048576";
     for (variable, value, message) in [
         ("FILL", "2", "FILL must be 0 or 1, not '2'".to_string()),
+        (
+            "PAIRS",
+            "five",
+            "PAIRS must be a whole number, not 'five'".to_string(),
+        ),
         (
             "SETTLE_RUNS",
             "-1",

@@ -22,7 +22,8 @@
 # e.g. --shared-umem), BENCH_OUT (folder of the results, default
 # target/testbed-bench/results), FILL (1: a fill run before the many-flows runs, below;
 # 0: none), SETTLE_RUNS (most extra fill runs for the fast path to install
-# every flow, default 3), NO_BUILD=1.
+# every flow, default 3), PAIRS (pairs of the paired phase, below; default
+# 5, QUICK 1; 0: no pairing), NO_BUILD=1.
 #
 # ---------------------------------------------------------------------------
 # Topology (built fresh for every configuration, torn down after it):
@@ -32,7 +33,8 @@
 #   (generator)                                                             (sink: XDP drop)
 #
 # PFX is "mb" + 4 hex digits of this script's PID, so several copies (or
-# other testbeds) do not collide. Only these three namespaces and two veth
+# other testbeds) do not collide; the paired phase (below) has a second
+# testbed up beside it, the same with "mc". Only these three namespaces and two veth
 # pairs are created; addresses are 10.203.1.1 and 10.203.2.1 (/24 and a
 # router PFX-sw for kernel forwarding; /16, one L2 segment, through the
 # switches) inside the namespaces only; no port of the testbed is in the host's namespace, so no
@@ -138,6 +140,19 @@
 #   delivers XDP_TX'd frames only to a peer with NAPI (an XDP program or
 #   GRO); frames are single 60-byte UDP packets, so GRO merges nothing.
 #
+# Paired phase: the 90% target compares microseg-acl1_10k with
+# bare-afxdp "in the same run", and measured minutes apart their ratio
+# moves by +-5% with the shared machine's drift. So, for each flow count,
+# the two run in alternation: each on its own testbed (prefixes mb and
+# mc), both up for the whole phase, PAIRS pairs of one run each (bare
+# first in odd pairs, microseg first in even ones), after each one's fill
+# run. The other is idle meanwhile (adaptive mode sleeps; microseg's
+# conntrack entries, 30 s UDP timeout, outlive the ~15 s pause). Rows of
+# the pairs carry their pair number in the CSV's `pair` column; the
+# report's target is the median of the pairs' ratios microseg / bare
+# (the table's medians come from the same runs). ONLY selecting one of
+# the two, or PAIRS=0, measures them as ordinary configurations.
+#
 # Latency: for bare-afxdp, kernel-norules and microseg-0rules (conntrack
 # on; also in busy poll mode when POLL_MODE is adaptive), after the throughput runs, a fresh topology each: `ping -n -c PINGS
 # -i PING_INTERVAL` from the generator's namespace to the sink
@@ -180,6 +195,8 @@ else
     RUNS=${RUNS:-3}; DURATION=${DURATION:-10}; WARMUP=${WARMUP:-3}; IDLE=${IDLE:-10}
     PINGS=${PINGS:-2000}
 fi
+PAIRS=${PAIRS:-$((QUICK == 1 ? 1 : 5))}
+[[ $PAIRS =~ ^[0-9]+$ ]] || { echo "PAIRS must be a whole number, not '$PAIRS'" >&2; exit 2; }
 FILL=${FILL:-1}
 [[ $FILL == 0 || $FILL == 1 ]] || { echo "FILL must be 0 or 1, not '$FILL'" >&2; exit 2; }
 SETTLE_RUNS=${SETTLE_RUNS:-3}
@@ -211,10 +228,29 @@ LATENCY_CSV="$OUT/latency.csv"
 MD="$OUT/testbed.md"
 BIN="$TARGET/release"
 
-P=$(printf 'mb%04x' $(($$ & 0xffff)))
-NS_GEN=$P-gen NS_SW=$P-sw NS_SINK=$P-sink
-IF_G=${P}g IF_GH=${P}gh IF_S=${P}s IF_SH=${P}sh
-WORK=$(mktemp -d "/tmp/microseg-bench-$P.XXXX")
+# Testbed slots: one configuration at a time uses slot 0; the paired
+# phase (run_pair) has slots 0 and 1 up at once. A slot's prefix is "mb"
+# (slot 0) or "mc" (slot 1) + 4 hex digits of this script's PID.
+PREFIXES=("$(printf 'mb%04x' $(($$ & 0xffff)))" "$(printf 'mc%04x' $(($$ & 0xffff)))")
+WORK=$(mktemp -d "/tmp/microseg-bench-${PREFIXES[0]}.XXXX")
+# use_testbed slot: the names and files below are the slot's from now on:
+# P (prefix), namespaces, interfaces, TB (its scratch folder: sink, DUT
+# and generator logs, microseg's config and state), DUT_PID and the
+# configuration it runs (CONFIG, KIND, RULESET, DMAC).
+declare -A SLOT_DUT=() SLOT_CONFIG=() SLOT_KIND=() SLOT_RULESET=() SLOT_DMAC=()
+SLOT=0
+use_testbed() {
+    SLOT=$1
+    P=${PREFIXES[$SLOT]}
+    NS_GEN=$P-gen NS_SW=$P-sw NS_SINK=$P-sink
+    IF_G=${P}g IF_GH=${P}gh IF_S=${P}s IF_SH=${P}sh
+    TB="$WORK/$P"
+    mkdir -p "$TB"
+    DUT_PID=${SLOT_DUT[$SLOT]:-}
+    CONFIG=${SLOT_CONFIG[$SLOT]:-} KIND=${SLOT_KIND[$SLOT]:-}
+    RULESET=${SLOT_RULESET[$SLOT]:-} DMAC=${SLOT_DMAC[$SLOT]:-}
+}
+use_testbed 0
 PIDS=()
 SYSCTL_SAVED=()
 declare -A GENERATORS=() # how the generator made its frames, per gen.log
@@ -261,15 +297,18 @@ topology_down() {
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    topology_down
+    local slot
+    for slot in 0 1; do use_testbed "$slot"; topology_down; done
     local entry
     for entry in "${SYSCTL_SAVED[@]}"; do sysctl -qw "$entry" >/dev/null || true; done
     rm -rf "$WORK"
-    if ip netns list | grep -q "^$P-" || ip -o link | grep -q ": $P"; then
-        log "WARNING: leftovers with prefix $P:"; ip netns list | grep "^$P-" >&2 || true
-        ip -o link | grep ": $P" >&2 || true
+    local prefixes="${PREFIXES[0]}|${PREFIXES[1]}"
+    if ip netns list | grep -Eq "^($prefixes)-" || ip -o link | grep -Eq ": ($prefixes)"; then
+        log "WARNING: leftovers with prefix $prefixes:"
+        ip netns list | grep -E "^($prefixes)-" >&2 || true
+        ip -o link | grep -E ": ($prefixes)" >&2 || true
     else
-        log "teardown: no namespace or link with prefix $P left"
+        log "teardown: no namespace or link with prefix ${PREFIXES[0]} or ${PREFIXES[1]} left"
     fi
     exit "$rc"
 }
@@ -371,23 +410,22 @@ topology_up() { # kind: bare | microseg | microseg-fastpath | kernel-*
     fi
     [[ $kind != microseg-fastpath ]] || napi_on_dut_core
     # The sink: XDP counter and drop on PFXs.
-    rm -f "$WORK/sink.log" "$WORK/sink.err"
+    rm -f "$TB/sink.log" "$TB/sink.err"
     ip netns exec "$NS_SINK" taskset -c "$GEN_CPU" "$BIN/testbed-xdp" sink --ifname "$IF_S" \
-        --interval-ms 200 >"$WORK/sink.log" 2>"$WORK/sink.err" &
+        --interval-ms 200 >"$TB/sink.log" 2>"$TB/sink.err" &
     PIDS+=($!)
-    for _ in $(seq 50); do [[ -s $WORK/sink.log ]] && break; sleep 0.1; done
-    [[ -s $WORK/sink.log ]] || die "sink did not start: $(cat "$WORK/sink.err")"
+    for _ in $(seq 50); do [[ -s $TB/sink.log ]] && break; sleep 0.1; done
+    [[ -s $TB/sink.log ]] || die "sink did not start: $(cat "$TB/sink.err")"
     sleep 0.3
-    kill -0 "${PIDS[-1]}" 2>/dev/null || die "sink exited: $(cat "$WORK/sink.err")"
+    kill -0 "${PIDS[-1]}" 2>/dev/null || die "sink exited: $(cat "$TB/sink.err")"
 }
 
 # Reads "seconds udp_frames" of the sink's latest sample.
-sink_sample() { tail -n1 "$WORK/sink.log" | awk '{print $1, $2}'; }
+sink_sample() { tail -n1 "$TB/sink.log" | awk '{print $1, $2}'; }
 
 # --- devices under test ---------------------------------------------------------
-DUT_PID=
 start_microseg() { # rules-dir [fast_path: true|false]
-    cat >"$WORK/config.yaml" <<EOF
+    cat >"$TB/config.yaml" <<EOF
 ports: [$IF_GH, $IF_SH]
 workers: 1
 cpus: [$DUT_CPU]
@@ -396,22 +434,22 @@ frames_per_port: $FRAMES_PER_PORT
 fast_path: ${2:-false}
 rules: $1/rules.yaml
 conntrack: {max_entries: 2097152, per_source_limit: 2097152}
-state_dir: $WORK/state
-api: {listen: "127.0.0.1:9870", tokens_file: $WORK/tokens}
+state_dir: $TB/state
+api: {listen: "127.0.0.1:9870", tokens_file: $TB/tokens}
 EOF
-    mkdir -p "$WORK/state"
-    echo "viewer bench $TOKEN" >"$WORK/tokens"
-    chmod 600 "$WORK/tokens"
-    ip netns exec "$NS_SW" "$BIN/microseg" run -c "$WORK/config.yaml" \
-        >"$WORK/dut.log" 2>&1 &
+    mkdir -p "$TB/state"
+    echo "viewer bench $TOKEN" >"$TB/tokens"
+    chmod 600 "$TB/tokens"
+    ip netns exec "$NS_SW" "$BIN/microseg" run -c "$TB/config.yaml" \
+        >"$TB/dut.log" 2>&1 &
     DUT_PID=$!
     PIDS+=("$DUT_PID")
     for _ in $(seq 100); do
         status >/dev/null 2>&1 && break
-        kill -0 "$DUT_PID" 2>/dev/null || die "microseg exited: $(cat "$WORK/dut.log")"
+        kill -0 "$DUT_PID" 2>/dev/null || die "microseg exited: $(cat "$TB/dut.log")"
         sleep 0.2
     done
-    status >/dev/null || die "microseg API not answering: $(cat "$WORK/dut.log")"
+    status >/dev/null || die "microseg API not answering: $(cat "$TB/dut.log")"
     # Let the switch learn the sink's MAC (ARP from the sink through the
     # switch; the generator's stack answers).
     in_ns "$NS_SINK" ping -c 1 -W 1 10.203.1.1 >/dev/null 2>&1 || true
@@ -423,13 +461,13 @@ status() {
 TOKEN=bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 
 start_bare() {
-    rm -f "$WORK/stop"
+    rm -f "$TB/stop"
     ip netns exec "$NS_SW" taskset -c "$DUT_CPU" "$BIN/bare-forward" --ports "$IF_GH" "$IF_SH" \
-        --mode "$POLL_MODE" --frames "$FRAMES_PER_PORT" --stop-file "$WORK/stop" ${BARE_FLAGS:-} >"$WORK/dut.log" 2>&1 &
+        --mode "$POLL_MODE" --frames "$FRAMES_PER_PORT" --stop-file "$TB/stop" ${BARE_FLAGS:-} >"$TB/dut.log" 2>&1 &
     DUT_PID=$!
     PIDS+=("$DUT_PID")
-    for _ in $(seq 50); do grep -q "bare-forward:" "$WORK/dut.log" && break; sleep 0.1; done
-    kill -0 "$DUT_PID" 2>/dev/null || die "bare-forward exited: $(cat "$WORK/dut.log")"
+    for _ in $(seq 50); do grep -q "bare-forward:" "$TB/dut.log" && break; sleep 0.1; done
+    kill -0 "$DUT_PID" 2>/dev/null || die "bare-forward exited: $(cat "$TB/dut.log")"
 }
 
 start_nft() { # rules-dir linear|vmap
@@ -454,7 +492,7 @@ idle_cpu() { # label: measure the DUT's CPU use with no traffic
     pct=$(awk -v a="$c0" -v b="$c1" -v x="$s0" -v y="$s1" -v hz="$hz" \
         'BEGIN {printf "%.2f", (b - a) / hz / ((y - x) / 1e9) * 100}')
     log "  idle CPU ($1): $pct% of a core over ${IDLE}s ($((c1 - c0)) ticks of 1/$hz s)"
-    echo "$STAMP,$CONFIG,idle-cpu,$RULESET,$1,,,,$IDLE,$(cut -d' ' -f1 /proc/loadavg),$pct" \
+    echo "$STAMP,$CONFIG,idle-cpu,$RULESET,$1,,,,$IDLE,$(cut -d' ' -f1 /proc/loadavg),$pct," \
         >>"$WORK/idle.csv"
 }
 
@@ -485,86 +523,99 @@ settle_fast_path() {
 }
 
 # --- one run ------------------------------------------------------------------
-# gen_run flows dst_mac run# : one measured run, appends a CSV row.
+# gen_run flows dst_mac run# [pair#] : one measured run on the current
+# testbed, appends a CSV row (pair: the paired phase's pair, else empty).
 gen_run() {
-    local flows=$1 dmac=$2 run=$3 gmac before after mpps load
+    local flows=$1 dmac=$2 run=$3 pair=${4:-} gmac before after mpps load
     gmac=$(mac_of "$NS_GEN" "$IF_G")
     load=$(cut -d' ' -f1 /proc/loadavg)
     ip netns exec "$NS_GEN" taskset -c "$GEN_CPU" "$BIN/testbed-xdp" gen --ifname "$IF_G" \
         --src-mac "$gmac" --dst-mac "$dmac" --src-ip 10.203.1.1 --dst-ip 10.203.2.1 \
         --flows "$flows" --sport-base "$SPORT_BASE" --sport-span "$SPORT_SPAN" \
         --dport-base "$DPORT_BASE" --len "$FRAME_LEN" --seconds $((WARMUP + DURATION + 1)) \
-        >"$WORK/gen.log" 2>&1 &
+        >"$TB/gen.log" 2>&1 &
     local gen=$!
     PIDS+=("$gen")
     sleep "$WARMUP"
     before=$(sink_sample)
     sleep "$DURATION"
     after=$(sink_sample)
-    wait "$gen" || die "generator failed: $(cat "$WORK/gen.log")"
-    cat "$WORK/gen.log" >>"$LOGS/$CONFIG.log"
+    wait "$gen" || die "generator failed: $(cat "$TB/gen.log")"
+    cat "$TB/gen.log" >>"$LOGS/$CONFIG.log"
     local method
-    method=$(sed -n 's/.*Mpps offered), \(live frames\|XDP loop\).*/\1/p' "$WORK/gen.log")
+    method=$(sed -n 's/.*Mpps offered), \(live frames\|XDP loop\).*/\1/p' "$TB/gen.log")
     [[ -n $method ]] && GENERATORS[$method]=1
     mpps=$(awk -v b="$before" -v a="$after" 'BEGIN {
         split(b, x, " "); split(a, y, " ");
         printf "%.4f", (y[2] - x[2]) / (y[1] - x[1]) / 1e6 }')
-    local offered
-    offered=$(sed -n 's/.*(\([0-9.]*\) Mpps offered).*/\1/p' "$WORK/gen.log")
-    log "  $( ((run == 0)) && echo "fill run" || echo "run $run"): $mpps Mpps at the sink (offered $offered Mpps, load $load)"
+    local offered what
+    offered=$(sed -n 's/.*(\([0-9.]*\) Mpps offered).*/\1/p' "$TB/gen.log")
+    if ((run == 0)); then what="fill run"; else what="run $run"; fi
+    [[ -z $pair ]] || what="$CONFIG, pair $pair"
+    log "  $what: $mpps Mpps at the sink (offered $offered Mpps, load $load)"
     if awk -v m="$mpps" 'BEGIN {exit !(m < 0.001)}'; then
         log "  WARNING: nothing reached the sink; see $LOGS/$CONFIG.log"
     fi
-    echo "$STAMP,$CONFIG,$KIND,$RULESET,$flows,$run,$mpps,$offered,$DURATION,$load," >>"$CSV"
+    echo "$STAMP,$CONFIG,$KIND,$RULESET,$flows,$run,$mpps,$offered,$DURATION,$load,,$pair" >>"$CSV"
 }
 
-# run_config name kind ruleset flows
-run_config() {
+# dut_up name kind ruleset: the current slot's topology with its device
+# under test running; remembers the configuration in the slot.
+dut_up() {
     CONFIG=$1 KIND=$2 RULESET=$3
-    local flows=$4
-    [[ $CONFIG =~ $ONLY ]] || return 0
-    log "== $CONFIG ($flows flows)"
     : >"$LOGS/$CONFIG.log"
-    rm -f "$WORK/dut.log"
+    rm -f "$TB/dut.log"
     topology_up "$KIND"
-    local dmac
+    DUT_PID=
     case $KIND in
         bare)
             start_bare
-            dmac=$(mac_of "$NS_SINK" "$IF_S") ;;
+            DMAC=$(mac_of "$NS_SINK" "$IF_S") ;;
         microseg)
             start_microseg "$WORK/$RULESET"
-            dmac=$(mac_of "$NS_SINK" "$IF_S")
+            DMAC=$(mac_of "$NS_SINK" "$IF_S")
             if [[ $POLL_MODE == adaptive && $RULESET == acl1_10k ]]; then idle_cpu before-traffic; fi
             ;;
         microseg-fastpath)
             start_microseg "$WORK/$RULESET" true
-            dmac=$(mac_of "$NS_SINK" "$IF_S") ;;
+            DMAC=$(mac_of "$NS_SINK" "$IF_S") ;;
         kernel-*)
-            dmac=$(mac_of "$NS_SW" "$IF_GH")
+            DMAC=$(mac_of "$NS_SW" "$IF_GH")
             [[ $KIND == kernel-norules ]] || start_nft "$WORK/$RULESET" "${KIND#kernel-nft-}" ;;
     esac
-    local run first=1
-    if [[ $CONFIG == *-many && $FILL == 1 ]]; then first=0; fi
-    for run in $(seq "$first" "$RUNS"); do
-        gen_run "$flows" "$dmac" "$run"
-        if ((run == 0)) && [[ $KIND == microseg-fastpath ]]; then settle_fast_path "$flows" "$dmac"; fi
-    done
+    SLOT_DUT[$SLOT]=$DUT_PID SLOT_CONFIG[$SLOT]=$CONFIG SLOT_KIND[$SLOT]=$KIND
+    SLOT_RULESET[$SLOT]=$RULESET SLOT_DMAC[$SLOT]=$DMAC
+}
+
+# fill flows: with many flows (and FILL=1), the current slot's fill run
+# (run 0: sets up the flows; for the fast path, until they are installed).
+fill() {
+    [[ $CONFIG == *-many && $FILL == 1 ]] || return 0
+    gen_run "$1" "$DMAC" 0
+    if [[ $KIND == microseg-fastpath ]]; then settle_fast_path "$1" "$DMAC"; fi
+}
+
+# dut_finish: what the current slot's device under test reports after its
+# runs (status, idle CPU), and the bare forwarder told to stop.
+dut_finish() {
     case $KIND in
         microseg-fastpath) status >"$LOGS/$CONFIG.status.json" || true ;;
         microseg)
             status >"$LOGS/$CONFIG.status.json" || true
             if [[ $POLL_MODE == adaptive && $RULESET == acl1_10k ]]; then idle_cpu after-traffic; fi ;;
-        bare) touch "$WORK/stop" ;;
+        bare) touch "$TB/stop" ;;
         kernel-nft-*)
             in_ns "$NS_SW" sh -c 'cat /proc/sys/net/netfilter/nf_conntrack_count' \
                 >"$LOGS/$CONFIG.conntrack_count" 2>/dev/null || true ;;
     esac
-    sleep 0.3
-    stop_pids
+}
+
+# dut_logs: the current slot's logs and interface counters into its
+# configuration's log (after stop_pids, before topology_down).
+dut_logs() {
     {
-        cat "$WORK/dut.log" "$WORK/sink.err" 2>/dev/null || true
-        echo "--- sink, last sample: $(tail -n1 "$WORK/sink.log")"
+        cat "$TB/dut.log" "$TB/sink.err" 2>/dev/null || true
+        echo "--- sink, last sample: $(tail -n1 "$TB/sink.log")"
         local ifc
         for ifc in "$IF_GH" "$IF_SH"; do
             echo "--- ethtool -S $ifc"; in_ns "$NS_SW" ethtool -S "$ifc" | grep -v ': 0$' || true
@@ -572,9 +623,63 @@ run_config() {
         echo "--- ethtool -S $IF_G"; in_ns "$NS_GEN" ethtool -S "$IF_G" | grep -v ': 0$' || true
         echo "--- nstat in $NS_SW"; in_ns "$NS_SW" nstat -as 2>/dev/null | grep -v ' 0 ' || true
     } >>"$LOGS/$CONFIG.log" 2>&1
-    topology_down
+}
+
+# slots_down slot...: stops every process, keeps each slot's logs and
+# removes its topology.
+slots_down() {
+    local slot
+    sleep 0.3
+    stop_pids
+    for slot in "$@"; do use_testbed "$slot"; dut_logs; topology_down; done
     # Namespaces are dismantled asynchronously: let it finish.
     sleep 1
+    use_testbed 0
+}
+
+# run_config name kind ruleset flows: one configuration, RUNS runs.
+run_config() {
+    [[ $1 =~ $ONLY ]] || return 0
+    local flows=$4 run
+    log "== $1 ($flows flows)"
+    use_testbed 0
+    dut_up "$1" "$2" "$3"
+    fill "$flows"
+    for run in $(seq "$RUNS"); do gen_run "$flows" "$DMAC" "$run"; done
+    dut_finish
+    slots_down 0
+}
+
+# run_pair flows name kind ruleset name kind ruleset: two configurations
+# measured in alternation, each on its own testbed, both up for the whole
+# phase (tables kept): PAIRS pairs of one run each, the first
+# configuration first in odd pairs and second in even ones. A pair's two
+# runs are seconds apart, so the machine's drift over minutes falls on
+# both alike, and their ratio is the same-run comparison; the report
+# takes the median of the pairs' ratios (column `pair` of the CSV). With
+# PAIRS=0, or when ONLY selects one of them, each is an ordinary
+# configuration (run_config).
+run_pair() {
+    local flows=$1 a=("$2" "$3" "$4") b=("$5" "$6" "$7")
+    if ((PAIRS == 0)) || ! [[ ${a[0]} =~ $ONLY && ${b[0]} =~ $ONLY ]]; then
+        run_config "${a[@]}" "$flows"
+        run_config "${b[@]}" "$flows"
+        return 0
+    fi
+    log "== pairs: ${a[0]} and ${b[0]} in alternation ($flows flows, $PAIRS pairs)"
+    use_testbed 0; dut_up "${a[@]}"
+    use_testbed 1; dut_up "${b[@]}"
+    local slot pair order
+    for slot in 0 1; do use_testbed "$slot"; fill "$flows"; done
+    for pair in $(seq "$PAIRS"); do
+        if ((pair % 2)); then order=(0 1); else order=(1 0); fi
+        for slot in "${order[@]}"; do
+            use_testbed "$slot"
+            gen_run "$flows" "$DMAC" "$pair" "$pair"
+        done
+    done
+    for slot in 0 1; do use_testbed "$slot"; dut_finish; done
+    slots_down 0 1
 }
 
 # --- latency ------------------------------------------------------------------
@@ -594,7 +699,7 @@ latency_config() {
     CONFIG=$1 KIND=$2 RULESET=$3
     [[ latency-$CONFIG =~ $ONLY ]] || return 0
     log "== latency $CONFIG ($PINGS pings every ${PING_INTERVAL}s, idle and at $LOAD_PPS pps)"
-    rm -f "$WORK/dut.log"
+    rm -f "$TB/dut.log"
     topology_up "$KIND"
     case $KIND in
         bare) start_bare ;;
@@ -607,14 +712,14 @@ latency_config() {
     local seconds load
     seconds=$(awk -v n="$PINGS" -v i="$PING_INTERVAL" 'BEGIN {printf "%.1f", n * i + 3}')
     ip netns exec "$NS_GEN" taskset -c "$GEN_CPU" "$BIN/testbed-xdp" load --dst 10.203.2.1:5000 \
-        --pps "$LOAD_PPS" --seconds "$seconds" >"$WORK/load.log" 2>&1 &
+        --pps "$LOAD_PPS" --seconds "$seconds" >"$TB/load.log" 2>&1 &
     load=$!
     PIDS+=("$load")
     sleep 1
     ping_run load "$LOAD_PPS"
-    wait "$load" || die "load sender failed: $(cat "$WORK/load.log")"
-    log "  $(cat "$WORK/load.log")"
-    [[ $KIND != bare ]] || touch "$WORK/stop"
+    wait "$load" || die "load sender failed: $(cat "$TB/load.log")"
+    log "  $(cat "$TB/load.log")"
+    [[ $KIND != bare ]] || touch "$TB/stop"
     sleep 0.3
     stop_pids
     topology_down
@@ -624,17 +729,19 @@ latency_config() {
 # --- main -----------------------------------------------------------------------
 STAMP=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-log "prefix $P, runs $RUNS x ${DURATION}s (+${WARMUP}s warm-up), load $LOAD_START"
+log "prefixes ${PREFIXES[*]}, runs $RUNS x ${DURATION}s (+${WARMUP}s warm-up), $PAIRS pairs, load $LOAD_START"
 raise_sysctl net.netfilter.nf_conntrack_max 2097152
 raise_sysctl net.netfilter.nf_conntrack_buckets 1048576
-echo "date,config,kind,rules,flows,run,mpps,offered_mpps,seconds,load1,idle_cpu_pct" >"$CSV"
+echo "date,config,kind,rules,flows,run,mpps,offered_mpps,seconds,load1,idle_cpu_pct,pair" >"$CSV"
 : >"$WORK/idle.csv"
 
 for flows_name in few many; do
     if [[ $flows_name == few ]]; then flows=$FEW; else flows=$MANY; fi
-    run_config "bare-afxdp-$flows_name" bare - "$flows"
+    # The 90% target's two sides, in alternation.
+    run_pair "$flows" "bare-afxdp-$flows_name" bare - \
+        "microseg-acl1_10k-$flows_name" microseg acl1_10k
     run_config "kernel-norules-$flows_name" kernel-norules - "$flows"
-    for set in 0rules acl1_1k acl1_10k; do
+    for set in 0rules acl1_1k; do
         run_config "microseg-$set-$flows_name" microseg "$set" "$flows"
     done
     run_config "microseg-fastpath-acl1_10k-$flows_name" microseg-fastpath acl1_10k "$flows"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from report import SCHEMAS, Testbed, machine_facts, num, read_csv  # noqa: E402  (benches/report.py)
+from report import SCHEMAS, Testbed, machine_facts, median, num, read_csv  # noqa: E402  (benches/report.py)
 
 ORDER = [
     ("bare-afxdp", "bare AF_XDP forwarder (ceiling, no classification)"),
@@ -115,6 +115,21 @@ def main():
         ]
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
+    paired = [
+        (f, tb.paired_ratios("microseg-acl1_10k", "bare-afxdp", f)) for f in ("few", "many")
+    ]
+    if any(ratios for _, ratios in paired):
+        out.append(
+            "microseg acl1 10k and the bare forwarder measured in alternation (paired "
+            "phase), microseg / bare pair by pair:\n"
+        )
+        for f, ratios in paired:
+            if ratios:
+                out.append(
+                    f"- {f} flows: {', '.join(f'{r:.3f}' for r in ratios)}; "
+                    f"median {median(ratios):.3f}"
+                )
+        out.append("")
     if idle:
         out.append("Idle CPU of the appliance (`microseg run`, adaptive mode, acl1 10k, no traffic; "
                    "target: under 2% of a core):\n")
