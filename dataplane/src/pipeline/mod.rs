@@ -175,17 +175,22 @@ impl Pipeline {
         let mut parsed = [Err(DropReason::TruncatedEthernet); BATCH];
         let mut prepared: [Option<Prepared>; BATCH] = [None; BATCH];
         for ((frame, parsed), prepared) in frames.iter().zip(&mut parsed).zip(&mut prepared) {
-            *parsed = parse_frame(frame.data, frame.port);
+            // The key is read from the parser's result before it is stored
+            // in the batch's array: read back from the array, its fields
+            // waited on their own stores (docs/performance-notes.md, "On
+            // an Intel machine").
+            let result = parse_frame(frame.data, frame.port);
             if let Ok(ParsedFrame {
                 kind: FrameKind::Ip(key),
                 vlan,
                 ..
-            }) = parsed
+            }) = &result
             {
                 let lookup = self.conntrack.prepare(key, vlan.inner);
                 self.conntrack.prefetch_tags(&lookup);
                 *prepared = Some(lookup);
             }
+            *parsed = result;
         }
         for lookup in prepared.iter().flatten() {
             self.conntrack.prefetch_slot(lookup);

@@ -53,8 +53,15 @@ pub struct PortGroup {
     ports: Vec<GroupPort>,
     /// Frames we own: for flood copies and for lending to fill rings.
     free: Vec<FrameDesc>,
-    /// This round's frames: (ingress port, descriptor).
-    received: Vec<(u16, FrameDesc)>,
+    /// This round's frames: the first `received_count` descriptors, room
+    /// for a batch from every port. The rx rings write them in place:
+    /// copied from scratch, each was read back as one 16-byte load over
+    /// the field stores just made, a failed store-to-load forward per
+    /// frame (docs/performance-notes.md, "On an Intel machine").
+    received: Vec<FrameDesc>,
+    /// The ingress port of each of `received`.
+    received_from: Vec<u16>,
+    received_count: usize,
     /// How many of `received` have been disposed of, in order.
     disposed: usize,
     /// Scratch for rx and completion batches.
@@ -126,7 +133,9 @@ impl PortGroup {
             .collect::<Result<Vec<_>, XskError>>()?;
         let fill_target = (frames_per_port / 2).min(ports[0].rings.fill_size());
         let mut group = Self {
-            received: Vec::with_capacity(ports.len() * BATCH),
+            received: vec![FrameDesc::default(); ports.len() * BATCH],
+            received_from: vec![0; ports.len() * BATCH],
+            received_count: 0,
             ports,
             total_frames: free.len(),
             free,
@@ -168,7 +177,7 @@ impl PortGroup {
     pub fn census(&mut self) -> FrameCensus {
         let mut census = FrameCensus {
             total: self.total_frames,
-            free: self.free.len() + self.received.len() - self.disposed,
+            free: self.free.len() + self.received_count - self.disposed,
             ..FrameCensus::default()
         };
         for port in &mut self.ports {
@@ -196,32 +205,30 @@ impl PortGroup {
     /// Returns the frames received.
     pub fn receive(&mut self) -> usize {
         self.drop_undisposed();
-        self.received.clear();
+        self.received_count = 0;
         self.disposed = 0;
         self.reclaim();
         for (index, port) in self.ports.iter_mut().enumerate() {
-            let received = port.rings.receive(&mut self.scratch);
-            self.received.extend(
-                self.scratch[..received]
-                    .iter()
-                    .map(|desc| (index as u16, *desc)),
-            );
+            let start = self.received_count;
+            let received = port.rings.receive(&mut self.received[start..start + BATCH]);
+            self.received_from[start..start + received].fill(index as u16);
+            self.received_count += received;
         }
-        self.received.len()
+        self.received_count
     }
 
     /// Frame `index` of this round, (ingress port, bytes), if it has not
     /// been disposed of yet.
     pub fn frame(&self, index: usize) -> Option<(u16, &[u8])> {
-        if index < self.disposed {
+        if index < self.disposed || index >= self.received_count {
             return None;
         }
-        let (port, desc) = self.received.get(index)?;
+        let (port, desc) = (self.received_from[index], &self.received[index]);
         // SAFETY: the frame came off an rx ring this round and has not been
         // disposed of, so it is ours and on no ring; nothing writes it
         // while this shared borrow of the group lives (disposing needs
         // `&mut self`).
-        Some((*port, unsafe { self.umem.data(desc) }.contents()))
+        Some((port, unsafe { self.umem.data(desc) }.contents()))
     }
 
     /// Disposes of the next `dispositions.len()` frames of this round, in
@@ -230,9 +237,13 @@ impl PortGroup {
     /// shorter than an Ethernet header, is dropped.
     pub fn dispose(&mut self, dispositions: &[Disposition]) {
         for disposition in dispositions {
-            let Some(&(ingress, desc)) = self.received.get(self.disposed) else {
+            if self.disposed >= self.received_count {
                 return;
-            };
+            }
+            let (ingress, desc) = (
+                self.received_from[self.disposed],
+                self.received[self.disposed],
+            );
             self.disposed += 1;
             match *disposition {
                 Disposition::To(egress) => self.pass(desc, egress),
@@ -319,10 +330,10 @@ impl PortGroup {
 
     /// Returns the round's undisposed frames to the free list.
     fn drop_undisposed(&mut self) {
-        if self.disposed < self.received.len() {
+        if self.disposed < self.received_count {
             self.free
-                .extend(self.received[self.disposed..].iter().map(|&(_, desc)| desc));
-            self.disposed = self.received.len();
+                .extend_from_slice(&self.received[self.disposed..self.received_count]);
+            self.disposed = self.received_count;
         }
     }
 
