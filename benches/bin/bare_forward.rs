@@ -69,7 +69,7 @@ const CHECK_EVERY: Duration = Duration::from_millis(50);
 enum Ports {
     /// The ports, and whether busy polling is on.
     Copy(Vec<XskPort>, bool),
-    Shared(PortGroup),
+    Shared(Box<PortGroup>),
 }
 
 impl Ports {
@@ -78,7 +78,7 @@ impl Ports {
             let names: Vec<&str> = cli.ports.iter().map(String::as_str).collect();
             let group = PortGroup::open(&names, cli.frames)
                 .with_context(|| format!("opening {}", names.join(" and ")))?;
-            return Ok(Self::Shared(group));
+            return Ok(Self::Shared(Box::new(group)));
         }
         let ports = cli
             .ports
