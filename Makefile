@@ -46,7 +46,7 @@ fuzz: deps
 	done
 
 # Switch throughput, idle CPU and latency through veth testbeds vs nftables,
-# Linux forwarding and a bare AF_XDP forwarder (root, ~15 min; QUICK=1 for
+# Linux forwarding and a bare AF_XDP forwarder (root, ~25 min; QUICK=1 for
 # a short run), alone: published over the switch's results of the last
 # `make bench`, whose page then names both runs. Part of `make bench`.
 bench-testbed: deps

@@ -633,7 +633,13 @@ def section_pipeline(page, data):
             f"For scale: the bare AF_XDP copy-mode forwarder of section 4's run forwarded "
             f"{mpps(median(bare))} Mpps (few flows), {duration_ns(bare_ns)} per frame, almost all of it "
             f"kernel time; the pipeline's work for an established flow is "
-            f"{pct(established / bare_ns)} of that.",
+            f"{pct(established / bare_ns)} of that"
+            + (
+                " (section 4 was measured on another machine, named in the header: the "
+                "share is indicative only)."
+                if other_host(data["machine.json"], data.get("testbed-machine.json"))
+                else "."
+            ),
             "",
         )
 
@@ -1587,6 +1593,16 @@ def run_facts(machine, finished):
     return f"`{commit}`{state}", when(machine.get("date")), ended, quick
 
 
+def other_host(machine, testbed_machine):
+    """True when the switch's run (`testbed-machine.json`) was on other
+    hardware than the main run: its rates are not comparable with the
+    other sections'."""
+    return testbed_machine is not None and any(
+        testbed_machine.get(key) not in (None, "", machine.get(key))
+        for key in ("cores", "cpu_model", "memory_gib")
+    )
+
+
 def header(page, machine, testbed_machine, finished):
     def get(key):
         value = machine.get(key)
@@ -1624,9 +1640,18 @@ def header(page, machine, testbed_machine, finished):
     if switch_run is not None:
         s_commit, s_started, s_ended, s_quick = switch_run
         s_kernel = testbed_machine.get("kernel")
-        on_kernel = (
-            f", on kernel {s_kernel}" if s_kernel and s_kernel != machine.get("kernel") else ""
-        )
+        if other_host(machine, testbed_machine):
+            # Another host: its ratios hold there, its rates are not
+            # comparable with the other sections'.
+            on_kernel = (
+                f", on another machine ({testbed_machine.get('cores') or '?'} × "
+                f"{testbed_machine.get('cpu_model') or '?'}, "
+                f"{testbed_machine.get('memory_gib') or '?'} GiB RAM, kernel {s_kernel or '?'})"
+            )
+        elif s_kernel and s_kernel != machine.get("kernel"):
+            on_kernel = f", on kernel {s_kernel}"
+        else:
+            on_kernel = ""
         page.add(
             "- **Sections 4 and 5** (switch throughput, idle CPU, latency) come from a later "
             "run of the switch benchmarks alone (`make bench-testbed`"
@@ -1642,7 +1667,7 @@ def header(page, machine, testbed_machine, finished):
         "- **Regenerate**: `make bench` (every benchmark, then this page; root, about 30 "
         "minutes on the 2-core VM) or `make bench QUICK=1` (the same steps, short: a few "
         "minutes once built); `make bench-testbed` measures the switch alone (sections 4 "
-        "and 5, about 15 minutes) and redraws the page with it. "
+        "and 5, about 25 minutes) and redraws the page with it. "
         "`python3 benches/report.py render` redraws this page and its figures from the raw "
         "results without measuring anything.",
         "",

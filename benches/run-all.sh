@@ -6,7 +6,7 @@
 #
 #   make bench            # full: ~30 min on the 2-core VM once built
 #   make bench QUICK=1    # short runs of the same steps: under 5 min once built
-#   make bench-testbed    # STEPS=testbed: step 6 alone (~15 min), published
+#   make bench-testbed    # STEPS=testbed: step 6 alone (~25 min), published
 #                         # over the switch's results only
 #
 # Steps, each writing raw results into a staging folder (target/bench-run/,

@@ -390,6 +390,10 @@ fn the_header_names_the_run_of_the_switch_sections_when_it_was_another() {
         !switch_line.contains("on kernel"),
         "the same kernel: {switch_line}"
     );
+    assert!(
+        !md.contains("measured on another machine"),
+        "the same machine:\n{md}"
+    );
 
     // A switch run on another kernel names it.
     let elsewhere = std::fs::read_to_string(scratch.file("testbed-machine.json"))
@@ -402,7 +406,34 @@ fn the_header_names_the_run_of_the_switch_sections_when_it_was_another() {
         switch_line.contains("`5w17ch1`, on kernel 6.99.0-other, started"),
         "{switch_line}"
     );
+
+    // A switch run on another host names the host: its rates are not
+    // comparable with the other sections'.
+    let other_host = std::fs::read_to_string(scratch.file("testbed-machine.json"))
+        .expect("testbed-machine.json")
+        .replace(FIXTURE_CPU, "Other Vendor CPU");
+    std::fs::write(scratch.file("testbed-machine.json"), other_host).expect("write");
+    let md = scratch.render_ok();
+    let switch_line = line_starting(&md, "- **Sections 4 and 5**");
+    assert!(
+        switch_line.contains(
+            "`5w17ch1`, on another machine (2 × Other Vendor CPU, 23.5 GiB RAM, kernel 6.99.0-other), started"
+        ),
+        "{switch_line}"
+    );
+    assert!(
+        line_starting(&md, "- **Machine**").contains(FIXTURE_CPU),
+        "the main run's machine stays in its line"
+    );
+    let scale = line_starting(section(&md, SECTIONS[0]), "For scale:");
+    assert!(
+        scale.contains("measured on another machine"),
+        "section 1 compares with section 4's run: {scale}"
+    );
 }
+
+/// The CPU named in the fixtures' machine.json.
+const FIXTURE_CPU: &str = "Fixture EPYC 7B13";
 
 /// The kernel named in the fixtures' machine.json.
 const FIXTURE_KERNEL: &str = "6.18.44-fixture";
