@@ -93,6 +93,24 @@ impl Scratch {
     }
 }
 
+impl Scratch {
+    /// Runs `benches/testbed/summarize.py` on this folder's testbed.csv
+    /// and returns the testbed.md it wrote.
+    fn summarize(&self) -> String {
+        let (csv, md) = (self.file("testbed.csv"), self.file("testbed.md"));
+        let out = python(
+            "benches/testbed/summarize.py",
+            &[csv.as_os_str(), md.as_os_str()],
+        );
+        assert!(
+            out.status.success(),
+            "summarize.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&md).expect("testbed.md was written")
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -395,13 +413,19 @@ fn the_header_names_the_run_of_the_switch_sections_when_it_was_another() {
         "the same machine:\n{md}"
     );
 
+    // Edits the switch run's machine file, renders, and returns the page
+    // and its "Sections 4 and 5" line.
+    let switch_machine_edited = |from: &str, to: &str| {
+        let path = scratch.file("testbed-machine.json");
+        let text = std::fs::read_to_string(&path).expect("testbed-machine.json");
+        std::fs::write(&path, text.replace(from, to)).expect("write");
+        let md = scratch.render_ok();
+        let line = line_starting(&md, "- **Sections 4 and 5**").to_string();
+        (md, line)
+    };
+
     // A switch run on another kernel names it.
-    let elsewhere = std::fs::read_to_string(scratch.file("testbed-machine.json"))
-        .expect("testbed-machine.json")
-        .replace(FIXTURE_KERNEL, "6.99.0-other");
-    std::fs::write(scratch.file("testbed-machine.json"), elsewhere).expect("write");
-    let md = scratch.render_ok();
-    let switch_line = line_starting(&md, "- **Sections 4 and 5**");
+    let (_, switch_line) = switch_machine_edited(FIXTURE_KERNEL, "6.99.0-other");
     assert!(
         switch_line.contains("`5w17ch1`, on kernel 6.99.0-other, started"),
         "{switch_line}"
@@ -409,12 +433,7 @@ fn the_header_names_the_run_of_the_switch_sections_when_it_was_another() {
 
     // A switch run on another host names the host: its rates are not
     // comparable with the other sections'.
-    let other_host = std::fs::read_to_string(scratch.file("testbed-machine.json"))
-        .expect("testbed-machine.json")
-        .replace(FIXTURE_CPU, "Other Vendor CPU");
-    std::fs::write(scratch.file("testbed-machine.json"), other_host).expect("write");
-    let md = scratch.render_ok();
-    let switch_line = line_starting(&md, "- **Sections 4 and 5**");
+    let (md, switch_line) = switch_machine_edited(FIXTURE_CPU, "Other Vendor CPU");
     assert!(
         switch_line.contains(
             "`5w17ch1`, on another machine (2 × Other Vendor CPU, 23.5 GiB RAM, kernel 6.99.0-other), started"
@@ -494,18 +513,7 @@ fn a_fill_run_is_reported_beside_the_runs_and_not_in_the_median() {
     );
     assert!(target.contains("0.483 vs 0.717"), "{target}");
 
-    let testbed_md = scratch.file("testbed.md");
-    let testbed_csv = scratch.file("testbed.csv");
-    let out = python(
-        "benches/testbed/summarize.py",
-        &[testbed_csv.as_os_str(), testbed_md.as_os_str()],
-    );
-    assert!(
-        out.status.success(),
-        "summarize.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary = std::fs::read_to_string(&testbed_md).expect("testbed.md was written");
+    let summary = scratch.summarize();
     let acl = row(&summary, "microseg, ClassBench acl1 10k, conntrack");
     assert!(acl.contains("| 0.483 |"), "{acl}");
     assert!(acl.ends_with("0.649 / fill 0.901; 0.483 |"), "{acl}");
@@ -564,17 +572,7 @@ fn paired_runs_decide_the_bare_forwarder_target_by_the_median_of_their_ratios() 
     assert_eq!(last_cell(many), "**not met**", "{many}");
     assert!(switch.contains("Measured in alternation"), "{switch}");
 
-    let testbed_md = scratch.file("testbed.md");
-    let out = python(
-        "benches/testbed/summarize.py",
-        &[csv.as_os_str(), testbed_md.as_os_str()],
-    );
-    assert!(
-        out.status.success(),
-        "summarize.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary = std::fs::read_to_string(&testbed_md).expect("testbed.md was written");
+    let summary = scratch.summarize();
     let line = line_starting(&summary, "- few flows:");
     assert_eq!(line, "- few flows: 0.925, 0.933, 0.879; median 0.925");
     assert!(!summary.contains("- many flows:"), "{summary}");
