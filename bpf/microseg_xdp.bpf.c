@@ -271,6 +271,28 @@ static __always_inline __u64 ms_hash4(__u32 src, __u32 dst, __u16 sport, __u16 d
 
 #define MS_NOT_IN_FAST4 (-2)
 
+/* Reads a slot's sequence count, ordered against the slot's other reads.
+ * On x86, loads are not reordered with other loads (TSO) and the JIT
+ * keeps the program's order, so a compiler barrier on each side is the
+ * whole of it; elsewhere a fetching atomic (a full barrier on every JIT)
+ * does it, at the price of a locked instruction on the slot's line. */
+#if defined(__TARGET_ARCH_x86)
+static __always_inline __u32 seq_read(__u32 *seq)
+{
+	__u32 value;
+
+	asm volatile("" ::: "memory");
+	value = *(volatile __u32 *)seq;
+	asm volatile("" ::: "memory");
+	return value;
+}
+#else
+static __always_inline __u32 seq_read(__u32 *seq)
+{
+	return __sync_fetch_and_add(seq, 0);
+}
+#endif
+
 /* A slot found for the frame's flow, read under its sequence count: the
  * egress port's key, -1 if userspace must judge the frame (the slot is
  * being written, or a check failed). */
@@ -282,9 +304,8 @@ static __always_inline long fast4_take(struct ms_slot4 *slot, const struct ms_fl
 	__u32 seq, generation, egress;
 	long verdict;
 
-	/* A fetching atomic is a full barrier on every JIT: the reads below
-	 * happen after it, and before the second one. */
-	seq = __sync_fetch_and_add(&slot->seq, 0);
+	/* The reads below happen after this one, and before the second. */
+	seq = seq_read(&slot->seq);
 	if (seq & 1)
 		return -1;
 	if (slot->src != src || slot->dst != dst || slot->src_port != key->src_port ||
@@ -294,7 +315,7 @@ static __always_inline long fast4_take(struct ms_slot4 *slot, const struct ms_fl
 	egress = slot->egress;
 	__builtin_memcpy(src_mac, slot->src_mac, 6);
 	__builtin_memcpy(dst_mac, slot->dst_mac, 6);
-	if (__sync_fetch_and_add(&slot->seq, 0) != seq)
+	if (seq_read(&slot->seq) != seq)
 		return -1;
 	verdict = fast_route(generation, egress, src_mac, dst_mac, eth);
 	if (verdict >= 0)

@@ -22,12 +22,20 @@ fn main() -> anyhow::Result<()> {
         std::env::var("DEP_BPF_INCLUDE").context("libbpf-sys exports DEP_BPF_INCLUDE")?;
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").context("target arch")?;
     let multiarch = format!("/usr/include/{arch}-linux-gnu");
+    // libbpf's name of the target architecture (bpf_tracing.h's), for
+    // code that depends on the CPU's memory ordering.
+    let bpf_arch = match arch.as_str() {
+        "x86_64" => "x86",
+        "aarch64" => "arm64",
+        other => other,
+    };
     SkeletonBuilder::new()
         .source(PROGRAM)
         .clang_args([
             format!("-I{libbpf_include}"),
             format!("-I{multiarch}"),
             "-I../bpf".to_string(),
+            format!("-D__TARGET_ARCH_{bpf_arch}"),
             // v3: fetching atomics (the fast4 table's sequence count) and ALU32.
             "-mcpu=v3".to_string(),
             "-Wall".to_string(),
