@@ -1208,7 +1208,7 @@ def section_testbed(page, data):
             r = median(paired)
             value = (
                 f"median of {len(paired)} paired ratios {pct(r)} (pairs: "
-                f"{span(paired, lambda x: pct(x), '')}); medians {mpps(m)} vs {mpps(b)} Mpps"
+                f"{span(paired, pct)}); medians {mpps(m)} vs {mpps(b)} Mpps"
             )
         else:
             r = ratio(m, b)

@@ -36,7 +36,8 @@ fn main() -> anyhow::Result<()> {
             format!("-I{multiarch}"),
             "-I../bpf".to_string(),
             format!("-D__TARGET_ARCH_{bpf_arch}"),
-            // v3: fetching atomics (the fast4 table's sequence count) and ALU32.
+            // v3: fetching atomics (the fast path's flow counts; fast4's sequence
+            // count off x86) and ALU32.
             "-mcpu=v3".to_string(),
             "-Wall".to_string(),
             "-Werror".to_string(),

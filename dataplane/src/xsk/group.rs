@@ -64,7 +64,7 @@ pub struct PortGroup {
     received_count: usize,
     /// How many of `received` have been disposed of, in order.
     disposed: usize,
-    /// Scratch for rx and completion batches.
+    /// Scratch for completion batches (`reclaim`).
     scratch: Vec<FrameDesc>,
     umem: Umem,
     xdp: Vec<XdpPort>,
