@@ -56,6 +56,7 @@ fn two_workers_enforce_the_rules_file_and_reload_it_on_sighup() {
         format!("microseg_dropped_frames_total{{port=\"{out_port}\",reason=\"policy:denied\"}}"),
         format!("microseg_xdp_frames_total{{outcome=\"redirected\",port=\"{out_port}\"}}"),
         "microseg_conntrack_created_total".to_string(),
+        "microseg_conntrack_sweep_shards_total{outcome=\"scanned\"}".to_string(),
         "microseg_worker_rounds_total{busy=\"true\",worker=\"1\"}".to_string(),
         "microseg_rule_hits_total{policy=\"rules-file\",rule=\"web-to-app\"}".to_string(),
         "microseg_rule_hits_total{policy=\"default\",rule=\"default_action\"}".to_string(),

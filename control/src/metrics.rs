@@ -240,6 +240,16 @@ fn dataplane_families(
     );
     counter_family(
         &registry,
+        "microseg_conntrack_sweep_shards_total",
+        "Conntrack shards visited by expiry sweeps: read entry by entry, or passed over because none of their entries could have expired yet.",
+        &["outcome"],
+        [
+            (vec!["scanned"], conntrack.sweep_scanned),
+            (vec!["skipped"], conntrack.sweep_skipped),
+        ],
+    );
+    counter_family(
+        &registry,
         "microseg_events_lost_total",
         "Events dropped because their queue was full, by queue.",
         &["queue"],

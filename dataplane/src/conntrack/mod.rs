@@ -308,6 +308,15 @@ impl ConntrackTable {
         last_seen.saturating_add(timeout)
     }
 
+    /// Lowers the expiry bound of `shard` to the expiry of the entry of
+    /// `key` just written there, so that sweeps, which skip a shard until
+    /// its bound, find the entry once it expires (a TCP close shortens the
+    /// timeout, for one).
+    #[inline]
+    fn note_expiry(&self, shard: &ShardGuard<'_>, key: &ConnKey, state: ConnState, last_seen: u64) {
+        shard.note_expiry(self.expiry(key, state, last_seen));
+    }
+
     /// Where `key` lives, with its stored words.
     fn locate(&self, key: &ConnKey) -> (Place, [u64; KEY_WORDS]) {
         let words = key.encode();
@@ -388,6 +397,7 @@ impl ConntrackTable {
                 let mut entry = shard.entry(slot);
                 change(&mut entry);
                 shard.set_entry(slot, &entry);
+                self.note_expiry(&shard, key, entry.state, entry.last_seen);
                 true
             }
             Probe::Vacant(_) => false,
@@ -598,6 +608,7 @@ impl ConntrackTable {
             )
         {
             shard.set_entry_words(slot, &stored.0);
+            self.note_expiry(shard, key, stored.state(), stored.last_seen());
             Self::hit(sender, &stored, out);
             return true;
         }
@@ -627,6 +638,7 @@ impl ConntrackTable {
             self.forget(key, &entry, EndReason::Reset);
         } else {
             shard.set_entry(slot, &entry);
+            self.note_expiry(shard, key, entry.state, entry.last_seen);
         }
         *out = TrackOutcome::Tracked {
             direction: Self::direction(sender, entry.originator),
@@ -669,6 +681,7 @@ impl ConntrackTable {
         }
         stored.count_stateless(sender, packet.bytes, now);
         shard.set_entry_words(slot, &stored.0);
+        self.note_expiry(shard, key, stored.state(), stored.last_seen());
         // The workloads word is in the slot's cold part: touched only when
         // the packet names its sender's workload.
         if packet.workload != 0 {
@@ -803,6 +816,7 @@ impl ConntrackTable {
             return self.refuse(reason);
         }
         shard.insert(vacant, &prepared.place, &prepared.words, &entry);
+        self.note_expiry(&shard, key, entry.state, entry.last_seen);
         drop(shard);
         self.stats.count_created();
         self.emit(FlowEvent::Created { key: *key, entry });
@@ -857,9 +871,28 @@ impl ConntrackTable {
     }
 
     /// Removes the expired entries of a locked shard; returns how many.
+    /// A shard whose expiry bound is still ahead is skipped without reading
+    /// an entry; a scan sets the bound to the earliest expiry it kept.
     fn reclaim_expired(&self, shard: &ShardGuard<'_>, now: u64) -> usize {
+        if now < shard.expiry_bound() {
+            self.stats.count_sweep_skipped();
+            return 0;
+        }
+        self.stats.count_sweep_scanned();
         let mut expired = Vec::new();
-        shard.retain(|hot| now < self.expires_at(hot), &mut expired);
+        let mut earliest = u64::MAX;
+        shard.retain(
+            |hot| {
+                let at = self.expires_at(hot);
+                let live = now < at;
+                if live {
+                    earliest = earliest.min(at);
+                }
+                live
+            },
+            &mut expired,
+        );
+        shard.set_expiry_bound(earliest);
         for (key, entry) in &expired {
             self.forget(key, entry, end_reason_at_expiry(entry.state));
         }

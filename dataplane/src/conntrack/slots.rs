@@ -166,11 +166,16 @@ impl HotFields {
     }
 }
 
-/// One shard's lock and fill.
+/// One shard's lock, fill and expiry bound.
 #[derive(Debug, Default)]
 struct Shard {
     locked: AtomicBool,
     len: AtomicUsize,
+    /// No entry of the shard expires before this (ns on the table's
+    /// clock): a lower bound, kept by the table's writers under the lock
+    /// (`ShardGuard::note_expiry`) and made exact again by each scan of
+    /// the shard. 0 (the start) means unknown: the next sweep scans.
+    earliest_expiry: AtomicU64,
 }
 
 /// The slot arrays and their shard locks.
@@ -478,6 +483,34 @@ impl ShardGuard<'_> {
             with_workload(cell.load(Ordering::Relaxed), sender, workload),
             Ordering::Relaxed,
         );
+    }
+
+    /// No entry of this shard expires before this (`Shard::
+    /// earliest_expiry`).
+    #[inline]
+    pub fn expiry_bound(&self) -> u64 {
+        self.table.shards[self.shard]
+            .earliest_expiry
+            .load(Ordering::Relaxed)
+    }
+
+    /// Lowers the shard's expiry bound to `at` if it is later: every write
+    /// of an entry calls this with the entry's new expiry.
+    #[inline]
+    pub fn note_expiry(&self, at: u64) {
+        let bound = &self.table.shards[self.shard].earliest_expiry;
+        if at < bound.load(Ordering::Relaxed) {
+            bound.store(at, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets the shard's expiry bound after a scan found the earliest
+    /// expiry of its entries to be `at` (`u64::MAX`: no entry).
+    #[inline]
+    pub fn set_expiry_bound(&self, at: u64) {
+        self.table.shards[self.shard]
+            .earliest_expiry
+            .store(at, Ordering::Relaxed);
     }
 
     /// Entries in this shard.

@@ -101,6 +101,8 @@ pub struct ConntrackStats {
     denied: AtomicU64,
     related: AtomicU64,
     events_dropped: AtomicU64,
+    sweep_scanned: AtomicU64,
+    sweep_skipped: AtomicU64,
     invalid: [AtomicU64; InvalidReason::ALL.len()],
     refused: [AtomicU64; RefuseReason::ALL.len()],
     ended: [AtomicU64; END_REASONS],
@@ -113,6 +115,12 @@ pub struct StatsSnapshot {
     pub denied: u64,
     pub related: u64,
     pub events_dropped: u64,
+    /// Shards a sweep read entry by entry, because one of their entries
+    /// could have expired.
+    pub sweep_scanned: u64,
+    /// Shards a sweep passed over without reading an entry: none of them
+    /// could have expired yet (the shard's expiry bound).
+    pub sweep_skipped: u64,
     /// Indexed like `InvalidReason::ALL`.
     pub invalid: [u64; InvalidReason::ALL.len()],
     /// Indexed like `RefuseReason::ALL`.
@@ -156,6 +164,14 @@ impl ConntrackStats {
         bump(&self.events_dropped);
     }
 
+    pub(crate) fn count_sweep_scanned(&self) {
+        bump(&self.sweep_scanned);
+    }
+
+    pub(crate) fn count_sweep_skipped(&self) {
+        bump(&self.sweep_skipped);
+    }
+
     pub(crate) fn count_invalid(&self, reason: InvalidReason) {
         bump(&self.invalid[reason as usize]);
     }
@@ -175,6 +191,8 @@ impl ConntrackStats {
             denied: load(&self.denied),
             related: load(&self.related),
             events_dropped: load(&self.events_dropped),
+            sweep_scanned: load(&self.sweep_scanned),
+            sweep_skipped: load(&self.sweep_skipped),
             invalid: self.invalid.each_ref().map(load),
             refused: self.refused.each_ref().map(load),
             ended: self.ended.each_ref().map(load),

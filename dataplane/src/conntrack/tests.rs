@@ -1321,3 +1321,188 @@ fn a_paced_sweep_far_behind_catches_up_one_pass_only() {
     table.sweep_paced(1_001 * S);
     assert_eq!(table.paced_shards.load(Ordering::Relaxed), claimed + 12);
 }
+
+/// Sweeps read a shard only when one of its entries may have expired (the
+/// shard's expiry bound), and a skipped shard costs no entry read.
+#[test]
+fn sweeps_skip_shards_until_an_entry_may_have_expired() {
+    let table = table();
+    for port in 0..2_000 {
+        table.track(&udp_from(CLIENT, 1_024 + port), S, || ALLOW);
+    }
+    let shards = table.table.shard_count() as u64;
+    // The first sweep reads every shard: their bounds start unknown.
+    assert_eq!(table.sweep(2 * S, ALL_SHARDS), 0);
+    assert_eq!(table.stats().sweep_scanned, shards);
+    // Unreplied UDP seen at 1 s expires at 31 s: until then no shard is
+    // read again, empty ones never.
+    assert_eq!(table.sweep(30 * S, ALL_SHARDS), 0);
+    let stats = table.stats();
+    assert_eq!((stats.sweep_scanned, stats.sweep_skipped), (shards, shards));
+    assert_eq!(table.sweep(31 * S, ALL_SHARDS), 2_000);
+    assert!(table.is_empty());
+    assert_eq!(table.sweep(32 * S, ALL_SHARDS), 0);
+    let after = table.stats();
+    assert_eq!(
+        after.sweep_scanned,
+        stats.sweep_scanned + stats.sweep_skipped
+    );
+    assert_eq!(after.sweep_skipped, 2 * shards);
+}
+
+/// A close shortens a connection's timeout from five days to TIME_WAIT's
+/// 120 s: its shard's bound comes forward with it.
+#[test]
+fn a_close_brings_its_shards_next_sweep_forward() {
+    let table = table();
+    let mut tcp = Tcp::new();
+    handshake(&table, &mut tcp);
+    // The sweep learns the bound of an established connection.
+    assert_eq!(table.sweep(2 * S, ALL_SHARDS), 0);
+    for (from_client, flags) in [
+        (true, FIN | ACK),
+        (false, ACK),
+        (false, FIN | ACK),
+        (true, ACK),
+    ] {
+        table.track(&tcp.segment(from_client, flags, 0), 10 * S, || ALLOW);
+    }
+    assert_eq!(table.sweep(129 * S, ALL_SHARDS), 0);
+    assert_eq!(table.sweep(130 * S, ALL_SHARDS), 1);
+    assert_eq!(table.stats().ended(EndReason::Closed), 1);
+}
+
+/// The writes that can bring an entry's expiry forward on a hit: a reply
+/// when replied UDP is configured shorter than unreplied, and an
+/// established ACK stamped with an earlier time than the last (workers
+/// read the clock at the start of their rounds, so one may stamp a
+/// connection with a time before another's).
+#[test]
+fn hits_that_bring_an_expiry_forward_lower_the_bound() {
+    let table = ConntrackTable::new(ConntrackConfig {
+        timeouts: Timeouts {
+            udp_unreplied: 60 * S,
+            udp_replied: 10 * S,
+            ..Timeouts::default()
+        },
+        ..ConntrackConfig::default()
+    });
+    table.track(&udp(true), 0, || ALLOW);
+    assert_eq!(table.sweep(S, ALL_SHARDS), 0);
+    table.track(&udp(false), 2 * S, || ALLOW);
+    assert_eq!(table.sweep(11 * S, ALL_SHARDS), 0);
+    assert_eq!(table.sweep(12 * S, ALL_SHARDS), 1);
+
+    let mut tcp = Tcp::new();
+    handshake(&table, &mut tcp);
+    table.track(&tcp.segment(true, PSH | ACK, 10), 200 * S, || ALLOW);
+    // Past the handshake's bound (SYN_SENT, 120 s): the sweep reads the
+    // shard and learns the established connection's.
+    assert_eq!(table.sweep(201 * S, ALL_SHARDS), 0);
+    let ack = table.track(&tcp.segment(false, ACK, 0), 150 * S, || ALLOW);
+    assert_eq!(state_of(ack), ConnState::TcpEstablished);
+    let established = table.config().timeouts.tcp_established;
+    assert_eq!(table.sweep(150 * S + established - 1, ALL_SHARDS), 0);
+    assert_eq!(table.sweep(150 * S + established, ALL_SHARDS), 1);
+}
+
+/// Whatever the writes, a full sweep at `now` leaves no entry that has
+/// expired by `now`: random UDP exchanges and TCP connections (opened,
+/// carrying data, closed or reset) on short timeouts, with times that go
+/// back by up to a second (workers' clocks), counts from the fast path,
+/// and sweeps in between.
+#[test]
+fn a_full_sweep_leaves_no_expired_entry() {
+    use crate::classifier::classbench::SplitMix64;
+    let timeouts = Timeouts {
+        tcp_syn_sent: 9 * S,
+        tcp_syn_recv: 6 * S,
+        tcp_established: 4 * S,
+        tcp_fin_wait: 8 * S,
+        tcp_close_wait: 6 * S,
+        tcp_last_ack: 4 * S,
+        tcp_time_wait: 7 * S,
+        tcp_close: 3 * S,
+        udp_unreplied: 20 * S,
+        udp_replied: 5 * S,
+        ..Timeouts::default()
+    };
+    let table = ConntrackTable::new(ConntrackConfig {
+        timeouts,
+        ..ConntrackConfig::default()
+    });
+    let mut rng = SplitMix64::new(0x5eed);
+    let mut clock = 10 * S;
+    // One TCP connection at a time, segment by segment: a handshake,
+    // data both ways, then a close or a reset; then the next.
+    let lifecycle = |rng: &mut SplitMix64| {
+        let mut steps = vec![(true, SYN, 0), (false, SYN | ACK, 0), (true, ACK, 0)];
+        for _ in 0..rng.next_u64() % 20 {
+            steps.extend([(true, PSH | ACK, 10), (false, ACK, 0)]);
+        }
+        if rng.next_u64() % 2 == 0 {
+            steps.push((rng.next_u64() % 2 == 0, RST, 0));
+        } else {
+            steps.extend([
+                (true, FIN | ACK, 0),
+                (false, ACK, 0),
+                (false, FIN | ACK, 0),
+                (true, ACK, 0),
+            ]);
+        }
+        steps.into_iter()
+    };
+    let mut tcp = Tcp::new();
+    let mut steps = lifecycle(&mut rng);
+    let mut swept = 0;
+    for _ in 0..20_000 {
+        clock += rng.next_u64() % (S / 2);
+        let now = clock - rng.next_u64() % S;
+        let port = 1_024 + (rng.next_u64() % 300) as u16;
+        match rng.next_u64() % 8 {
+            0..=2 => {
+                table.track(&udp_from(CLIENT, port), now, || ALLOW);
+            }
+            3 => {
+                let reply = flow(SERVER, CLIENT, proto::UDP, 53, port);
+                table.track(
+                    &TrackPacket {
+                        flow: reply,
+                        ..TrackPacket::default()
+                    },
+                    now,
+                    || ALLOW,
+                );
+            }
+            4 => {
+                let flow = flow(CLIENT, SERVER, proto::UDP, port, 53);
+                table.refresh_offloaded(&flow, 0, 3, 180, now);
+            }
+            5 => {
+                let (from_client, flags, payload) = steps.next().unwrap_or_else(|| {
+                    tcp = Tcp::new();
+                    steps = lifecycle(&mut rng);
+                    steps.next().expect("a lifecycle starts with a SYN")
+                });
+                table.track(&tcp.segment(from_client, flags, payload), now, || ALLOW);
+            }
+            _ => {
+                table.sweep(clock, ALL_SHARDS);
+                swept += 1;
+                table.for_each(|key, entry| {
+                    let expiry = table.expiry(key, entry.state, entry.last_seen);
+                    assert!(
+                        clock < expiry,
+                        "{key:?} expired at {expiry}, swept at {clock}"
+                    );
+                });
+            }
+        }
+    }
+    assert!(swept > 1_000);
+    assert!(
+        table.stats().sweep_skipped > 0,
+        "some sweeps found nothing due"
+    );
+    assert!(table.stats().ended(EndReason::Expired) > 100);
+}
