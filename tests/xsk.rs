@@ -184,7 +184,13 @@ fn a_port_group_forwards_floods_and_overloads_without_losing_a_frame() {
     let mut group =
         PortGroup::open(&[&a.host_if, &b.host_if, &c.host_if], 32).expect("a port group opens");
     let total = group.census().total;
-    assert_eq!(total, 96, "one UMEM for the three ports");
+    assert_eq!(
+        total,
+        96 + 96,
+        "one UMEM for the three ports, and 32 frames each in the transmit pool"
+    );
+    assert!(!group.zero_copy(), "veth binds in copy mode");
+    assert_eq!(group.tx_pool_frames(), 96);
 
     // Pings need the broadcast ARP request flooded and the rest passed.
     let mut ping = a
@@ -230,4 +236,7 @@ fn a_port_group_forwards_floods_and_overloads_without_losing_a_frame() {
     };
     assert_eq!(census.missing(), 0, "{census:?}");
     assert_eq!((census.tx, census.completed), (0, 0), "{census:?}");
+    // Pool frames went out with copies and came back to the pool, never
+    // to a fill ring.
+    assert_eq!(group.tx_pool_frames(), 96, "{census:?}");
 }

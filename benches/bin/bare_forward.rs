@@ -6,13 +6,14 @@
 //! other.
 //!
 //! `--shared-umem` uses the switch's port type instead (`PortGroup`: one
-//! UMEM for both sockets, a received frame's descriptor goes to the other
-//! port's tx ring, no copy in userspace): the copy's cost is the
-//! difference between the two. The shared mode reads each frame's
-//! destination MAC, as a switch does; without that read the kernel's copy
-//! into the transmitted skb takes the cache miss on the frame (written by
-//! the receive copy on the other core), one at a time, and the shared
-//! mode measured 12% slower than the copy (docs/performance-notes.md).
+//! UMEM for both sockets; in copy mode each forwarded frame is copied into
+//! a frame of the group's transmit pool, written and sent on this core,
+//! and the received frame goes back to the fill rings). The shared mode
+//! reads each frame's destination MAC, as a switch does. Before the pool,
+//! the group sent the received frame itself, and the kernel's copy into
+//! the transmitted skb took the cache miss on the frame (written by the
+//! receive copy on the other core), one at a time
+//! (docs/performance-notes.md, "Copying into a transmit pool").
 //!
 //! Modes: `busy` spins; `adaptive` (microseg's default) spins while frames
 //! come and sleeps in poll() after 200 µs of silence. It stops after

@@ -1,10 +1,26 @@
 //! `PortGroup`: the sockets of one worker (one queue on each switch port)
-//! on one shared UMEM, so a frame received on one port goes out of another
-//! as it is: its descriptor moves from the ingress rx ring to the egress
-//! tx ring, with no copy in userspace. Only a flood copies (one frame per
-//! extra port); dropped frames and transmitted ones (back from any
-//! completion ring) return to one free list, from which every port's fill
-//! ring is topped up at the end of a round.
+//! on one shared UMEM. A forwarded frame is copied into a frame of the
+//! group's transmit pool, and the received frame goes back to the fill
+//! rings; when the pool is empty the received frame itself goes out (its
+//! descriptor moves from the ingress rx ring to the egress tx ring). A
+//! flood copies once per extra port, into pool frames too.
+//!
+//! Why copy, when one UMEM lets a frame go out as it is: in copy mode the
+//! kernel copies every transmitted frame out of the UMEM, and a received
+//! frame was written by the receive copy on another core (where the
+//! sender's NAPI ran). Read there, its lines were a miss the kernel took
+//! frame by frame (30 ns a frame of 535 on the Intel guest, 16 flows:
+//! `skb_store_bits`). Pool frames are written on this core and only ever
+//! transmitted, never lent to a fill ring, so the ones taken again (last
+//! in, first out) are still in this core's cache when the kernel reads
+//! them; the copy into them reads lines the worker has just parsed. Its
+//! cost was 4 ns a frame and the kernel's copy fell to 6
+//! (docs/performance-notes.md, "Copying into a transmit pool").
+//!
+//! Pool frames are told apart by address (the UMEM's last frames): any
+//! that comes back, from a completion ring or refused by a tx ring, goes
+//! back to the pool; everything else returns to one free list, from which
+//! every port's fill ring is topped up at the end of a round.
 //!
 //! A round: `receive` takes a batch from every port; the caller reads the
 //! frames (`frame`) and says what becomes of each, in order (`dispose`);
@@ -17,10 +33,17 @@ use super::rings::{copy_into_free, new_umem, wait_any, SocketRings};
 use super::{ifindex, FrameCensus, XskError, XskStats, BATCH, MIN_FRAME};
 use crate::bpf::{SocketRegistry, XdpPort};
 
+/// Transmit pool frames per port, at most: two rounds of every port's
+/// batch, which the pool needs when all traffic leaves by one port (a
+/// round's copies come back on the completion rings by the next round).
+/// Groups of fewer frames per port get as many as they have.
+const TX_POOL_PER_PORT: u32 = 2 * BATCH as u32;
+
 /// What becomes of a received frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Disposition {
-    /// Out of this port (of the group), without a copy.
+    /// Out of this port (of the group): a copy in a transmit pool frame,
+    /// or the frame itself while the pool is empty.
     To(u16),
     /// Out of every port but the one it came in on.
     Flood,
@@ -34,15 +57,100 @@ struct GroupPort {
 }
 
 impl GroupPort {
-    /// Stages a frame of ours (received this round, or a free frame a
-    /// flood was copied into); a full batch is transmitted at once
-    /// (errors surface at `end_round`, refused frames go to `free`).
-    fn stage(&mut self, desc: FrameDesc, free: &mut Vec<FrameDesc>) {
+    /// Stages a frame of ours (received this round, or a frame a copy was
+    /// made into); a full batch is transmitted at once (errors surface at
+    /// `end_round`, refused frames go back to `spare`).
+    fn stage(&mut self, desc: FrameDesc, spare: &mut Spare) {
         self.staged.push(desc);
         if self.staged.len() >= BATCH {
             // SAFETY: staged frames are ours (see `end_round`).
-            let _ = unsafe { self.rings.transmit(&mut self.staged, free) };
+            let _ = unsafe { self.transmit(spare) };
         }
+    }
+
+    /// Transmits the staged frames; refused ones go back to `spare`.
+    ///
+    /// # Safety
+    /// Every staged frame is ours: received this round and passed on, or
+    /// a copy into a frame of ours.
+    unsafe fn transmit(&mut self, spare: &mut Spare) -> Result<usize, XskError> {
+        let returned_from = spare.free.len();
+        // SAFETY: the caller's contract.
+        let sent = unsafe { self.rings.transmit(&mut self.staged, &mut spare.free) };
+        spare.sort_returned(returned_from);
+        sent
+    }
+}
+
+/// The frames we own and hold: the free list and the transmit pool.
+struct Spare {
+    /// For fill rings, and for copies while the pool is empty.
+    free: Vec<FrameDesc>,
+    /// Frames only copies are transmitted in (see the module header),
+    /// taken last in, first out.
+    tx_pool: Vec<FrameDesc>,
+    /// Address of the pool's first frame: frames at or above it are the
+    /// pool's.
+    tx_pool_from: usize,
+}
+
+impl Spare {
+    /// Splits `frames` (every frame of a new UMEM) into the free list and
+    /// a pool of the `pool` frames at the highest addresses.
+    fn new(mut frames: Vec<FrameDesc>, pool: usize) -> Self {
+        frames.sort_unstable_by_key(FrameDesc::addr);
+        let tx_pool = frames.split_off(frames.len().saturating_sub(pool));
+        Self {
+            tx_pool_from: tx_pool.first().map_or(usize::MAX, FrameDesc::addr),
+            free: frames,
+            tx_pool,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.free.len() + self.tx_pool.len()
+    }
+
+    /// Makes the pool's frames free frames like any other (zero-copy
+    /// sockets: there a frame goes out as it is, copied by nobody).
+    fn dissolve_pool(&mut self) {
+        self.free.append(&mut self.tx_pool);
+        self.tx_pool_from = usize::MAX;
+    }
+
+    /// Moves the pool's frames among those returned to the free list from
+    /// index `from` on (completed or refused) back to the pool.
+    fn sort_returned(&mut self, from: usize) {
+        let mut index = from;
+        while index < self.free.len() {
+            if self.free[index].addr() >= self.tx_pool_from {
+                let desc = self.free.swap_remove(index);
+                self.tx_pool.push(desc);
+            } else {
+                index += 1;
+            }
+        }
+    }
+
+    /// A pool frame holding a copy of `bytes`; `None` if the pool is
+    /// empty (or `bytes` does not fit a frame).
+    fn pool_copy_of(&mut self, umem: &Umem, bytes: &[u8]) -> Option<FrameDesc> {
+        // SAFETY: the pool holds only frames of `umem` that we own, on no
+        // ring and unreferenced (they enter it from `Spare::new`, a
+        // completion ring or a refusing tx ring); `bytes` is not one of
+        // them (the caller's frame of the round).
+        unsafe { copy_into_free(umem, &mut self.tx_pool, bytes) }
+    }
+
+    /// A frame holding a copy of `bytes`: from the pool, else from the
+    /// free list; `None` if neither has one.
+    fn copy_of(&mut self, umem: &Umem, bytes: &[u8]) -> Option<FrameDesc> {
+        self.pool_copy_of(umem, bytes).or_else(|| {
+            // SAFETY: as for the pool: the free list holds frames of ours,
+            // on no ring and unreferenced (a disposed frame of the round
+            // enters it only once its round is done with it).
+            unsafe { copy_into_free(umem, &mut self.free, bytes) }
+        })
     }
 }
 
@@ -51,8 +159,11 @@ pub struct PortGroup {
     // Field order is drop order: the rings go before the UMEM they map,
     // and the XDP programs (when the group attached them) after both.
     ports: Vec<GroupPort>,
-    /// Frames we own: for flood copies and for lending to fill rings.
-    free: Vec<FrameDesc>,
+    /// Frames we own: the transmit pool and the free list (for lending to
+    /// fill rings).
+    spare: Spare,
+    /// A socket of the group is bound in zero-copy mode: no transmit pool.
+    zero_copy: bool,
     /// This round's frames: the first `received_count` descriptors, room
     /// for a batch from every port. The rx rings write them in place:
     /// copied from scratch, each was read back as one 16-byte load over
@@ -77,7 +188,8 @@ impl std::fmt::Debug for PortGroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PortGroup")
             .field("ports", &self.names())
-            .field("free_frames", &self.free.len())
+            .field("free_frames", &self.spare.free.len())
+            .field("tx_pool_frames", &self.spare.tx_pool.len())
             .field("total_frames", &self.total_frames)
             .finish()
     }
@@ -121,7 +233,12 @@ impl PortGroup {
         let total = frames_per_port
             .checked_mul(ports.len() as u32)
             .ok_or_else(|| XskError::Umem("too many frames".into()))?;
-        let (umem, free) = new_umem(total)?;
+        let pool = frames_per_port.min(TX_POOL_PER_PORT) * ports.len() as u32;
+        let (umem, frames) = new_umem(
+            total
+                .checked_add(pool)
+                .ok_or_else(|| XskError::Umem("too many frames".into()))?,
+        )?;
         let ports = ports
             .iter()
             .map(|(ifname, registry)| {
@@ -131,14 +248,24 @@ impl PortGroup {
                 })
             })
             .collect::<Result<Vec<_>, XskError>>()?;
+        let zero_copy = ports
+            .iter()
+            .map(|port| port.rings.is_zero_copy())
+            .collect::<Result<Vec<_>, _>>()?
+            .contains(&true);
+        let mut spare = Spare::new(frames, pool as usize);
+        if zero_copy {
+            spare.dissolve_pool();
+        }
         let fill_target = (frames_per_port / 2).min(ports[0].rings.fill_size());
         let mut group = Self {
             received: vec![FrameDesc::default(); ports.len() * BATCH],
             received_from: vec![0; ports.len() * BATCH],
             received_count: 0,
             ports,
-            total_frames: free.len(),
-            free,
+            total_frames: spare.len(),
+            spare,
+            zero_copy,
             disposed: 0,
             scratch: vec![FrameDesc::default(); BATCH],
             umem,
@@ -168,16 +295,29 @@ impl PortGroup {
         self.ports.get(index).map(|port| port.rings.stats)
     }
 
-    /// Frames currently free (for flood copies and fill rings).
+    /// Frames currently ours and unused: free (for fill rings) or in the
+    /// transmit pool.
     pub fn free_frames(&self) -> usize {
-        self.free.len()
+        self.spare.len()
+    }
+
+    /// Whether a socket of the group was bound in zero-copy mode (then
+    /// forwarded frames go out as they are, and there is no pool).
+    pub fn zero_copy(&self) -> bool {
+        self.zero_copy
+    }
+
+    /// Frames in the transmit pool now (all of them when nothing is being
+    /// transmitted).
+    pub fn tx_pool_frames(&self) -> usize {
+        self.spare.tx_pool.len()
     }
 
     /// Where every frame of the shared UMEM is now (see `FrameCensus`).
     pub fn census(&mut self) -> FrameCensus {
         let mut census = FrameCensus {
             total: self.total_frames,
-            free: self.free.len() + self.received_count - self.disposed,
+            free: self.spare.len() + self.received_count - self.disposed,
             ..FrameCensus::default()
         };
         for port in &mut self.ports {
@@ -191,13 +331,18 @@ impl PortGroup {
         census
     }
 
-    /// Returns every port's transmitted frames to the free list.
+    /// Returns every port's transmitted frames to the pool or the free
+    /// list.
     pub fn reclaim(&mut self) -> usize {
-        let (scratch, free) = (&mut self.scratch, &mut self.free);
-        self.ports
+        let (scratch, spare) = (&mut self.scratch, &mut self.spare);
+        let returned_from = spare.free.len();
+        let reclaimed = self
+            .ports
             .iter_mut()
-            .map(|port| port.rings.reclaim(scratch, free))
-            .sum()
+            .map(|port| port.rings.reclaim(scratch, &mut spare.free))
+            .sum();
+        spare.sort_returned(returned_from);
+        reclaimed
     }
 
     /// Starts a round: drops what the last round left undisposed, reclaims
@@ -253,9 +398,9 @@ impl PortGroup {
                             self.copy(&desc, egress);
                         }
                     }
-                    self.free.push(desc);
+                    self.spare.free.push(desc);
                 }
-                Disposition::Drop => self.free.push(desc),
+                Disposition::Drop => self.spare.free.push(desc),
             }
         }
     }
@@ -267,8 +412,9 @@ impl PortGroup {
         let mut result = Ok(());
         for port in &mut self.ports {
             // SAFETY: staged frames are ours: received this round and
-            // passed on (`pass`) or copied into free frames (`copy`).
-            let sent = unsafe { port.rings.transmit(&mut port.staged, &mut self.free) };
+            // passed on (`pass`), or copies into frames of ours (`pass`,
+            // `copy`).
+            let sent = unsafe { port.transmit(&mut self.spare) };
             if let Err(error) = sent {
                 // The other ports still transmit; the first error is kept.
                 if result.is_ok() {
@@ -290,22 +436,35 @@ impl PortGroup {
         wait_any(self.ports.iter().map(|port| &port.rings), timeout_ms)
     }
 
-    /// Stages a received frame on `egress`, as it is.
+    /// Stages a received frame on `egress`: a copy in a transmit pool
+    /// frame (the received one goes back to the free list), or the frame
+    /// itself while the pool is empty.
     fn pass(&mut self, desc: FrameDesc, egress: u16) {
         let Some(port) = self.ports.get_mut(usize::from(egress)) else {
-            self.free.push(desc);
+            self.spare.free.push(desc);
             return;
         };
         if desc.lengths().data() < MIN_FRAME {
             port.rings.stats.tx_dropped += 1;
-            self.free.push(desc);
+            self.spare.free.push(desc);
             return;
         }
-        port.stage(desc, &mut self.free);
+        // SAFETY: `desc` is a frame of this round, ours and on no ring;
+        // nothing writes it while this borrow lives.
+        let frame = unsafe { self.umem.data(&desc) };
+        let staged = match self.spare.pool_copy_of(&self.umem, frame.contents()) {
+            Some(copy) => {
+                self.spare.free.push(desc);
+                copy
+            }
+            None => desc,
+        };
+        port.stage(staged, &mut self.spare);
     }
 
-    /// Copies a received frame into a free frame staged on `egress`
-    /// (counted as dropped there if no frame is free or it is too short).
+    /// Copies a received frame into a frame of ours (the pool's, else a
+    /// free one) staged on `egress` (counted as dropped there if no frame
+    /// is free or it is too short).
     fn copy(&mut self, source: &FrameDesc, egress: u16) {
         let Some(port) = self.ports.get_mut(usize::from(egress)) else {
             return;
@@ -315,23 +474,21 @@ impl PortGroup {
             return;
         }
         // SAFETY: `source` is a frame of this round, ours and on no ring;
-        // nothing writes it while this borrow lives.
+        // nothing writes it while this borrow lives; it is on neither of
+        // `spare`'s lists (a flooded frame is freed after its copies).
         let frame = unsafe { self.umem.data(source) };
-        // SAFETY: the free list holds only our frames, on no ring and
-        // unreferenced; `source` is not on it (a flooded frame is freed
-        // after its copies).
-        let copied = unsafe { copy_into_free(&self.umem, &mut self.free, frame.contents()) };
-        let Some(desc) = copied else {
+        let Some(desc) = self.spare.copy_of(&self.umem, frame.contents()) else {
             port.rings.stats.tx_dropped += 1;
             return;
         };
-        port.stage(desc, &mut self.free);
+        port.stage(desc, &mut self.spare);
     }
 
     /// Returns the round's undisposed frames to the free list.
     fn drop_undisposed(&mut self) {
         if self.disposed < self.received_count {
-            self.free
+            self.spare
+                .free
                 .extend_from_slice(&self.received[self.disposed..self.received_count]);
             self.disposed = self.received_count;
         }
@@ -341,16 +498,17 @@ impl PortGroup {
     fn refill(&mut self) {
         for port in &mut self.ports {
             let wanted = self.fill_target.saturating_sub(port.rings.fill_in_ring()) as usize;
-            let wanted = wanted.min(self.free.len());
+            let free = &mut self.spare.free;
+            let wanted = wanted.min(free.len());
             if wanted == 0 {
                 continue;
             }
-            let from = self.free.len() - wanted;
+            let from = free.len() - wanted;
             // SAFETY: the frames come off our free list: no ring holds them
             // and no reference to their data is alive.
-            let lent = unsafe { port.rings.lend(&self.free[from..]) };
+            let lent = unsafe { port.rings.lend(&free[from..]) };
             // The ring took the first `lent`; any it refused stay ours.
-            self.free.drain(from..from + lent);
+            free.drain(from..from + lent);
         }
     }
 }

@@ -302,6 +302,33 @@ impl SocketRings {
         Ok(())
     }
 
+    /// Whether the kernel bound this socket in zero-copy mode (the driver
+    /// reads and writes the UMEM itself) rather than copy mode (veth, and
+    /// drivers without AF_XDP support: the kernel copies every frame in
+    /// and out).
+    pub fn is_zero_copy(&self) -> Result<bool, XskError> {
+        let mut options = libc::xdp_options { flags: 0 };
+        let mut len = std::mem::size_of::<libc::xdp_options>() as libc::socklen_t;
+        // SAFETY: `options` and `len` are live locals of the sizes given;
+        // the kernel writes at most `len` bytes into `options`.
+        let result = unsafe {
+            libc::getsockopt(
+                self.rx.fd().as_raw_fd(),
+                libc::SOL_XDP,
+                libc::XDP_OPTIONS,
+                std::ptr::addr_of_mut!(options).cast(),
+                &mut len,
+            )
+        };
+        if result != 0 {
+            return Err(XskError::Io {
+                ifname: self.ifname.clone(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(options.flags & libc::XDP_OPTIONS_ZEROCOPY != 0)
+    }
+
     /// A non-blocking receive call: with busy polling on, it runs the
     /// device's NAPI (what fills the rx ring) from this thread.
     pub fn kick_rx(&self) {
