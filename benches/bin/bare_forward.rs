@@ -50,7 +50,7 @@ struct Cli {
     /// Stop when this file exists.
     #[arg(long)]
     stop_file: Option<PathBuf>,
-    /// One UMEM for both ports, no copy (`PortGroup`).
+    /// One UMEM for both ports, the switch's port type (`PortGroup`).
     #[arg(long)]
     shared_umem: bool,
     /// Socket busy polling with this budget (0: off; UMEM per port only):

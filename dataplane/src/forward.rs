@@ -3,8 +3,10 @@
 //! call to the pipeline each (one policy load), passes each frame to its
 //! egress port (or every other port for a flood), then transmits each
 //! port's frames with at most a few wakeups. The ports share one UMEM
-//! (`PortGroup`), so a forwarded frame is not copied in userspace; why and
-//! what it bought: docs/architecture.md and docs/performance-notes.md.
+//! (`PortGroup`); in copy mode a forwarded frame is copied into a frame of
+//! its transmit pool, which the kernel then reads from this core's cache;
+//! why and what it bought: docs/architecture.md and
+//! docs/performance-notes.md.
 //!
 //! A `Forwarder` is the single-threaded core of a worker (`worker`); it
 //! owns one queue of each port and counts per port into `WorkerCounters`.

@@ -6,9 +6,11 @@
 //! Two ways to move frames between ports are built on one socket type
 //! (`rings`):
 //! - `PortGroup` (`group`), the switch's: the sockets of a worker share one
-//!   UMEM, so a frame received on one port is handed to another port's tx
-//!   ring as it is, without a copy in userspace (floods still copy, one
-//!   frame per extra port).
+//!   UMEM. In copy mode a forwarded frame is copied into a frame of the
+//!   group's transmit pool, written and sent on the worker's core (the
+//!   kernel's own copy out of it then hits the cache); a frame goes to
+//!   another port's tx ring as it is when the pool is empty or the
+//!   sockets are zero-copy. Floods copy, one frame per extra port.
 //! - `XskPort` (`port`): a UMEM per socket; frames are copied from the
 //!   receiving port's UMEM into the sending port's. The bare forwarder of
 //!   the throughput benchmark uses it, as the in-run ceiling of the copy
@@ -21,7 +23,7 @@
 //!
 //! Frame ownership is the invariant every `unsafe` block here relies on: a
 //! UMEM frame descriptor is, at any moment, in exactly one place: a free
-//! list (ours, for transmitting or lending), the fill ring (lent to the
+//! list or transmit pool (ours, for transmitting or lending), the fill ring (lent to the
 //! kernel for receiving), the rx ring (filled, back to us), the frames of
 //! the current round (received, not yet passed on), a staging list, or a
 //! tx ring (until the completion ring returns it to a free list). A census
