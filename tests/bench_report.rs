@@ -91,9 +91,7 @@ impl Scratch {
         );
         std::fs::read_to_string(self.markdown()).expect("the markdown was written")
     }
-}
 
-impl Scratch {
     /// Runs `benches/testbed/summarize.py` on this folder's testbed.csv
     /// and returns the testbed.md it wrote.
     fn summarize(&self) -> String {

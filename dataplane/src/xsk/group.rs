@@ -230,15 +230,12 @@ impl PortGroup {
             )));
         }
         let frames_per_port = frames_per_port.max(2);
+        let pool = frames_per_port.min(TX_POOL_PER_PORT) * ports.len() as u32;
         let total = frames_per_port
             .checked_mul(ports.len() as u32)
+            .and_then(|received| received.checked_add(pool))
             .ok_or_else(|| XskError::Umem("too many frames".into()))?;
-        let pool = frames_per_port.min(TX_POOL_PER_PORT) * ports.len() as u32;
-        let (umem, frames) = new_umem(
-            total
-                .checked_add(pool)
-                .ok_or_else(|| XskError::Umem("too many frames".into()))?,
-        )?;
+        let (umem, frames) = new_umem(total)?;
         let ports = ports
             .iter()
             .map(|(ifname, registry)| {

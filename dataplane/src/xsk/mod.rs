@@ -23,12 +23,12 @@
 //!
 //! Frame ownership is the invariant every `unsafe` block here relies on: a
 //! UMEM frame descriptor is, at any moment, in exactly one place: a free
-//! list or transmit pool (ours, for transmitting or lending), the fill ring (lent to the
-//! kernel for receiving), the rx ring (filled, back to us), the frames of
-//! the current round (received, not yet passed on), a staging list, or a
-//! tx ring (until the completion ring returns it to a free list). A census
-//! (`FrameCensus`) counts every place from the rings themselves, so a leak
-//! shows up.
+//! list or transmit pool (ours, for transmitting or lending), the fill
+//! ring (lent to the kernel for receiving), the rx ring (filled, back to
+//! us), the frames of the current round (received, not yet passed on), a
+//! staging list, or a tx ring (until the completion ring returns it to
+//! the pool or a free list). A census (`FrameCensus`) counts every place
+//! from the rings themselves, so a leak shows up.
 //!
 //! This is one of the two modules allowed `unsafe` (xsk-rs's ring and
 //! frame accessors are `unsafe`); each block says why it is sound.
