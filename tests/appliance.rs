@@ -34,6 +34,26 @@ fn two_workers_enforce_the_rules_file_and_reload_it_on_sighup() {
     bed.edit_config("workers: 1", "workers: 2");
     let appliance = RunningAppliance::start(&bed);
 
+    // It started itself again, in the same process, with malloc's huge
+    // pages asked for, and under its own name.
+    let proc_file = |name: &str| {
+        std::fs::read(format!("/proc/{}/{name}", appliance.pid())).expect("the process is there")
+    };
+    let environ = proc_file("environ");
+    assert!(
+        environ
+            .split(|byte| *byte == 0)
+            .any(|var| var == b"GLIBC_TUNABLES=glibc.malloc.hugetlb=1"),
+        "{}",
+        String::from_utf8_lossy(&environ)
+    );
+    assert_eq!(proc_file("comm"), b"microseg\n");
+    assert!(
+        appliance.log_text().contains("microseg: memory: "),
+        "{}",
+        appliance.log_text()
+    );
+
     // Allowed both ways by conntrack, IPv4 and IPv6; denied from outside.
     assert!(bed.ping("web", &bed.addr("app"), 3, &[]), "web -> app ping");
     assert!(

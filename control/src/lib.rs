@@ -13,6 +13,7 @@ pub mod engine;
 pub mod explain;
 mod file_error;
 pub mod flows;
+pub mod huge_pages;
 pub mod impact;
 pub mod inspect;
 pub mod learn;

@@ -18,10 +18,41 @@ use microseg_control::policy::PolicyDocument;
 use microseg_control::quarantine::{Enforcer, Quarantines};
 use microseg_control::store::Store;
 use microseg_control::visibility::{Attached, Visibility, VisibilityConfig};
-use microseg_control::{client, inspect};
+use microseg_control::{client, huge_pages, inspect};
 
 fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Starts this process again (`exec`, the same process id) with malloc's
+/// huge-page tunable set, unless `GLIBC_TUNABLES` already says something
+/// about it (`huge_pages`). Returns only when nothing is to be done or the
+/// new start failed, which is reported; the appliance then runs on 4 KiB
+/// pages.
+fn start_again_with_huge_pages() {
+    use std::os::unix::process::CommandExt;
+
+    let current = std::env::var_os(huge_pages::TUNABLES_VAR);
+    let Some(tunables) = huge_pages::tunables_with_huge_pages(current.as_deref()) else {
+        return;
+    };
+    // The executable's own path, not /proc/self/exe: the kernel names the
+    // process after the file executed (`pgrep microseg`, `top`).
+    let executable = match std::env::current_exe() {
+        Ok(path) => path,
+        Err(error) => {
+            eprintln!("microseg: cannot start again with huge pages: no path to this executable ({error}); running on 4 KiB pages");
+            return;
+        }
+    };
+    let mut args = std::env::args_os();
+    let name = args.next().unwrap_or_else(|| "microseg".into());
+    let error = std::process::Command::new(executable)
+        .arg0(name)
+        .args(args)
+        .env(huge_pages::TUNABLES_VAR, tunables)
+        .exec();
+    eprintln!("microseg: cannot start again with huge pages ({error}); running on 4 KiB pages");
 }
 
 /// `microseg run`: the appliance until SIGINT/SIGTERM, reloading the
@@ -111,6 +142,7 @@ fn run_appliance(path: &Path) -> anyhow::Result<()> {
             if config.api_tls.is_some() { "https" } else { "http" },
             config.api_listen,
         );
+        eprintln!("microseg: memory: {}", huge_pages::report());
         for problem in quarantines.attach(Arc::clone(&appliance) as Arc<dyn Enforcer>) {
             eprintln!("microseg: quarantine in XDP: {problem}");
         }
@@ -242,6 +274,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
             drop(out);
+            start_again_with_huge_pages();
             return run_appliance(&config);
         }
         Command::Demo { once } => {

@@ -185,6 +185,8 @@ impl RunningAppliance {
         let child = Command::new(env!("CARGO_BIN_EXE_microseg"))
             .args(["run", "-c"])
             .arg(bed.config())
+            // Its own choice of malloc tunables, whatever the caller's.
+            .env_remove("GLIBC_TUNABLES")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -212,6 +214,11 @@ impl RunningAppliance {
             std::thread::sleep(Duration::from_millis(50));
         }
         running
+    }
+
+    /// The process's id (the same after its start again with huge pages).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn log_text(&self) -> String {
