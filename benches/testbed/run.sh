@@ -560,8 +560,19 @@ gen_run() {
 }
 
 # dut_up name kind ruleset: the current slot's topology with its device
-# under test running; remembers the configuration in the slot.
+# under test running, remembered in the slot (`dut_start`); for microseg
+# acl1 10k in adaptive mode, its idle CPU before any traffic.
 dut_up() {
+    dut_start "$@"
+    if [[ $KIND == microseg && $POLL_MODE == adaptive && $RULESET == acl1_10k ]]; then
+        idle_cpu before-traffic
+    fi
+}
+
+# dut_start config kind ruleset: the current slot's topology and its device
+# under test, recorded as the slot's (`use_testbed` restores CONFIG, KIND,
+# RULESET, DUT_PID and DMAC, where the generator sends, from that record).
+dut_start() {
     CONFIG=$1 KIND=$2 RULESET=$3
     : >"$LOGS/$CONFIG.log"
     rm -f "$TB/dut.log"
@@ -573,9 +584,7 @@ dut_up() {
             DMAC=$(mac_of "$NS_SINK" "$IF_S") ;;
         microseg)
             start_microseg "$WORK/$RULESET"
-            DMAC=$(mac_of "$NS_SINK" "$IF_S")
-            if [[ $POLL_MODE == adaptive && $RULESET == acl1_10k ]]; then idle_cpu before-traffic; fi
-            ;;
+            DMAC=$(mac_of "$NS_SINK" "$IF_S") ;;
         microseg-fastpath)
             start_microseg "$WORK/$RULESET" true
             DMAC=$(mac_of "$NS_SINK" "$IF_S") ;;
@@ -696,15 +705,10 @@ ping_run() {
 
 # latency_config name kind ruleset
 latency_config() {
-    CONFIG=$1 KIND=$2 RULESET=$3
-    [[ latency-$CONFIG =~ $ONLY ]] || return 0
-    log "== latency $CONFIG ($PINGS pings every ${PING_INTERVAL}s, idle and at $LOAD_PPS pps)"
-    rm -f "$TB/dut.log"
-    topology_up "$KIND"
-    case $KIND in
-        bare) start_bare ;;
-        microseg) start_microseg "$WORK/$RULESET" ;;
-    esac
+    [[ latency-$1 =~ $ONLY ]] || return 0
+    log "== latency $1 ($PINGS pings every ${PING_INTERVAL}s, idle and at $LOAD_PPS pps)"
+    use_testbed 0
+    dut_start "$1" "$2" "$3"
     # Resolve neighbours (and let the switch learn) before measuring.
     in_ns "$NS_GEN" ping -n -c 3 -i 0.2 -W 1 10.203.2.1 >/dev/null 2>&1 \
         || log "  WARNING: warm-up ping got no reply"
@@ -720,10 +724,7 @@ latency_config() {
     wait "$load" || die "load sender failed: $(cat "$TB/load.log")"
     log "  $(cat "$TB/load.log")"
     [[ $KIND != bare ]] || touch "$TB/stop"
-    sleep 0.3
-    stop_pids
-    topology_down
-    sleep 1
+    slots_down 0
 }
 
 # --- main -----------------------------------------------------------------------
