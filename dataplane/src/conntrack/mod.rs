@@ -317,6 +317,28 @@ impl ConntrackTable {
         shard.note_expiry(self.expiry(key, state, last_seen));
     }
 
+    /// Writes the entry of `key` back into `slot`, noting its expiry
+    /// (`note_expiry`): every update of an existing entry goes through
+    /// this or `write_stored`.
+    #[inline]
+    fn write_entry(&self, shard: &ShardGuard<'_>, slot: usize, key: &ConnKey, entry: &ConnEntry) {
+        shard.set_entry(slot, entry);
+        self.note_expiry(shard, key, entry.state, entry.last_seen);
+    }
+
+    /// `write_entry` for an entry updated on its stored words.
+    #[inline]
+    fn write_stored<const N: usize>(
+        &self,
+        shard: &ShardGuard<'_>,
+        slot: usize,
+        key: &ConnKey,
+        stored: &StoredEntry<N>,
+    ) {
+        shard.set_entry_words(slot, &stored.0);
+        self.note_expiry(shard, key, stored.state(), stored.last_seen());
+    }
+
     /// Where `key` lives, with its stored words.
     fn locate(&self, key: &ConnKey) -> (Place, [u64; KEY_WORDS]) {
         let words = key.encode();
@@ -396,8 +418,7 @@ impl ConntrackTable {
             Probe::Found(slot) => {
                 let mut entry = shard.entry(slot);
                 change(&mut entry);
-                shard.set_entry(slot, &entry);
-                self.note_expiry(&shard, key, entry.state, entry.last_seen);
+                self.write_entry(&shard, slot, key, &entry);
                 true
             }
             Probe::Vacant(_) => false,
@@ -607,8 +628,7 @@ impl ConntrackTable {
                 now,
             )
         {
-            shard.set_entry_words(slot, &stored.0);
-            self.note_expiry(shard, key, stored.state(), stored.last_seen());
+            self.write_stored(shard, slot, key, &stored);
             Self::hit(sender, &stored, out);
             return true;
         }
@@ -637,8 +657,7 @@ impl ConntrackTable {
             shard.remove(slot);
             self.forget(key, &entry, EndReason::Reset);
         } else {
-            shard.set_entry(slot, &entry);
-            self.note_expiry(shard, key, entry.state, entry.last_seen);
+            self.write_entry(shard, slot, key, &entry);
         }
         *out = TrackOutcome::Tracked {
             direction: Self::direction(sender, entry.originator),
@@ -680,8 +699,7 @@ impl ConntrackTable {
             return false;
         }
         stored.count_stateless(sender, packet.bytes, now);
-        shard.set_entry_words(slot, &stored.0);
-        self.note_expiry(shard, key, stored.state(), stored.last_seen());
+        self.write_stored(shard, slot, key, &stored);
         // The workloads word is in the slot's cold part: touched only when
         // the packet names its sender's workload.
         if packet.workload != 0 {
