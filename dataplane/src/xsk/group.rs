@@ -74,11 +74,8 @@ impl GroupPort {
     /// Every staged frame is ours: received this round and passed on, or
     /// a copy into a frame of ours.
     unsafe fn transmit(&mut self, spare: &mut Spare) -> Result<usize, XskError> {
-        let returned_from = spare.free.len();
         // SAFETY: the caller's contract.
-        let sent = unsafe { self.rings.transmit(&mut self.staged, &mut spare.free) };
-        spare.sort_returned(returned_from);
-        sent
+        spare.take_back(|free| unsafe { self.rings.transmit(&mut self.staged, free) })
     }
 }
 
@@ -118,10 +115,12 @@ impl Spare {
         self.tx_pool_from = usize::MAX;
     }
 
-    /// Moves the pool's frames among those returned to the free list from
-    /// index `from` on (completed or refused) back to the pool.
-    fn sort_returned(&mut self, from: usize) {
-        let mut index = from;
+    /// Lets `give_back` append frames coming back to us (completed, or
+    /// refused by a tx ring) to the free list, then moves the pool's among
+    /// them back to the pool.
+    fn take_back<T>(&mut self, give_back: impl FnOnce(&mut Vec<FrameDesc>) -> T) -> T {
+        let mut index = self.free.len();
+        let result = give_back(&mut self.free);
         while index < self.free.len() {
             if self.free[index].addr() >= self.tx_pool_from {
                 let desc = self.free.swap_remove(index);
@@ -130,6 +129,7 @@ impl Spare {
                 index += 1;
             }
         }
+        result
     }
 
     /// A pool frame holding a copy of `bytes`; `None` if the pool is
@@ -331,15 +331,13 @@ impl PortGroup {
     /// Returns every port's transmitted frames to the pool or the free
     /// list.
     pub fn reclaim(&mut self) -> usize {
-        let (scratch, spare) = (&mut self.scratch, &mut self.spare);
-        let returned_from = spare.free.len();
-        let reclaimed = self
-            .ports
-            .iter_mut()
-            .map(|port| port.rings.reclaim(scratch, &mut spare.free))
-            .sum();
-        spare.sort_returned(returned_from);
-        reclaimed
+        let (ports, scratch) = (&mut self.ports, &mut self.scratch);
+        self.spare.take_back(|free| {
+            ports
+                .iter_mut()
+                .map(|port| port.rings.reclaim(scratch, free))
+                .sum()
+        })
     }
 
     /// Starts a round: drops what the last round left undisposed, reclaims
