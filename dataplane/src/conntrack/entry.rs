@@ -376,15 +376,23 @@ impl<const N: usize> StoredEntry<N> {
         }
     }
 
+    /// Adds `packets` packets of `bytes` in all to endpoint `sender`'s
+    /// side, without stamping the time: the packets of a batch that
+    /// followed one just counted at the same `now` (`super::Followers`).
+    pub fn count_more(&mut self, sender: u8, packets: u32, bytes: u64) {
+        let side = usize::from(sender & 1);
+        let words = &mut self.0;
+        let sent = half(words[3], side).saturating_add(packets);
+        words[3] = with_half(words[3], side, sent);
+        words[4 + side] = words[4 + side].saturating_add(bytes);
+    }
+
     /// What every accepted packet changes in the counted words: its side's
     /// packet and byte counts, and the time (and `first_seen`'s code with
     /// it).
     fn count(&mut self, sender: u8, bytes: u32, now: u64) {
-        let side = usize::from(sender & 1);
+        self.count_more(sender, 1, u64::from(bytes));
         let words = &mut self.0;
-        let packets = half(words[3], side).saturating_add(1);
-        words[3] = with_half(words[3], side, packets);
-        words[4 + side] = words[4 + side].saturating_add(u64::from(bytes));
         let [rule_id, first_code] = unpair(words[1]);
         let first_seen = decode_first_seen(first_code, words[2]);
         words[1] = pair(rule_id, encode_first_seen(first_seen, now));

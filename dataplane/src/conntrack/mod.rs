@@ -214,6 +214,56 @@ pub struct Prepared {
     place: Place,
 }
 
+impl Prepared {
+    /// Does a packet of this lookup belong to the same connection, sent
+    /// by the same end, as one of `other`?
+    pub fn same_sender_and_connection(&self, other: &Prepared) -> bool {
+        self.words == other.words && self.sender == other.sender
+    }
+
+    /// Is its protocol one without a state machine (not TCP), whose hits
+    /// only count, stamp the time and mark the reply?
+    pub fn is_stateless(&self) -> bool {
+        ConnKey::proto_of(&self.words) != proto::TCP
+    }
+
+    /// A number that equal keys share, for grouping a batch's packets by
+    /// connection (the key's home slot).
+    pub fn group_hint(&self) -> usize {
+        self.place.home()
+    }
+}
+
+/// The packets of a batch that followed its first packet of the same
+/// connection, sent by the same end, of a protocol without a state
+/// machine (`Pipeline`'s grouping, docs/architecture.md). The first
+/// packet's hit counts them too, in the same write, if its entry was
+/// admitted by `generation`: each of them would have found the same live
+/// entry and changed it only by a packet, its bytes and the same `now`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Followers {
+    pub packets: u32,
+    pub bytes: u64,
+    pub generation: u32,
+}
+
+/// What applying a packet to its stored entry did.
+enum Applied {
+    /// The packet was applied; the outcome is written. `followers_counted`:
+    /// the `Followers` were counted with it.
+    Live { followers_counted: bool },
+    /// The entry had ended and was removed; the packet may open it again.
+    Ended,
+}
+
+impl Applied {
+    /// Applied, with no followers counted (TCP, whose hits are each judged
+    /// by their own segment).
+    const ALONE: Applied = Applied::Live {
+        followers_counted: false,
+    };
+}
+
 /// The connection table.
 #[derive(Debug)]
 pub struct ConntrackTable {
@@ -523,6 +573,7 @@ impl ConntrackTable {
                     prepared,
                     now,
                     || admit(batch * BATCH + index),
+                    &Followers::default(),
                     out,
                 );
             }
@@ -538,9 +589,26 @@ impl ConntrackTable {
         now: u64,
         admit: impl FnOnce() -> Admission,
     ) -> TrackOutcome {
+        self.track_prepared_with(packet, prepared, now, admit, &Followers::default())
+            .0
+    }
+
+    /// `track_prepared` for the first packet of a batch's group, whose
+    /// hit also counts its `followers`; the flag says whether it did (it
+    /// does only on a hit on a live entry of a protocol without a state
+    /// machine, admitted by `followers.generation`).
+    pub fn track_prepared_with(
+        &self,
+        packet: &TrackPacket,
+        prepared: &Prepared,
+        now: u64,
+        admit: impl FnOnce() -> Admission,
+        followers: &Followers,
+    ) -> (TrackOutcome, bool) {
         let mut outcome = TrackOutcome::Denied;
-        self.track_prepared_into(packet, prepared, now, admit, &mut outcome);
-        outcome
+        let counted =
+            self.track_prepared_into(packet, prepared, now, admit, followers, &mut outcome);
+        (outcome, counted)
     }
 
     /// `track_prepared`, writing the outcome into `out`. A hit writes its
@@ -554,30 +622,33 @@ impl ConntrackTable {
         prepared: &Prepared,
         now: u64,
         admit: impl FnOnce() -> Admission,
+        followers: &Followers,
         out: &mut TrackOutcome,
-    ) {
+    ) -> bool {
         if let Some(quoted) = &packet.quoted {
             *out = self.track_related(quoted, packet.zone);
-            return;
+            return false;
         }
         let shard = self.table.lock(prepared.place.shard);
         let vacant = match shard.probe(&prepared.words, &prepared.place) {
             Probe::Vacant(slot) => slot,
             Probe::Found(slot) => {
-                if self.update_existing(&shard, slot, prepared, packet, now, out) {
-                    return;
+                match self.update_existing(&shard, slot, prepared, packet, now, followers, out) {
+                    Applied::Live { followers_counted } => return followers_counted,
+                    Applied::Ended => {}
                 }
                 // It ended; this packet may open it again.
                 match shard.probe(&prepared.words, &prepared.place) {
                     Probe::Vacant(slot) => slot,
                     Probe::Found(_) => {
                         *out = TrackOutcome::Refused(RefuseReason::Raced);
-                        return;
+                        return false;
                     }
                 }
             }
         };
         *out = self.open(shard, vacant, prepared, packet, now, admit);
+        false
     }
 
     fn track_related(&self, quoted: &FlowKey, zone: u16) -> TrackOutcome {
@@ -599,9 +670,11 @@ impl ConntrackTable {
         TrackOutcome::Invalid(reason)
     }
 
-    /// Applies a packet to its live entry in `slot` and writes the outcome
-    /// into `out`; `false` (and `out` untouched) if the entry had ended
-    /// (expired, or a SYN reopening a closed connection) and was removed.
+    /// Applies a packet (and, without a state machine, its `followers`)
+    /// to its live entry in `slot` and writes the outcome into `out`;
+    /// `Ended` (and `out` untouched) if the entry had ended (expired, or a
+    /// SYN reopening a closed connection) and was removed.
+    #[allow(clippy::too_many_arguments)]
     fn update_existing(
         &self,
         shard: &ShardGuard<'_>,
@@ -609,10 +682,11 @@ impl ConntrackTable {
         prepared: &Prepared,
         packet: &TrackPacket,
         now: u64,
+        followers: &Followers,
         out: &mut TrackOutcome,
-    ) -> bool {
-        if ConnKey::proto_of(&prepared.words) != proto::TCP {
-            return self.update_stateless(shard, slot, prepared, packet, now, out);
+    ) -> Applied {
+        if prepared.is_stateless() {
+            return self.update_stateless(shard, slot, prepared, packet, now, followers, out);
         }
         let (key, sender) = (&ConnKey::decode(&prepared.words), prepared.sender);
         let mut stored = StoredEntry::new(shard.entry_words::<ENTRY_WORDS>(slot));
@@ -630,7 +704,7 @@ impl ConntrackTable {
         {
             self.write_stored(shard, slot, key, &stored);
             Self::hit(sender, &stored, out);
-            return true;
+            return Applied::ALONE;
         }
         let mut entry = ConnEntry::decode(&stored.0);
         let ended = if !live {
@@ -641,14 +715,14 @@ impl ConntrackTable {
                 Ok(Transition::To(_)) => None,
                 Err(reason) => {
                     *out = self.invalid(reason);
-                    return true;
+                    return Applied::ALONE;
                 }
             }
         };
         if let Some(reason) = ended {
             let (_, entry) = shard.remove(slot);
             self.forget(key, &entry, reason);
-            return false;
+            return Applied::Ended;
         }
         self.apply(&mut entry, sender, packet, now);
         // A reset ends the connection now: the RST itself is forwarded, and
@@ -666,7 +740,7 @@ impl ConntrackTable {
             rule_id: entry.rule_id,
             created: false,
         };
-        true
+        Applied::ALONE
     }
 
     /// Which way a packet from `sender` goes on a connection `originator`
@@ -681,7 +755,9 @@ impl ConntrackTable {
 
     /// `update_existing` for protocols without a state machine (UDP, ICMP,
     /// others), on the stored words: a hit only counts, stamps the time and
-    /// marks the reply.
+    /// marks the reply; it counts the `followers` too if the entry was
+    /// admitted by their generation.
+    #[allow(clippy::too_many_arguments)]
     fn update_stateless(
         &self,
         shard: &ShardGuard<'_>,
@@ -689,16 +765,22 @@ impl ConntrackTable {
         prepared: &Prepared,
         packet: &TrackPacket,
         now: u64,
+        followers: &Followers,
         out: &mut TrackOutcome,
-    ) -> bool {
+    ) -> Applied {
         let (key, sender) = (&ConnKey::decode(&prepared.words), prepared.sender);
         let mut stored = StoredEntry::new(shard.entry_words::<COUNTED_WORDS>(slot));
         if now >= self.expiry(key, stored.state(), stored.last_seen()) {
             let (_, entry) = shard.remove(slot);
             self.forget(key, &entry, end_reason_at_expiry(entry.state));
-            return false;
+            return Applied::Ended;
         }
         stored.count_stateless(sender, packet.bytes, now);
+        let followers_counted =
+            followers.packets > 0 && stored.generation() == followers.generation;
+        if followers_counted {
+            stored.count_more(sender, followers.packets, followers.bytes);
+        }
         self.write_stored(shard, slot, key, &stored);
         // The workloads word is in the slot's cold part: touched only when
         // the packet names its sender's workload.
@@ -706,7 +788,7 @@ impl ConntrackTable {
             shard.note_workload(slot, sender, packet.workload);
         }
         Self::hit(sender, &stored, out);
-        true
+        Applied::Live { followers_counted }
     }
 
     /// Writes the outcome of a hit from `sender` that left the entry
@@ -868,7 +950,10 @@ impl ConntrackTable {
         let mut probe = shard.probe(&prepared.words, &prepared.place);
         if let Probe::Found(slot) = probe {
             let mut outcome = TrackOutcome::Denied;
-            if self.update_existing(&shard, slot, prepared, packet, now, &mut outcome) {
+            let none = Followers::default();
+            if let Applied::Live { .. } =
+                self.update_existing(&shard, slot, prepared, packet, now, &none, &mut outcome)
+            {
                 return Err(Some(outcome));
             }
             probe = shard.probe(&prepared.words, &prepared.place);

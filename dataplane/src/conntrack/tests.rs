@@ -1506,3 +1506,50 @@ fn a_full_sweep_leaves_no_expired_entry() {
     );
     assert!(table.stats().ended(EndReason::Expired) > 100);
 }
+
+/// A batch's followers (`Followers`) are counted by their first packet's
+/// hit on a live entry their generation admitted, and by nothing else: not
+/// by the packet that opens the connection, not on an entry another
+/// generation admitted, not on TCP, not on an entry that had expired.
+#[test]
+fn followers_are_counted_only_by_a_stateless_hit_of_their_generation() {
+    let table = table();
+    let followers = Followers {
+        packets: 3,
+        bytes: 300,
+        generation: 1,
+    };
+    let track = |packet: &TrackPacket, now: u64, followers: &Followers| {
+        let prepared = table.prepare(&packet.flow, packet.zone);
+        table.track_prepared_with(packet, &prepared, now, || ALLOW, followers)
+    };
+    let key = ConnKey::from_flow(&udp(true).flow, 0).0;
+    let (opened, counted) = track(&udp(true), S, &followers);
+    assert!(matches!(opened, TrackOutcome::Tracked { created: true, .. }) && !counted);
+    assert_eq!(table.get(&key).expect("opened").packets, [1, 0]);
+
+    let (_, counted) = track(&udp(false), 2 * S, &followers);
+    assert!(counted);
+    let entry = table.get(&key).expect("live");
+    assert_eq!((entry.packets, entry.bytes), ([1, 4], [80, 380]));
+    assert_eq!(entry.state, ConnState::Established);
+
+    let newer = Followers {
+        generation: 2,
+        ..followers
+    };
+    let (_, counted) = track(&udp(true), 3 * S, &newer);
+    assert!(!counted);
+    assert_eq!(table.get(&key).expect("live").packets, [2, 4]);
+
+    // Past the UDP timeout the entry ends, and the packet opens it again.
+    let (reopened, counted) = track(&udp(true), 1_000 * S, &followers);
+    assert!(matches!(reopened, TrackOutcome::Tracked { created: true, .. }) && !counted);
+    assert_eq!(table.get(&key).expect("reopened").packets, [1, 0]);
+
+    let mut tcp = Tcp::new();
+    handshake(&table, &mut tcp);
+    let (_, counted) = track(&tcp.segment(true, ACK, 100), S, &followers);
+    assert!(!counted);
+    assert_eq!(table.get(&conn_key()).expect("tcp").packets, [3, 1]);
+}

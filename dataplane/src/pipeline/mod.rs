@@ -10,6 +10,9 @@
 //! - A batch is parsed first, and every IP frame's conntrack lookup
 //!   prefetched, before any frame is judged: the lookups' cache misses
 //!   overlap (`conntrack::ConntrackTable::prepare`).
+//! - Packets of a protocol without a state machine that follow the batch's
+//!   first of the same connection and sender are counted by its hit and
+//!   not looked up again (`group`).
 //! - A connection admitted under an older generation is re-checked on its
 //!   next packet, in its original direction; if the new policy denies it,
 //!   it is cut: the entry is removed and the packet dropped (invariant 3).
@@ -26,6 +29,7 @@
 //!   cuts revoke it (`offload`).
 
 mod cell;
+mod group;
 mod offload;
 mod policy;
 mod stats;
@@ -34,6 +38,7 @@ mod stats;
 mod tests;
 
 pub use cell::{PolicyCell, WatchId};
+use group::BatchGroups;
 pub use offload::{OffloadOffer, OffloadQueue, OffloadRequest};
 pub use policy::{Action, Decision, L2Policy, Mode, PolicySnapshot, RuleVerdict, DEFAULT_RULE_ID};
 use stats::BatchTally;
@@ -45,8 +50,8 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 
 use crate::conntrack::{
-    Admission, ConnKey, ConnState, ConntrackTable, Direction, EndReason, InvalidReason, Prepared,
-    TrackOutcome, TrackPacket, BATCH,
+    Admission, ConnKey, ConnState, ConntrackTable, Direction, EndReason, Followers, InvalidReason,
+    Prepared, TrackOutcome, TrackPacket, BATCH,
 };
 use crate::packet::{
     parse_frame, parse_quoted, proto, AddrFamily, DropReason, FlowKey, FragmentKind, FrameKind,
@@ -163,8 +168,8 @@ impl Pipeline {
         }
     }
 
-    /// Parses a batch and prefetches its conntrack lookups, then judges
-    /// each frame.
+    /// Parses a batch, groups its packets by connection (`group`) and
+    /// prefetches the lookups of each group's first, then judges each frame.
     fn process_batch(
         &self,
         policy: &PolicySnapshot,
@@ -174,26 +179,30 @@ impl Pipeline {
     ) {
         let mut parsed = [Err(DropReason::TruncatedEthernet); BATCH];
         let mut prepared: [Option<Prepared>; BATCH] = [None; BATCH];
-        for ((frame, parsed), prepared) in frames.iter().zip(&mut parsed).zip(&mut prepared) {
+        let mut groups = BatchGroups::new(policy.generation);
+        for (index, frame) in frames.iter().enumerate() {
             // The key is read from the parser's result before it is stored
             // in the batch's array: read back from the array, its fields
             // waited on their own stores (docs/performance-notes.md, "On
             // an Intel machine").
             let result = parse_frame(frame.data, frame.port);
-            if let Ok(ParsedFrame {
-                kind: FrameKind::Ip(key),
-                vlan,
-                ..
-            }) = &result
-            {
-                let lookup = self.conntrack.prepare(key, vlan.inner);
-                self.conntrack.prefetch_tags(&lookup);
-                *prepared = Some(lookup);
+            if let Ok(parsed) = &result {
+                if let FrameKind::Ip(key) = &parsed.kind {
+                    let lookup = self.conntrack.prepare(key, parsed.vlan.inner);
+                    let follows = is_groupable(parsed, key, &lookup)
+                        && groups.join(index, &lookup, frame_bytes(frame), &prepared);
+                    if !follows {
+                        self.conntrack.prefetch_tags(&lookup);
+                    }
+                    prepared[index] = Some(lookup);
+                }
             }
-            *parsed = result;
+            parsed[index] = result;
         }
-        for lookup in prepared.iter().flatten() {
-            self.conntrack.prefetch_slot(lookup);
+        for (index, lookup) in prepared.iter().enumerate() {
+            if let Some(lookup) = lookup.as_ref().filter(|_| !groups.follows(index)) {
+                self.conntrack.prefetch_slot(lookup);
+            }
         }
         let mut tally = BatchTally::new();
         let batch = Batch {
@@ -201,14 +210,13 @@ impl Pipeline {
             now,
             memo: SwitchMemo::new(),
         };
-        for (((frame, parsed), prepared), action) in frames
-            .iter()
-            .zip(&parsed)
-            .zip(&prepared)
-            .zip(out.iter_mut())
+        for (index, ((frame, parsed), action)) in
+            frames.iter().zip(&parsed).zip(out.iter_mut()).enumerate()
         {
             *action = match parsed {
-                Ok(parsed) => self.process_parsed(&batch, frame, parsed, prepared.as_ref()),
+                Ok(parsed) => {
+                    self.process_member(&batch, &mut groups, index, frame, parsed, &prepared)
+                }
                 Err(reason) => FrameAction::Drop(DropCause::Parse(*reason)),
             };
             tally.count(action);
@@ -216,15 +224,43 @@ impl Pipeline {
         self.stats.add(&tally);
     }
 
+    /// Decides packet `index` of a batch: a follower its group's first
+    /// counted is switched as a packet of that connection; any other is
+    /// judged, counting its followers if it has any.
+    fn process_member(
+        &self,
+        batch: &Batch<'_>,
+        groups: &mut BatchGroups,
+        index: usize,
+        frame: &Frame<'_>,
+        parsed: &ParsedFrame,
+        prepared: &[Option<Prepared>; BATCH],
+    ) -> FrameAction {
+        if let (Some(state), FrameKind::Ip(key)) = (groups.counted_for(index), &parsed.kind) {
+            return self.forward_tracked(batch, parsed, key, state);
+        }
+        let followers = groups.followers_of(index);
+        let (action, counted) =
+            self.process_parsed(batch, frame, parsed, prepared[index].as_ref(), &followers);
+        if let Some(state) = counted {
+            groups.set_counted(index, state);
+        }
+        action
+    }
+
+    /// Decides one parsed frame, whose lookup `prepared` holds if the batch
+    /// prepared it; with the state its connection was found in if its hit
+    /// counted its `followers` too.
     fn process_parsed(
         &self,
         batch: &Batch<'_>,
         frame: &Frame<'_>,
         parsed: &ParsedFrame,
         prepared: Option<&Prepared>,
-    ) -> FrameAction {
+        followers: &Followers,
+    ) -> (FrameAction, Option<ConnState>) {
         let l2 = &batch.policy.l2;
-        match parsed.kind {
+        let action = match parsed.kind {
             FrameKind::Arp(_) if l2.switch_arp => self.switch(batch, parsed),
             FrameKind::Arp(_) => FrameAction::Drop(DropCause::ArpBlocked),
             FrameKind::Other if l2.switch_other_ethertypes => self.switch(batch, parsed),
@@ -235,8 +271,11 @@ impl Pipeline {
             FrameKind::Ip(key) if key.fragment.kind == FragmentKind::Later => {
                 FrameAction::Drop(DropCause::LaterFragment)
             }
-            FrameKind::Ip(key) => self.judge(batch, frame, parsed, &key, prepared),
-        }
+            FrameKind::Ip(key) => {
+                return self.judge(batch, frame, parsed, &key, prepared, followers);
+            }
+        };
+        (action, None)
     }
 
     /// Switches a frame through the batch's memo (`switch::memo`).
@@ -255,6 +294,7 @@ impl Pipeline {
 
     /// Conntrack, policy for new flows, re-check for stale ones.
     /// `prepared`: the frame's conntrack lookup, if the batch prepared it.
+    /// With the connection's state if its hit counted `followers` too.
     fn judge(
         &self,
         batch: &Batch<'_>,
@@ -262,15 +302,15 @@ impl Pipeline {
         parsed: &ParsedFrame,
         key: &FlowKey,
         prepared: Option<&Prepared>,
-    ) -> FrameAction {
+        followers: &Followers,
+    ) -> (FrameAction, Option<ConnState>) {
         let (policy, now) = (batch.policy, batch.now);
         let quoted = match parsed.icmp_error_quote {
             Some(at) => match parse_quoted(frame.data, at, key.family) {
                 Some(quoted) => Some(quoted),
                 None => {
-                    return FrameAction::Drop(DropCause::Conntrack(
-                        InvalidReason::UnrelatedIcmpError,
-                    ))
+                    let unrelated = DropCause::Conntrack(InvalidReason::UnrelatedIcmpError);
+                    return (FrameAction::Drop(unrelated), None);
                 }
             },
             None => None,
@@ -279,7 +319,7 @@ impl Pipeline {
             flow: *key,
             zone: parsed.vlan.inner,
             tcp: parsed.tcp,
-            bytes: u32::try_from(frame.data.len()).unwrap_or(u32::MAX),
+            bytes: frame_bytes(frame),
             quoted,
             workload: 0,
         };
@@ -288,7 +328,7 @@ impl Pipeline {
             Some(prepared) => *prepared,
             None => self.conntrack.prepare(key, packet.zone),
         };
-        let outcome = self.conntrack.track_prepared(&packet, &prepared, now, || {
+        let admit = || {
             let decision = policy.decide(key);
             decided.set(Some(decision));
             if decision.pass {
@@ -299,7 +339,10 @@ impl Pipeline {
             } else {
                 Admission::Deny
             }
-        });
+        };
+        let (outcome, followers_counted) = self
+            .conntrack
+            .track_prepared_with(&packet, &prepared, now, admit, followers);
         if let Some(decision) = decided.get() {
             if decision.would_deny {
                 self.emit(
@@ -311,7 +354,7 @@ impl Pipeline {
                 );
             }
         }
-        match outcome {
+        let action = match outcome {
             TrackOutcome::Tracked {
                 generation,
                 direction,
@@ -320,7 +363,11 @@ impl Pipeline {
             } if generation != policy.generation => {
                 self.recheck(batch, parsed, key, direction, state)
             }
-            TrackOutcome::Tracked { state, .. } => self.forward_tracked(batch, parsed, key, state),
+            TrackOutcome::Tracked { state, .. } => {
+                let action = self.forward_tracked(batch, parsed, key, state);
+                // Counted only on an entry the batch's generation admitted.
+                return (action, followers_counted.then_some(state));
+            }
             TrackOutcome::Related { .. } => self.switch(batch, parsed),
             TrackOutcome::Denied => {
                 let rule_id = decided.get().map_or(DEFAULT_RULE_ID, |d| d.rule_id);
@@ -329,7 +376,8 @@ impl Pipeline {
             }
             TrackOutcome::Invalid(reason) => FrameAction::Drop(DropCause::Conntrack(reason)),
             TrackOutcome::Refused(reason) => FrameAction::Drop(DropCause::Refused(reason)),
-        }
+        };
+        (action, None)
     }
 
     /// Switches a frame of a connection in `state` admitted by the
@@ -416,6 +464,22 @@ impl Pipeline {
             self.stats.count_event_dropped();
         }
     }
+}
+
+/// Can this IP packet, whose lookup is `lookup`, join a group of its batch
+/// (`group`): one whose conntrack hit only counts, with no ICMP error's
+/// quote to judge it by, looked up at all (not a later fragment, not
+/// neighbour discovery, whichever way the L2 policy treats that).
+fn is_groupable(parsed: &ParsedFrame, key: &FlowKey, lookup: &Prepared) -> bool {
+    lookup.is_stateless()
+        && parsed.icmp_error_quote.is_none()
+        && key.fragment.kind != FragmentKind::Later
+        && !is_neighbour_discovery(key)
+}
+
+/// A frame's length as conntrack counts it.
+fn frame_bytes(frame: &Frame<'_>) -> u32 {
+    u32::try_from(frame.data.len()).unwrap_or(u32::MAX)
 }
 
 /// IPv6's link-local control: neighbour discovery (ICMPv6 133–137), and

@@ -698,3 +698,5 @@ fn a_fin_after_data_forwarded_in_xdp_is_in_window() {
         FrameAction::Drop(DropCause::Conntrack(InvalidReason::OutOfWindow))
     );
 }
+
+mod grouping;
