@@ -214,30 +214,6 @@ pub struct Prepared {
     place: Place,
 }
 
-impl Prepared {
-    /// Does a packet of this lookup belong to the same connection, sent
-    /// by the same end, as one of `other`?
-    pub fn same_sender_and_connection(&self, other: &Prepared) -> bool {
-        // Word by word, without a branch: `==` on the arrays called libc's
-        // `bcmp`, with the batch loop's registers spilled around the call.
-        let differing =
-            (self.words.iter().zip(&other.words)).fold(0, |bits, (a, b)| bits | (a ^ b));
-        differing == 0 && self.sender == other.sender
-    }
-
-    /// Is its protocol one without a state machine (not TCP), whose hits
-    /// only count, stamp the time and mark the reply?
-    pub fn is_stateless(&self) -> bool {
-        ConnKey::proto_of(&self.words) != proto::TCP
-    }
-
-    /// A number that equal keys share, for grouping a batch's packets by
-    /// connection (the key's home slot).
-    pub fn group_hint(&self) -> usize {
-        self.place.home()
-    }
-}
-
 /// The packets of a batch that followed its first packet of the same
 /// connection, sent by the same end, of a protocol without a state
 /// machine (`Pipeline`'s grouping, docs/architecture.md). The first
@@ -689,7 +665,7 @@ impl ConntrackTable {
         followers: &Followers,
         out: &mut TrackOutcome,
     ) -> Applied {
-        if prepared.is_stateless() {
+        if ConnKey::proto_of(&prepared.words) != proto::TCP {
             return self.update_stateless(shard, slot, prepared, packet, now, followers, out);
         }
         let (key, sender) = (&ConnKey::decode(&prepared.words), prepared.sender);

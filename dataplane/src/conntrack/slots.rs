@@ -119,13 +119,6 @@ pub(crate) struct Place {
     tag: u8,
 }
 
-impl Place {
-    /// The home slot.
-    pub fn home(&self) -> usize {
-        self.home
-    }
-}
-
 /// What a probe for a key found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Probe {

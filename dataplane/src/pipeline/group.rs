@@ -9,10 +9,13 @@
 //! So the first packet's hit counts its followers too, in the same write
 //! (`conntrack::Followers`), and each follower is then switched as a
 //! packet of that connection without locking, probing and writing the entry
-//! again. The followers' own verdicts are unchanged; only the entry's
-//! state as reported to them is the one the first packet found (a reply
-//! between them marks a UDP connection answered a few frames earlier than
-//! they learn it, which nothing in their forwarding reads).
+//! again. Groups are found by the parsed keys themselves (addresses,
+//! protocol, ports, zone) through a small table with a cheap hash, so a
+//! follower skips conntrack's key encoding and hash as well. The
+//! followers' own verdicts are unchanged; only the entry's state as
+//! reported to them is the one the first packet found (a reply between
+//! them marks a UDP connection answered a few frames earlier than they
+//! learn it, which nothing in their forwarding reads).
 //!
 //! Not grouped: TCP (each segment is checked against the window its
 //! predecessors moved), ICMP errors (judged by the packet they quote),
@@ -21,12 +24,15 @@
 //! connection), was cut or readmitted by a new policy, or ended, is judged
 //! on its own as before.
 
-use crate::conntrack::{ConnState, Followers, Prepared, BATCH};
+use crate::conntrack::{ConnState, Followers, BATCH};
+use crate::packet::{DropReason, FlowKey, FrameKind, ParsedFrame};
 
 /// Slots of the table that finds each packet's group: twice the batch, so
 /// that different connections seldom meet in one (a packet whose slot
 /// holds another connection is not grouped, only judged on its own).
 const SLOTS: usize = 2 * BATCH;
+
+const _: () = assert!(SLOTS.is_power_of_two(), "slot_of takes the hash's top bits");
 
 /// No packet: an empty slot, or a packet that follows none.
 const NONE: u8 = u8::MAX;
@@ -35,7 +41,7 @@ const _: () = assert!(BATCH < NONE as usize, "batch indexes fit a byte");
 
 /// The groups of one batch, in the batch's own indexes.
 pub(super) struct BatchGroups {
-    /// By `Prepared::group_hint`: the first groupable packet seen there.
+    /// By `slot_of`: the first groupable packet seen there.
     firsts: [u8; SLOTS],
     /// Per packet: the first packet of its group, if it follows one.
     first_of: [u8; BATCH],
@@ -63,27 +69,33 @@ impl BatchGroups {
     }
 
     /// Files packet `index` (below `BATCH`), a groupable one of `bytes`
-    /// whose lookup is `lookup`; `earlier` holds the lookups of the
-    /// batch's packets before it. True if it follows an earlier packet of
-    /// the same connection and sender: its lookup is then the first's.
+    /// whose key is `key` in `zone`; `earlier` holds the batch's packets
+    /// before it, parsed. True if it follows an earlier packet of the same
+    /// connection and sender: it needs no lookup of its own then.
     pub fn join(
         &mut self,
         index: usize,
-        lookup: &Prepared,
+        key: &FlowKey,
+        zone: u16,
         bytes: u32,
-        earlier: &[Option<Prepared>],
+        earlier: &[Result<ParsedFrame, DropReason>],
     ) -> bool {
-        let slot = &mut self.firsts[lookup.group_hint() % SLOTS];
+        let slot = &mut self.firsts[slot_of(key, zone)];
         if *slot == NONE {
             // `index` is below BATCH, which fits a byte (asserted above).
             *slot = index as u8;
             return false;
         }
         let first = usize::from(*slot);
-        let same = earlier
-            .get(first)
-            .and_then(Option::as_ref)
-            .is_some_and(|first| first.same_sender_and_connection(lookup));
+        let same = match earlier.get(first) {
+            Some(Ok(parsed)) => match &parsed.kind {
+                FrameKind::Ip(first_key) => {
+                    parsed.vlan.inner == zone && same_connection_and_sender(first_key, key)
+                }
+                _ => false,
+            },
+            _ => false,
+        };
         if !same {
             return false;
         }
@@ -91,11 +103,6 @@ impl BatchGroups {
         self.packets[first] = self.packets[first].saturating_add(1);
         self.bytes[first] = self.bytes[first].saturating_add(u64::from(bytes));
         true
-    }
-
-    /// Does packet `index` follow another of its group?
-    pub fn follows(&self, index: usize) -> bool {
-        self.first_of[index] != NONE
     }
 
     /// What follows packet `index` (no packets if nothing does).
@@ -121,4 +128,28 @@ impl BatchGroups {
         }
         self.counted[usize::from(first)]
     }
+}
+
+/// Do two keys of one zone name the same connection, sent by the same end?
+/// Equal addresses, protocol and ports (ICMP's identifier and type) make
+/// equal conntrack keys and senders (`ConnKey::from_flow`).
+fn same_connection_and_sender(a: &FlowKey, b: &FlowKey) -> bool {
+    a.src == b.src
+        && a.dst == b.dst
+        && a.src_port == b.src_port
+        && a.dst_port == b.dst_port
+        && a.proto == b.proto
+        && a.family == b.family
+}
+
+/// The slot of the groups' table for a key in `zone`: a multiplicative
+/// hash of what `same_connection_and_sender` compares, cheaper than
+/// conntrack's (a collision only leaves a packet ungrouped).
+fn slot_of(key: &FlowKey, zone: u16) -> usize {
+    let fold = |addr: u128| (addr as u64) ^ ((addr >> 64) as u64).rotate_left(29);
+    let ports = u64::from(key.src_port) << 16 | u64::from(key.dst_port);
+    let rest = ports << 32 | u64::from(zone) << 8 | u64::from(key.proto);
+    let mixed = fold(key.src) ^ fold(key.dst).rotate_left(17) ^ rest;
+    let bits = SLOTS.trailing_zeros();
+    (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
 }

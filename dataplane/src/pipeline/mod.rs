@@ -186,23 +186,22 @@ impl Pipeline {
             // waited on their own stores (docs/performance-notes.md, "On
             // an Intel machine").
             let result = parse_frame(frame.data, frame.port);
-            if let Ok(parsed) = &result {
-                if let FrameKind::Ip(key) = &parsed.kind {
-                    let lookup = self.conntrack.prepare(key, parsed.vlan.inner);
-                    let follows = is_groupable(parsed, key, &lookup)
-                        && groups.join(index, &lookup, frame_bytes(frame), &prepared);
+            if let Ok(frame_parsed) = &result {
+                if let FrameKind::Ip(key) = &frame_parsed.kind {
+                    let zone = frame_parsed.vlan.inner;
+                    let follows = is_groupable(frame_parsed, key)
+                        && groups.join(index, key, zone, frame_bytes(frame), &parsed);
                     if !follows {
+                        let lookup = self.conntrack.prepare(key, zone);
                         self.conntrack.prefetch_tags(&lookup);
+                        prepared[index] = Some(lookup);
                     }
-                    prepared[index] = Some(lookup);
                 }
             }
             parsed[index] = result;
         }
-        for (index, lookup) in prepared.iter().enumerate() {
-            if let Some(lookup) = lookup.as_ref().filter(|_| !groups.follows(index)) {
-                self.conntrack.prefetch_slot(lookup);
-            }
+        for lookup in prepared.iter().flatten() {
+            self.conntrack.prefetch_slot(lookup);
         }
         let mut tally = BatchTally::new();
         let batch = Batch {
@@ -466,12 +465,12 @@ impl Pipeline {
     }
 }
 
-/// Can this IP packet, whose lookup is `lookup`, join a group of its batch
-/// (`group`): one whose conntrack hit only counts, with no ICMP error's
-/// quote to judge it by, looked up at all (not a later fragment, not
-/// neighbour discovery, whichever way the L2 policy treats that).
-fn is_groupable(parsed: &ParsedFrame, key: &FlowKey, lookup: &Prepared) -> bool {
-    lookup.is_stateless()
+/// Can this IP packet join a group of its batch (`group`): one whose
+/// conntrack hit only counts (not TCP), with no ICMP error's quote to judge
+/// it by, looked up at all (not a later fragment, not neighbour discovery,
+/// whichever way the L2 policy treats that).
+fn is_groupable(parsed: &ParsedFrame, key: &FlowKey) -> bool {
+    key.proto != proto::TCP
         && parsed.icmp_error_quote.is_none()
         && key.fragment.kind != FragmentKind::Later
         && !is_neighbour_discovery(key)
