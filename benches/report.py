@@ -570,6 +570,10 @@ PIPELINE_CASES = {
     ("packet_parse", "realistic_mix"): "parser: `parse_frame` over a realistic mix of frames",
     ("pipeline", "established_tcp"): "pipeline, established TCP: parse, conntrack hit with "
     "window check, switch",
+    ("pipeline", "established_udp_16_flows"): "pipeline, established UDP, 16 flows each four "
+    "times a batch: parse, one conntrack hit per flow counting its followers, switch",
+    ("pipeline", "established_udp_64_flows"): "pipeline, established UDP, 64 flows a batch: parse, "
+    "conntrack hit, switch",
     ("pipeline", "new_tcp_flows"): "pipeline, new TCP flows: parse, conntrack miss, classify, "
     "insert into a fresh 64K table, switch",
 }
