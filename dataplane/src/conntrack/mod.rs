@@ -569,34 +569,22 @@ impl ConntrackTable {
         now: u64,
         admit: impl FnOnce() -> Admission,
     ) -> TrackOutcome {
-        self.track_prepared_with(packet, prepared, now, admit, &Followers::default())
-            .0
-    }
-
-    /// `track_prepared` for the first packet of a batch's group, whose
-    /// hit also counts its `followers`; the flag says whether it did (it
-    /// does only on a hit on a live entry of a protocol without a state
-    /// machine, admitted by `followers.generation`).
-    pub fn track_prepared_with(
-        &self,
-        packet: &TrackPacket,
-        prepared: &Prepared,
-        now: u64,
-        admit: impl FnOnce() -> Admission,
-        followers: &Followers,
-    ) -> (TrackOutcome, bool) {
         let mut outcome = TrackOutcome::Denied;
-        let counted =
-            self.track_prepared_into(packet, prepared, now, admit, followers, &mut outcome);
-        (outcome, counted)
+        let none = Followers::default();
+        self.track_prepared_into(packet, prepared, now, admit, &none, &mut outcome);
+        outcome
     }
 
-    /// `track_prepared`, writing the outcome into `out`. A hit writes its
-    /// outcome's fields in place: returning it by value went through a
-    /// stack copy that read the fields back as one wider load before their
-    /// stores had retired, a failed store-to-load forward that was about a
-    /// sixth of a hot batched hit (`docs/performance-notes.md`).
-    fn track_prepared_into(
+    /// `track_prepared`, writing the outcome into `out`, for the first
+    /// packet of a batch's group: its hit also counts its `followers`, and
+    /// the result says whether it did (only on a hit on a live entry of a
+    /// protocol without a state machine, admitted by
+    /// `followers.generation`). A hit writes its outcome's fields in place:
+    /// returning it by value went through a stack copy that read the fields
+    /// back as one wider load before their stores had retired, a failed
+    /// store-to-load forward that was about a sixth of a hot batched hit
+    /// (`docs/performance-notes.md`).
+    pub fn track_prepared_into(
         &self,
         packet: &TrackPacket,
         prepared: &Prepared,

@@ -1521,7 +1521,10 @@ fn followers_are_counted_only_by_a_stateless_hit_of_their_generation() {
     };
     let track = |packet: &TrackPacket, now: u64, followers: &Followers| {
         let prepared = table.prepare(&packet.flow, packet.zone);
-        table.track_prepared_with(packet, &prepared, now, || ALLOW, followers)
+        let mut outcome = TrackOutcome::Denied;
+        let counted =
+            table.track_prepared_into(packet, &prepared, now, || ALLOW, followers, &mut outcome);
+        (outcome, counted)
     };
     let key = ConnKey::from_flow(&udp(true).flow, 0).0;
     let (opened, counted) = track(&udp(true), S, &followers);

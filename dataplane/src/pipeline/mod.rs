@@ -339,9 +339,15 @@ impl Pipeline {
                 Admission::Deny
             }
         };
-        let (outcome, followers_counted) = self
-            .conntrack
-            .track_prepared_with(&packet, &prepared, now, admit, followers);
+        let mut outcome = TrackOutcome::Denied;
+        let followers_counted = self.conntrack.track_prepared_into(
+            &packet,
+            &prepared,
+            now,
+            admit,
+            followers,
+            &mut outcome,
+        );
         if let Some(decision) = decided.get() {
             if decision.would_deny {
                 self.emit(

@@ -87,6 +87,17 @@ impl Bed {
         out[0]
     }
 
+    /// Processes `frames` (port, bytes) as one batch; their actions.
+    fn send_batch(&self, frames: &[(u16, Vec<u8>)], now: u64) -> Vec<FrameAction> {
+        let batch: Vec<Frame<'_>> = frames
+            .iter()
+            .map(|(port, data)| Frame { data, port: *port })
+            .collect();
+        let mut out = vec![FrameAction::Drop(DropCause::Policy); batch.len()];
+        self.pipeline.process(&batch, now, &mut out);
+        out
+    }
+
     fn events(&self) -> Vec<VerdictKind> {
         std::iter::from_fn(|| self.pipeline.events().pop().map(|e| e.kind)).collect()
     }
@@ -458,7 +469,7 @@ fn long_batches_get_one_action_per_frame_in_order() {
 #[test]
 fn stations_learned_within_a_batch_steer_its_later_frames() {
     let bed = Bed::new(allow_https());
-    let frames_owned = [
+    let frames = [
         (PORT_A, from_a(proto::TCP, &tcp(40000, 443, SYN, 0))),
         (PORT_A, from_a(proto::TCP, &tcp(40001, 443, SYN, 0))),
         (PORT_B, from_b(proto::TCP, &tcp(443, 40000, SYN | ACK, 0))),
@@ -466,12 +477,7 @@ fn stations_learned_within_a_batch_steer_its_later_frames() {
         (PORT_A, from_a(proto::TCP, &tcp(40000, 443, ACK | PSH, 0))),
         (PORT_B, from_b(proto::TCP, &tcp(443, 40001, SYN | ACK, 0))),
     ];
-    let batch: Vec<Frame<'_>> = frames_owned
-        .iter()
-        .map(|(port, data)| Frame { data, port: *port })
-        .collect();
-    let mut out = vec![FrameAction::Drop(DropCause::Policy); batch.len()];
-    bed.pipeline.process(&batch, S, &mut out);
+    let out = bed.send_batch(&frames, S);
     assert_eq!(out, [FLOOD, FLOOD, TO_A, TO_B, TO_B, TO_A]);
     assert_eq!(bed.pipeline.mac_table().len(), 2);
 }

@@ -25,17 +25,6 @@ fn allow_dns_and_ping() -> Vec<Rule<RuleVerdict>> {
     ]
 }
 
-/// Processes `frames` (port, bytes) as one batch; their actions.
-fn process_batch(bed: &Bed, frames: &[(u16, Vec<u8>)], now: u64) -> Vec<FrameAction> {
-    let batch: Vec<Frame<'_>> = frames
-        .iter()
-        .map(|(port, data)| Frame { data, port: *port })
-        .collect();
-    let mut out = vec![FrameAction::Drop(DropCause::Policy); batch.len()];
-    bed.pipeline.process(&batch, now, &mut out);
-    out
-}
-
 /// Every connection in the table with its entry, in a stable order.
 fn table(bed: &Bed) -> Vec<String> {
     let mut entries = Vec::new();
@@ -75,7 +64,7 @@ fn a_run_of_one_connection_is_counted_in_full() {
         (PORT_B, dns_answer(1, 60)),
         (PORT_A, dns_query(1, 70)),
     ];
-    let actions = process_batch(&bed, &frames, 2 * S);
+    let actions = bed.send_batch(&frames, 2 * S);
     assert_eq!(actions, [TO_B, TO_B, TO_B, TO_A, TO_B, TO_A, TO_B]);
     let entry = entry_of(&bed, &frames[0].1, PORT_A);
     let bytes = |frames: Vec<Vec<u8>>| frames.iter().map(|f| f.len() as u64).sum::<u64>();
@@ -169,7 +158,7 @@ proptest! {
             }
             now += if index == expire_at { 1_000 * S } else { S };
             let frames: Vec<(u16, Vec<u8>)> = packets.iter().map(|p| p.frame()).collect();
-            let batched = process_batch(&grouped, &frames, now);
+            let batched = grouped.send_batch(&frames, now);
             let alone: Vec<FrameAction> = frames
                 .iter()
                 .map(|(port, frame)| single.send(*port, frame, now))
