@@ -23,7 +23,11 @@
 //! the rest (`COLD_WORDS`) in a second array. So a UDP or ICMP hit on an
 //! IPv4 connection reads one tag line and dirties one slot line, where a
 //! 112-byte slot spans 2.5 lines on average (docs/performance-notes.md,
-//! "One line per hit"). Which words go where (`ShardGuard::entry_cells`):
+//! "One line per hit"); if the connection lives in its home slot (about
+//! three in four at half load) it reads no tag line at all: a probe first
+//! compares a packed key with its home slot's hot line, and an empty
+//! slot's first word is zero, which no key's is (`holds_packed`). Which
+//! words go where (`ShardGuard::entry_cells`):
 //!
 //! | | hot line (8 words) | cold part (6 words) |
 //! |---|---|---|
@@ -71,6 +75,20 @@ const COLD_KEY_WORD: usize = 3;
 /// hot line's second word. It is the top bit of the family byte, which is
 /// 4 or 6, so no key's own first word has it.
 const PACKED: u64 = 1 << 23;
+
+/// Does a hot line hold `key`, if it is packed? (Whole keys are not
+/// looked for this way: a part of them is in the cold part.) True only for
+/// an occupied slot: an empty one's first word is zero, and a key's never
+/// is (its family byte is 4 or 6).
+#[inline]
+fn holds_packed(hot: &[AtomicU64; HOT_WORDS], key: &StoredKey) -> bool {
+    match key {
+        StoredKey::Packed([head, addresses]) => {
+            hot[0].load(Ordering::Relaxed) == *head && hot[1].load(Ordering::Relaxed) == *addresses
+        }
+        StoredKey::Whole(_) => false,
+    }
+}
 
 /// Tag of an empty slot.
 const EMPTY: u8 = 0;
@@ -261,6 +279,21 @@ impl SlotTable {
         }
     }
 
+    /// Prefetch hint, first step of a batch: the home slot's hot line,
+    /// which holds a packed key that lives there whole (`home_holds`).
+    #[inline]
+    pub fn prefetch_home(&self, place: &Place) {
+        prefetch_index(&self.hot, place.home);
+    }
+
+    /// Does the home slot of `place` hold `key`, read without the lock?
+    /// A hint for the batch's next steps (only keys away from home need
+    /// their tags and slot prefetched); a stale read only makes it wrong.
+    #[inline]
+    pub fn home_holds(&self, place: &Place, key: &[u64; KEY_WORDS]) -> bool {
+        holds_packed(&self.hot[place.home].0, &StoredKey::of(key))
+    }
+
     /// Prefetch hint, first step of a batch: the tag bytes of a home.
     #[inline]
     pub fn prefetch_tags(&self, place: &Place) {
@@ -377,6 +410,12 @@ impl ShardGuard<'_> {
     #[inline]
     pub fn probe(&self, key: &[u64; KEY_WORDS], place: &Place) -> Probe {
         let key = StoredKey::of(key);
+        // A packed key at home is found in the hot line alone, without the
+        // tag line: an empty slot's first word is zero (`remove`), which
+        // no key's is.
+        if holds_packed(self.hot(place.home), &key) {
+            return Probe::Found(place.home);
+        }
         let mut slot = place.home;
         // The load cap guarantees an empty slot; the bound only makes a
         // broken invariant end rather than spin.
@@ -564,6 +603,8 @@ impl ShardGuard<'_> {
             }
         }
         self.table.tags[hole].store(EMPTY, Ordering::Relaxed);
+        // An empty slot's stale key must not match (`probe`'s home check).
+        self.hot(hole)[0].store(0, Ordering::Relaxed);
         self.table.shards[self.shard]
             .len
             .fetch_sub(1, Ordering::Relaxed);

@@ -193,16 +193,14 @@ impl Pipeline {
                         && groups.join(index, key, zone, frame_bytes(frame), &parsed);
                     if !follows {
                         let lookup = self.conntrack.prepare(key, zone);
-                        self.conntrack.prefetch_tags(&lookup);
+                        self.conntrack.prefetch_home(&lookup);
                         prepared[index] = Some(lookup);
                     }
                 }
             }
             parsed[index] = result;
         }
-        for lookup in prepared.iter().flatten() {
-            self.conntrack.prefetch_slot(lookup);
-        }
+        self.conntrack.prefetch_lookups(prepared.iter().flatten());
         let mut tally = BatchTally::new();
         let batch = Batch {
             policy,
