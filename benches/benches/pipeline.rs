@@ -62,7 +62,6 @@ fn pipeline(policy: &Arc<PolicySnapshot>, max_entries: usize) -> Pipeline {
     )
 }
 
-/// A TCP frame for a trace key (IPv4, TCP keys only).
 /// A frame of `key` (TCP with `flags`, or UDP) with a 64-byte payload,
 /// from host A or, swapped, from host B.
 fn frame_for(key: &FlowKey, flags: u8, from_a: bool) -> Vec<u8> {

@@ -396,7 +396,7 @@ impl ShardGuard<'_> {
                 .all(|(cell, word)| cell.load(Ordering::Relaxed) == *word)
         };
         match key {
-            StoredKey::Packed(words) => equal(self.hot(slot), words),
+            StoredKey::Packed(_) => holds_packed(self.hot(slot), key),
             StoredKey::Whole(words) => {
                 equal(self.hot(slot), &words[..KEY_WORDS - 1])
                     && self.cold(slot)[COLD_KEY_WORD].load(Ordering::Relaxed)
