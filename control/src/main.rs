@@ -26,15 +26,31 @@ fn read(path: &Path) -> anyhow::Result<String> {
 
 /// Starts this process again (`exec`, the same process id) with malloc's
 /// huge-page tunable set, unless `GLIBC_TUNABLES` already says something
-/// about it (`huge_pages`). Returns only when nothing is to be done or the
-/// new start failed, which is reported; the appliance then runs on 4 KiB
-/// pages.
+/// about it, and again while glibc does not take it, up to
+/// `huge_pages::MAX_STARTS` times (`huge_pages::next_start`). Returns when
+/// nothing is to be done, or the new start failed, which is reported; the
+/// appliance then runs on 4 KiB pages.
 fn start_again_with_huge_pages() {
+    use huge_pages::NextStart;
     use std::os::unix::process::CommandExt;
 
     let current = std::env::var_os(huge_pages::TUNABLES_VAR);
-    let Some(tunables) = huge_pages::tunables_with_huge_pages(current.as_deref()) else {
-        return;
+    let starts = std::env::var(huge_pages::STARTS_VAR)
+        .ok()
+        .and_then(|value| value.parse().ok());
+    let mode = huge_pages::system_thp_mode();
+    let (tunables, starts) = match huge_pages::next_start(
+        current.as_deref(),
+        starts,
+        mode.as_deref(),
+        huge_pages::malloc_advises,
+    ) {
+        NextStart::Run => return,
+        NextStart::GiveUp { starts } => {
+            eprintln!("microseg: glibc's malloc did not take glibc.malloc.hugetlb=1 in {starts} starts (docs/operations.md, \"Huge pages\"); running on 4 KiB pages");
+            return;
+        }
+        NextStart::Again { tunables, starts } => (tunables, starts),
     };
     // The executable's own path, not /proc/self/exe: the kernel names the
     // process after the file executed (`pgrep microseg`, `top`).
@@ -51,6 +67,7 @@ fn start_again_with_huge_pages() {
         .arg0(name)
         .args(args)
         .env(huge_pages::TUNABLES_VAR, tunables)
+        .env(huge_pages::STARTS_VAR, starts.to_string())
         .exec();
     eprintln!("microseg: cannot start again with huge pages ({error}); running on 4 KiB pages");
 }
