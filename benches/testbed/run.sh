@@ -450,6 +450,9 @@ EOF
         sleep 0.2
     done
     status >/dev/null || die "microseg API not answering: $(cat "$TB/dut.log")"
+    # Whether its tables are on huge pages (1M-flow rates depend on it;
+    # docs/performance-notes.md, "Huge pages only on some starts").
+    log "  $(grep -m1 '^microseg: memory:' "$TB/dut.log" || echo 'microseg: memory: not reported')"
     # Let the switch learn the sink's MAC (ARP from the sink through the
     # switch; the generator's stack answers).
     in_ns "$NS_SINK" ping -c 1 -W 1 10.203.1.1 >/dev/null 2>&1 || true
