@@ -131,7 +131,7 @@ pub fn csv_path_arg(program: &str) -> Option<String> {
 /// one packet from a client and one reply, spread over many sources.
 pub mod conntrack_traffic {
     use microseg_dataplane::conntrack::TrackPacket;
-    use microseg_dataplane::packet::{proto, AddrFamily, FlowKey};
+    use microseg_dataplane::packet::{proto, AddrFamily, FlowKey, TcpSegment};
 
     /// The client's packet of connection `i`.
     pub fn request(i: u32) -> TrackPacket {
@@ -156,6 +156,48 @@ pub mod conntrack_traffic {
         std::mem::swap(&mut packet.flow.src, &mut packet.flow.dst);
         std::mem::swap(&mut packet.flow.src_port, &mut packet.flow.dst_port);
         packet
+    }
+
+    /// Initial sequence numbers of the TCP connections' client and server.
+    const CLIENT_ISN: u32 = 1_000;
+    const SERVER_ISN: u32 = 90_000;
+
+    /// A TCP segment of connection `i` (the addresses and ports of
+    /// `request`, port 443), from the client or the server.
+    fn tcp_segment(i: u32, from_client: bool, flags: u8, seq: u32, ack: u32) -> TrackPacket {
+        let mut packet = if from_client { request(i) } else { reply(i) };
+        packet.flow.proto = proto::TCP;
+        packet.flow.tcp_flags = flags;
+        if from_client {
+            packet.flow.dst_port = 443;
+        } else {
+            packet.flow.src_port = 443;
+        }
+        packet.tcp = Some(TcpSegment {
+            seq,
+            ack,
+            window: 65_535,
+            window_scale: None,
+            payload_len: 0,
+        });
+        packet.bytes = 60;
+        packet
+    }
+
+    /// The three segments that establish TCP connection `i`.
+    pub fn tcp_handshake(i: u32) -> [TrackPacket; 3] {
+        use microseg_dataplane::packet::tcp_flags::{ACK, SYN};
+        [
+            tcp_segment(i, true, SYN, CLIENT_ISN, 0),
+            tcp_segment(i, false, SYN | ACK, SERVER_ISN, CLIENT_ISN + 1),
+            tcp_segment(i, true, ACK, CLIENT_ISN + 1, SERVER_ISN + 1),
+        ]
+    }
+
+    /// An acknowledgement from the client on established connection `i`,
+    /// valid any number of times.
+    pub fn tcp_ack(i: u32) -> TrackPacket {
+        tcp_handshake(i)[2]
     }
 }
 

@@ -805,6 +805,10 @@ def section_classifier(page, data):
 CONNTRACK_CASES = {
     "hit_hot": "hit, 1,024-connection working set",
     "hit_cold": "hit, 10,000 distinct connections spread over the 1M",
+    "hit_cold_batched_udp": "the same 10,000 UDP hits through `track_batch` (64 a batch, "
+    "prefetched), on 4 KiB pages",
+    "hit_cold_batched_tcp": "the same with established TCP connections (window check, "
+    "the slot's second part read), on 4 KiB pages",
     "insert_100k_new": "100,000 new connections into an empty 100K table",
 }
 

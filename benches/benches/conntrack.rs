@@ -1,11 +1,14 @@
 //! Criterion: conntrack lookup hits (hot working set and cold over 1M
-//! entries) and new connections (miss + insert). The table in
+//! entries; cold hits also in batches as the pipeline makes them, UDP and
+//! TCP) and new connections (miss + insert). The table in
 //! docs/benchmarks.md comes from the `conntrack-report` binary, which also
 //! covers two threads, the sweep and memory.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use microseg_benches::conntrack_traffic::{reply, request};
-use microseg_dataplane::conntrack::{Admission, ConntrackConfig, ConntrackTable, TrackOutcome};
+use microseg_benches::conntrack_traffic::{reply, request, tcp_ack, tcp_handshake};
+use microseg_dataplane::conntrack::{
+    Admission, ConntrackConfig, ConntrackTable, TrackOutcome, TrackPacket,
+};
 use std::hint::black_box;
 
 const ALLOW: Admission = Admission::Allow {
@@ -30,6 +33,16 @@ fn tracked(table: &ConntrackTable, i: u32) -> bool {
     )
 }
 
+/// Tracks `packets` through `track_batch`, as the pipeline does, and
+/// counts those tracked.
+fn tracked_in_batches(table: &ConntrackTable, packets: &[TrackPacket]) -> usize {
+    let mut out = vec![TrackOutcome::Denied; packets.len()];
+    table.track_batch(black_box(packets), 1, |_| ALLOW, &mut out);
+    out.iter()
+        .filter(|outcome| matches!(outcome, TrackOutcome::Tracked { .. }))
+        .count()
+}
+
 fn bench(c: &mut Criterion) {
     let table = ConntrackTable::new(config());
     for i in 0..ENTRIES {
@@ -48,6 +61,29 @@ fn bench(c: &mut Criterion) {
     group.bench_function("hit_hot", |b| {
         b.iter(|| hot.iter().filter(|&&i| tracked(&table, i)).count())
     });
+    let udp: Vec<TrackPacket> = batch.iter().map(|&i| request(i)).collect();
+    group.bench_function("hit_cold_batched_udp", |b| {
+        b.iter(|| tracked_in_batches(&table, &udp))
+    });
+    drop(table);
+    // The same over a million established TCP connections: a TCP hit also
+    // reads the windows, in the slot's second part.
+    let table = ConntrackTable::new(config());
+    for i in 0..ENTRIES {
+        for segment in tcp_handshake(i) {
+            table.track(&segment, 0, || ALLOW);
+        }
+    }
+    let tcp: Vec<TrackPacket> = batch.iter().map(|&i| tcp_ack(i)).collect();
+    assert_eq!(
+        tracked_in_batches(&table, &tcp),
+        tcp.len(),
+        "every ACK is in window"
+    );
+    group.bench_function("hit_cold_batched_tcp", |b| {
+        b.iter(|| tracked_in_batches(&table, &tcp))
+    });
+    drop(table);
     group.sample_size(10);
     group.throughput(Throughput::Elements(100_000));
     group.bench_function("insert_100k_new", |b| {

@@ -519,22 +519,25 @@ impl ConntrackTable {
     /// lookups: those whose connection is not found at home (a packed key
     /// read without the lock: a hint) get their tags prefetched, then,
     /// once all tags are asked for, the slot their probe will stop at. A
-    /// connection found at home costs its lookup one line, not two.
+    /// connection found at home costs its lookup one line, not two; a TCP
+    /// one found there gets its home slot's cold part prefetched, since a
+    /// TCP hit reads the windows there.
     pub fn prefetch_lookups<'a>(&self, lookups: impl Iterator<Item = &'a Prepared> + Clone) {
         const { assert!(BATCH <= u64::BITS as usize) };
+        let is_tcp = |lookup: &Prepared| ConnKey::proto_of(&lookup.words) == proto::TCP;
         let mut away = 0u64;
         for (index, lookup) in lookups.clone().take(BATCH).enumerate() {
             if !self.table.home_holds(&lookup.place, &lookup.words) {
                 away |= 1 << index;
                 self.table.prefetch_tags(&lookup.place);
+            } else if is_tcp(lookup) {
+                self.table.prefetch_home_cold(&lookup.place);
             }
         }
         for (index, lookup) in lookups.take(BATCH).enumerate() {
             if away & (1 << index) != 0 {
-                // A TCP hit reads the windows, in the slot's cold part.
-                let whole_entry = ConnKey::proto_of(&lookup.words) == proto::TCP;
                 self.table
-                    .prefetch_slot(&lookup.place, &lookup.words, whole_entry);
+                    .prefetch_slot(&lookup.place, &lookup.words, is_tcp(lookup));
             }
         }
     }

@@ -321,11 +321,23 @@ impl SlotTable {
         }
         prefetch_index(&self.hot, slot);
         if tag == EMPTY || whole_entry || !StoredKey::of(key).is_packed() {
-            // The cold part spans up to two cache lines.
-            let words = self.cold.as_flattened();
-            prefetch_index(words, slot * COLD_WORDS);
-            prefetch_index(words, slot * COLD_WORDS + COLD_WORDS - 1);
+            self.prefetch_cold(slot);
         }
+    }
+
+    /// Prefetch hint: the cold part of `place`'s home slot, for a hit there
+    /// that reads the whole entry (TCP's windows).
+    #[inline]
+    pub fn prefetch_home_cold(&self, place: &Place) {
+        self.prefetch_cold(place.home);
+    }
+
+    /// Prefetches slot `slot`'s cold part, which spans up to two lines.
+    #[inline]
+    fn prefetch_cold(&self, slot: usize) {
+        let words = self.cold.as_flattened();
+        prefetch_index(words, slot * COLD_WORDS);
+        prefetch_index(words, slot * COLD_WORDS + COLD_WORDS - 1);
     }
 
     /// Locks shard `shard` (below `shard_count`; `crate::spin`).
