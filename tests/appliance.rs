@@ -44,9 +44,8 @@ fn two_workers_enforce_the_rules_file_and_reload_it_on_sighup() {
     let log = appliance.log_text();
     assert!(log.contains("microseg: memory: "), "{log}");
     assert_eq!(proc_file("comm"), b"microseg\n");
-    let mode =
-        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
-    if mode.contains("[madvise]") {
+    let mode = microseg_control::huge_pages::system_thp_mode();
+    if mode.as_deref() == Some("madvise") {
         let environ = proc_file("environ");
         assert!(
             environ

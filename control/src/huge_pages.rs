@@ -47,6 +47,12 @@ fn hugetlb_value(tunables: &[u8]) -> Option<&[u8]> {
     })
 }
 
+/// Does `tunables` (a `GLIBC_TUNABLES` text) turn malloc's huge-page
+/// advice on (`glibc.malloc.hugetlb=1`)?
+fn asks_for_huge_pages(tunables: &[u8]) -> bool {
+    hugetlb_value(tunables) == Some(&b"1"[..])
+}
+
 /// What `GLIBC_TUNABLES` should be for huge pages, given its value now;
 /// `None` when it already says something about `glibc.malloc.hugetlb`
 /// (left as the user set it, and so no second start).
@@ -117,7 +123,7 @@ pub fn next_start(
             None => NextStart::Run,
         };
     };
-    let ours = tunables.and_then(|value| hugetlb_value(value.as_bytes())) == Some(&b"1"[..]);
+    let ours = tunables.is_some_and(|value| asks_for_huge_pages(value.as_bytes()));
     if !ours || malloc_advises() != Some(false) {
         return NextStart::Run;
     }
@@ -367,7 +373,7 @@ Size:                132 kB
             "the probe's mapping was not found in /proc/self/smaps"
         );
         let ours = std::env::var_os(TUNABLES_VAR)
-            .is_some_and(|value| hugetlb_value(value.as_bytes()) == Some(&b"1"[..]));
+            .is_some_and(|value| asks_for_huge_pages(value.as_bytes()));
         if system_thp_mode().as_deref() == Some("madvise") && !ours {
             assert_eq!(advises, Some(false));
         }
